@@ -28,7 +28,7 @@ def _run(*args: str | Path, **kw: object) -> None:
 
 
 def ensure_environment(*, dev: bool) -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this script runs before the venv exists
         sys.exit(f"plyr needs Python 3.11 or newer (this is {sys.version.split()[0]})")
     if not (BIN / "python").exists():
         print("creating .venv ...", file=sys.stderr)

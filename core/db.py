@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import warnings
@@ -89,11 +88,11 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-async def connect(url: str, *, timeout: float = 10.0) -> asyncpg.Connection:
+async def connect(url: str, *, connect_timeout: float = 10.0) -> asyncpg.Connection:
     """One connection (for migrations, advisory locks, LISTEN)."""
     try:
-        conn = await asyncpg.connect(url, timeout=timeout)
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+        conn = await asyncpg.connect(url, timeout=connect_timeout)
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         raise DatabaseError(f"cannot connect to the database at {redact(url)}: {exc}") from exc
     await _init_connection(conn)
     return conn
@@ -115,7 +114,7 @@ async def create_pool(url: str, settings: CoreSettings, **overrides: Any) -> asy
             init=_init_connection,
             **overrides,
         )
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         raise DatabaseError(f"cannot connect to the database at {redact(url)}: {exc}") from exc
     assert pool is not None
     return pool
