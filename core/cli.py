@@ -19,7 +19,7 @@ from core.settings import CoreSettings
 T = TypeVar("T")
 
 # Packages whose `cli.commands` join the top-level group when the package exists.
-_COMMAND_PACKAGES = ("indexer.cli", "appview.cli", "media.cli")
+_COMMAND_PACKAGES = ("indexer.cli", "indexer.backfill.cli", "appview.cli", "media.cli")
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
