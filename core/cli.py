@@ -81,11 +81,14 @@ def db_url() -> None:
 @click.option(
     "--only",
     multiple=True,
-    type=click.Choice(["indexer", "appview", "media"]),
+    type=click.Choice(["indexer", "resync", "appview", "media"]),
     help="Run only these services (repeatable). Default: all of them.",
 )
 def up(only: tuple[str, ...]) -> None:
-    """Run everything in one process: database, migrations, indexer, appview, media. Ctrl-C stops."""
+    """Run everything in one process: database, migrations, indexer, resync, appview, media.
+
+    Ctrl-C stops it (and the embedded PostgreSQL, when that is in use).
+    """
     from core.runtime import SERVICES, open_runtime, run_until_signalled
 
     settings = load_settings()

@@ -25,6 +25,7 @@ log = logging.getLogger("plyr.runtime")
 # name -> "module:function" of each service's entry point, in start order.
 SERVICES: dict[str, str] = {
     "indexer": "indexer.service:run",
+    "resync": "indexer.backfill.service:run",
     "appview": "appview.service:run",
     "media": "media.service:run",
 }
