@@ -1,0 +1,105 @@
+"""Who is calling: AT Protocol service auth (a JWT signed by the caller's DID) or the server key.
+
+A request carries `Authorization: Bearer TOKEN`. TOKEN equal to PLYR_MEDIA_SERVER_KEY (compared
+in constant time) marks a trusted caller, which names the account it acts for in the
+`X-Plyr-Did` header. Otherwise TOKEN must be a service-auth JWT whose audience is our service
+DID (PLYR_MEDIA_SERVICE_DID) and whose `lxm` is the method being called; its issuer is the
+caller. With neither configured nothing is accepted: the service refuses to start (fails closed).
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import ConfigError
+from media.settings import MediaSettings
+
+_DID = re.compile(r"^did:[a-z]+:[a-zA-Z0-9._:%-]{1,2000}$")
+
+LXM_UPLOAD_AUDIO = "fm.plyr.media.uploadAudio"
+LXM_UPLOAD_IMAGE = "fm.plyr.media.uploadImage"
+LXM_CREATE_EXPORT = "fm.plyr.media.createExport"
+LXM_GET_EXPORT = "fm.plyr.media.getExport"
+
+
+class Unauthorized(Exception):
+    def __init__(self, error: str, message: str) -> None:
+        super().__init__(message)
+        self.error = error
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Caller:
+    did: str | None       # the account acted for (None: a trusted caller that named none)
+    trusted: bool         # authenticated by the server key
+
+
+def require_auth_configured(settings: MediaSettings) -> None:
+    if not settings.auth_configured:
+        raise ConfigError(
+            "media uploads need authentication: set PLYR_MEDIA_SERVICE_DID (AT Protocol service "
+            "auth) and/or PLYR_MEDIA_SERVER_KEY (trusted callers); refusing to start without either"
+        )
+
+
+def _is_did(value: str) -> bool:
+    try:
+        from protocol.syntax import is_valid
+
+        return bool(is_valid("did", value))
+    except ImportError:
+        return bool(_DID.match(value))
+
+
+class Authenticator:
+    def __init__(self, settings: MediaSettings, resolver: Any = None, *, required: bool = True) -> None:
+        # `required=False` (plyr up without auth settings): the service starts but every
+        # authenticated endpoint refuses - still closed, never open.
+        if required:
+            require_auth_configured(settings)
+        self.configured = settings.auth_configured
+        self.server_key = settings.server_key.encode() if settings.server_key else None
+        self.service_did = settings.service_did
+        self._resolver = resolver
+
+    def resolver(self) -> Any:
+        if self._resolver is None:
+            from protocol.identity import resolver_from_env
+
+            self._resolver = resolver_from_env()
+        return self._resolver
+
+    async def authenticate(self, headers: Any, lxm: str) -> Caller:
+        if not self.configured:
+            raise Unauthorized(
+                "AuthNotConfigured",
+                "uploads are disabled: this server has no authentication configured",
+            )
+        header = headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("AuthenticationRequired", "send Authorization: Bearer <token>")
+        if self.server_key is not None and hmac.compare_digest(token.encode(), self.server_key):
+            did = headers.get("X-Plyr-Did") or None
+            if did is not None and not _is_did(did):
+                raise Unauthorized("InvalidRequest", "X-Plyr-Did is not a DID")
+            return Caller(did=did, trusted=True)
+        if self.service_did is None or token.count(".") != 2:
+            raise Unauthorized("InvalidToken", "the token is not valid")
+        from protocol.service_auth import AuthError, verify_service_jwt
+
+        try:
+            did = await verify_service_jwt(
+                token, audience=self.service_did, lxm=lxm, resolver=self.resolver()
+            )
+        except AuthError as exc:
+            raise Unauthorized(
+                getattr(exc, "error", "InvalidToken") or "InvalidToken",
+                getattr(exc, "message", str(exc)) or "the token is not valid",
+            ) from None
+        return Caller(did=did, trusted=False)

@@ -1,0 +1,296 @@
+"""The media HTTP app: uploads, job status (JSON and Server-Sent Events), exports, object serving.
+
+    POST /upload/audio[?title=&artist=&cover=SHA256]   body: the file (raw, or multipart field "file")
+    POST /upload/image
+    GET  /jobs/{id}              the job as JSON
+    GET  /jobs/{id}/events       the job's progress as Server-Sent Events, until it ends
+    POST /exports[?did=]         queue a zip of the caller's tracks; GET /exports/{id}/download
+    GET  /media/{key}            stored objects (local backend: Range, ETag, caching; S3: redirect)
+    GET  /health, /metrics
+
+Every error a client can cause is a JSON body {"error", "message"} with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import Counter
+
+from core.metrics import metrics_handler
+from media import jobs
+from media.auth import (
+    LXM_CREATE_EXPORT,
+    LXM_GET_EXPORT,
+    LXM_UPLOAD_AUDIO,
+    LXM_UPLOAD_IMAGE,
+    Authenticator,
+    Caller,
+    Unauthorized,
+)
+from media.events import JobEvents
+from media.ingest import BadMedia, MediaContext, ingest_audio, ingest_image
+from media.receive import Received, TooLarge, receive
+from media.storage import LocalStorage, StorageError, valid_key
+
+log = logging.getLogger("plyr.media.http")
+
+UPLOADS = Counter("plyr_media_uploads_total", "Uploads by kind and outcome", ["kind", "outcome"])
+TERMINAL = ("done", "failed")
+READ_PIECE = 1024 * 1024
+_SHA = frozenset("0123456789abcdef")
+
+CTX = web.AppKey("media_ctx", MediaContext)
+AUTH = web.AppKey("media_auth", Authenticator)
+EVENTS = web.AppKey("media_events", JobEvents)
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
+    )
+
+
+def _error(status: int, error: str, message: str) -> web.Response:
+    return _json({"error": error, "message": message}, status=status)
+
+
+_ERROR_NAMES = {400: "InvalidRequest", 413: "PayloadTooLarge", 415: "UnsupportedMediaType", 422: "InvalidMedia"}
+
+
+async def _caller(request: web.Request, lxm: str) -> Caller:
+    try:
+        return await request.app[AUTH].authenticate(request.headers, lxm)
+    except Unauthorized as exc:
+        raise web.HTTPUnauthorized(
+            text=orjson.dumps({"error": exc.error, "message": exc.message}).decode(),
+            content_type="application/json",
+        ) from None
+
+
+async def _receive_body(request: web.Request, ctx: MediaContext, limit: int) -> Received:
+    """Stream the request's file (raw body or the multipart field "file") to a temp file."""
+    if request.content_length is not None and request.content_length > limit + 64 * 1024:
+        raise TooLarge(limit)  # announced too large: refuse before reading anything
+    if request.content_type.startswith("multipart/"):
+        reader = await request.multipart()
+        while True:
+            part = await reader.next()
+            if part is None:
+                raise BadMedia(400, 'the multipart body has no "file" field')
+            if getattr(part, "name", None) == "file":
+                break
+            await part.release()  # type: ignore[union-attr]
+
+        async def read() -> bytes:
+            return await part.read_chunk(READ_PIECE)  # type: ignore[union-attr]
+    else:
+        async def read() -> bytes:
+            return await request.content.readany()
+
+    return await receive(
+        read, tmp_dir=ctx.settings.tmp_dir, limit=limit, chunk_bytes=ctx.settings.chunk_bytes
+    )
+
+
+async def _upload(request: web.Request, kind: str) -> web.Response:
+    ctx = request.app[CTX]
+    caller = await _caller(request, LXM_UPLOAD_AUDIO if kind == "audio" else LXM_UPLOAD_IMAGE)
+    limit = ctx.settings.max_audio_bytes if kind == "audio" else ctx.settings.max_image_bytes
+    received: Received | None = None
+    try:
+        try:
+            received = await _receive_body(request, ctx, limit)
+        except TooLarge as exc:
+            UPLOADS.labels(kind, "too_large").inc()
+            resp = _error(413, "PayloadTooLarge", str(exc))
+            resp.force_close()  # do not read the rest of a body we refused
+            return resp
+        if kind == "audio":
+            cover = request.query.get("cover")
+            if cover is not None and (len(cover) != 64 or not set(cover) <= _SHA):
+                raise BadMedia(400, "cover must be the sha256 of an uploaded image")
+            result = await ingest_audio(
+                ctx,
+                received,
+                owner=caller.did,
+                title=(request.query.get("title") or None),
+                artist=(request.query.get("artist") or None),
+                cover_sha256=cover,
+            )
+        else:
+            result = await ingest_image(ctx, received, owner=caller.did)
+    except BadMedia as exc:
+        UPLOADS.labels(kind, "rejected").inc()
+        return _error(exc.status, _ERROR_NAMES.get(exc.status, "InvalidMedia"), str(exc))
+    except StorageError as exc:
+        UPLOADS.labels(kind, "storage_error").inc()
+        log.error("storage failed during upload", extra={"error": str(exc)})
+        return _error(503, "StorageUnavailable", "storage is unavailable; try again later")
+    finally:
+        if received is not None:
+            received.discard()
+    UPLOADS.labels(kind, "ok").inc()
+    return _json(result, status=201 if result.get("created") else 200)
+
+
+async def upload_audio(request: web.Request) -> web.Response:
+    return await _upload(request, "audio")
+
+
+async def upload_image(request: web.Request) -> web.Response:
+    return await _upload(request, "image")
+
+
+def _job_id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise web.HTTPNotFound(
+            text='{"error":"NotFound","message":"no such job"}', content_type="application/json"
+        )
+    return int(raw)
+
+
+async def get_job(request: web.Request) -> web.Response:
+    job = await jobs.get_job(request.app[CTX].pool, _job_id(request))
+    if job is None:
+        return _error(404, "NotFound", "no such job")
+    return _json(job.public(), headers={"Cache-Control": "no-store"})
+
+
+async def job_events(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: the job's state now, then on every change, until it is done or failed."""
+    job_id = _job_id(request)
+    ctx = request.app[CTX]
+    hub = request.app[EVENTS]
+    queue = hub.subscribe(job_id)  # before reading the state: no change can slip between
+    try:
+        job = await jobs.get_job(ctx.pool, job_id)
+        if job is None:
+            return _error(404, "NotFound", "no such job")
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await resp.prepare(request)
+        last: dict[str, Any] | None = None
+        while True:
+            state = job.public()
+            if state != last:
+                event = job.status if job.status in TERMINAL else "progress"
+                await resp.write(f"event: {event}\ndata: {orjson.dumps(state).decode()}\n\n".encode())
+                last = state
+            if job.status in TERMINAL:
+                break
+            try:
+                await asyncio.wait_for(queue.get(), 15)
+                while not queue.empty():
+                    queue.get_nowait()
+            except TimeoutError:
+                await resp.write(b": keep-alive\n\n")
+            fresh = await jobs.get_job(ctx.pool, job_id)
+            if fresh is None:
+                break
+            job = fresh
+        await resp.write_eof()
+        return resp
+    finally:
+        hub.unsubscribe(job_id, queue)
+
+
+async def create_export(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    caller = await _caller(request, LXM_CREATE_EXPORT)
+    did = caller.did
+    if caller.trusted and request.query.get("did"):
+        did = request.query["did"]
+    if not did:
+        return _error(400, "InvalidRequest", "name the account to export (X-Plyr-Did or ?did=)")
+    async with ctx.pool.acquire() as conn:
+        job_id = await jobs.enqueue(
+            conn, kind="export", owner=did, payload={"did": did},
+            max_attempts=ctx.settings.job_max_attempts, dedupe_key=did,
+        )
+    return _json({"jobId": job_id, "status": f"/jobs/{job_id}", "events": f"/jobs/{job_id}/events"}, status=202)
+
+
+async def download_export(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CTX]
+    caller = await _caller(request, LXM_GET_EXPORT)
+    job = await jobs.get_job(ctx.pool, _job_id(request))
+    if job is None or job.kind != "export" or (not caller.trusted and caller.did != job.owner):
+        return _error(404, "NotFound", "no such export")
+    if job.status != "done" or not job.result:
+        return _error(409, "NotReady", f"the export is {job.status}")
+    if job.result.get("expired"):
+        return _error(410, "Expired", "this export has expired; ask for a new one")
+    key, filename = job.result["key"], job.result["filename"]
+    disposition = f'attachment; filename="{filename}"'
+    redirect = await ctx.storage.download_url(key, filename)
+    if redirect is not None:
+        raise web.HTTPFound(redirect)
+    assert isinstance(ctx.storage, LocalStorage)
+    path = ctx.storage.path(key)
+    if not path.is_file():
+        return _error(410, "Gone", "the export file is no longer stored")
+    return web.FileResponse(path, headers={"Content-Disposition": disposition, "Content-Type": "application/zip", "Cache-Control": "private, no-store"})
+
+
+async def serve_media(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CTX]
+    key = request.match_info["key"]
+    # Exports are private: they are only reachable through /exports/{id}/download.
+    if not valid_key(key) or key.startswith("exports/"):
+        return _error(404, "NotFound", "no such object")
+    redirect = await ctx.storage.download_url(key)
+    if redirect is not None:
+        raise web.HTTPFound(redirect, headers={"Cache-Control": "no-store"})
+    assert isinstance(ctx.storage, LocalStorage)
+    path = ctx.storage.path(key)
+    if not path.is_file():
+        return _error(404, "NotFound", "no such object")
+    # Keys name content (sha-256), so an object never changes: cache it for good.
+    return web.FileResponse(path, headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+
+async def health(request: web.Request) -> web.Response:
+    async with request.app[CTX].pool.acquire() as conn:
+        await conn.fetchval("SELECT 1")
+    return _json({"ok": True})
+
+
+def create_app(ctx: MediaContext, auth: Authenticator, events: JobEvents) -> web.Application:
+    app = web.Application()
+    app[CTX] = ctx
+    app[AUTH] = auth
+    app[EVENTS] = events
+    app.router.add_post("/upload/audio", upload_audio)
+    app.router.add_post("/upload/image", upload_image)
+    app.router.add_get("/jobs/{id}", get_job)
+    app.router.add_get("/jobs/{id}/events", job_events)
+    app.router.add_post("/exports", create_export)
+    app.router.add_get("/exports/{id}/download", download_export)
+    app.router.add_get("/media/{key:.+}", serve_media)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics_handler)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application, host: str, port: int) -> Any:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    try:
+        yield runner
+    finally:
+        await runner.cleanup()

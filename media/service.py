@@ -1,0 +1,98 @@
+"""The media service: the HTTP app and N job workers, sharing one database pool and storage.
+
+`plyr media` runs it strictly: with no authentication configured it refuses to start.
+Under `plyr up` (everything in one process) a missing auth configuration is logged as an
+error and the service still runs the workers and serves stored media, but every upload and
+export request is refused (401 AuthNotConfigured): closed, never open, without taking the
+indexer and appview down with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from core.errors import ConfigError
+from core.runtime import Runtime
+from media.auth import Authenticator, require_auth_configured
+from media.events import JobEvents
+from media.ffmpeg import ffmpeg_exe, run_ffmpeg
+from media.http import create_app, serving
+from media.ingest import MediaContext
+from media.settings import MediaSettings
+from media.storage import storage_from_settings
+from media.worker import Worker, worker_name
+
+log = logging.getLogger("plyr.media")
+
+
+async def check_ffmpeg(exe: str) -> None:
+    try:
+        await run_ffmpeg(exe, ["-version"], timeout_s=20)
+    except Exception as exc:
+        raise ConfigError(f"ffmpeg does not run ({exe}): {exc}") from exc
+
+
+async def _expire_exports_forever(ctx: MediaContext, every_s: float = 3600.0) -> None:
+    from media.exports import expire_exports
+
+    while True:
+        try:
+            removed = await expire_exports(ctx.pool, ctx.storage, ttl_s=ctx.settings.export_ttl_s)
+            if removed:
+                log.info("expired exports removed", extra={"count": removed})
+        except Exception:
+            log.exception("expiring exports failed")
+        await asyncio.sleep(every_s)
+
+
+async def run(rt: Runtime, *, strict: bool = False, settings: MediaSettings | None = None) -> None:
+    """Serve HTTP and run the workers until cancelled."""
+    settings = settings or MediaSettings.from_env(rt.settings)
+    if strict:
+        require_auth_configured(settings)
+    elif not settings.auth_configured:
+        log.error(
+            "media: no authentication configured (PLYR_MEDIA_SERVICE_DID / PLYR_MEDIA_SERVER_KEY); "
+            "uploads and exports are refused until one is set"
+        )
+    exe = ffmpeg_exe(settings.ffmpeg)
+    await check_ffmpeg(exe)
+    storage = storage_from_settings(settings)
+    ctx = MediaContext(settings=settings, pool=rt.pool, storage=storage, ffmpeg=exe)
+    resolver: Any = None
+    if settings.service_did or settings.workers:
+        from protocol.identity import resolver_from_env
+
+        resolver = resolver_from_env()
+    events = JobEvents(rt.database_url)
+    await events.start()
+    auth = Authenticator(settings, resolver, required=strict)
+    app = create_app(ctx, auth, events)
+    workers = [
+        Worker(ctx, name=worker_name(i), resolver=resolver, wake=events.new_job)
+        for i in range(settings.workers)
+    ]
+    housekeeping = asyncio.create_task(_expire_exports_forever(ctx), name="media-housekeeping")
+    try:
+        async with serving(app, settings.host, settings.port):
+            log.info(
+                "media service up",
+                extra={"url": settings.public_url, "workers": len(workers), "storage": storage.name},
+            )
+            if workers:
+                await asyncio.gather(*(w.run() for w in workers))
+            else:
+                await asyncio.Event().wait()
+    finally:
+        housekeeping.cancel()
+        with contextlib.suppress(BaseException):
+            await housekeeping
+        await events.stop()
+        with contextlib.suppress(Exception):
+            await storage.close()
+        if resolver is not None:
+            with contextlib.suppress(Exception):
+                await resolver.close()
