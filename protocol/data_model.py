@@ -16,8 +16,9 @@ libipld is lossy at the link/bytes boundary, in both directions:
 
 So this module offers exact paths beside the libipld ones:
 
-- ``block_to_json(raw)``: exact DAG-CBOR -> JSON form (libipld validates strictness first, then a
-  small decoder here keeps links and bytes apart). Use it for records.
+- ``block_to_json(raw)``: exact DAG-CBOR -> JSON form (libipld validates strictness and decodes;
+  when the value holds any ``bytes`` a small decoder here keeps links and bytes apart). Use it
+  for records.
 - ``ipld_to_json(value)``: libipld value -> JSON form. Since links and bytes are both ``bytes``
   here, a value counts as a link when it is a ``Link`` or parses as a complete CIDv1; anything
   else is bytes. Exact for all atproto records whose bytes fields never look like CIDs.
@@ -313,12 +314,38 @@ def _decode_json_item(buf: bytes, pos: int, depth: int) -> tuple[Any, int]:
     return {"$link": cid_to_str(payload[1:])}, pos + length
 
 
+def _has_bytes(value: Any) -> bool:
+    """True when a decoded (libipld) value holds a ``bytes`` anywhere (a link or a byte string)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t is dict:
+            items: Any = v.values()
+        elif t is list:
+            items = v
+        else:
+            return t is bytes
+        for x in items:
+            tx = type(x)
+            if tx is bytes:
+                return True
+            if tx is dict or tx is list:
+                stack.append(x)
+    return False
+
+
 def block_to_json(raw: bytes) -> Any:
     """Exact JSON form of a DAG-CBOR block; DataModelError if it is not strict DAG-CBOR."""
     try:
-        libipld.decode_dag_cbor(raw)  # strictness checks (canonical form, no trailing data)
+        # Strictness checks (canonical form, no trailing data) and, usually, the answer itself.
+        value = libipld.decode_dag_cbor(raw)
     except (ValueError, RecursionError) as exc:
         raise DataModelError(f"invalid DAG-CBOR: {exc}") from exc
+    if not _has_bytes(value):
+        # Without links or byte strings, libipld's value *is* the JSON form (same maps in the
+        # same order, lists, text, ints, floats, bools, null): ~10x faster than the exact decoder.
+        return value
     try:
         value, _ = _decode_json_item(bytes(raw), 0, 0)
     except (IndexError, CidError, UnicodeDecodeError, struct.error) as exc:

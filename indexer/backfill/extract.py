@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -45,6 +45,7 @@ _LEN_BITS = 24  # packed index value: offset << 24 | length (sections are at mos
 _LEN_MASK = (1 << _LEN_BITS) - 1
 _NODE_HEAD = 0xA2  # an MST node is the 2-entry map {"e": [...], "l": ...}
 _NODE_KEY = 0x65  # "e", the first key of that map (third byte, after 0x61)
+_PLYR_SEARCH = re.compile(re.escape(PLYR_PREFIX)).finditer
 
 
 class ExtractError(Exception):
@@ -70,7 +71,8 @@ class CarIndex:
         self._whole: bytes | None = None  # the CAR given whole (no copy)
         self._file: BinaryIO | None = None
         self._blocks: dict[bytes, int] = {}
-        self._hits: deque[int] = deque()
+        self._hits: list[int] = []  # absolute positions of "fm.plyr.", consumed from _hit_i
+        self._hit_i = 0
         self._tail = b""
         self._carry = b""  # an incomplete section head (varint, CID, first block bytes)
         self._carry_at = 0
@@ -152,6 +154,9 @@ class CarIndex:
         # Positions of "fm.plyr." (C-speed search); a match split across two chunks is found in
         # the small bridge of the previous chunk's tail and this chunk's head.
         hits = self._hits
+        if self._hit_i > 4096:
+            del hits[: self._hit_i]
+            self._hit_i = 0
         tail = self._tail
         if tail:
             bridge = tail + chunk[: len(PLYR_PREFIX) - 1]
@@ -159,11 +164,9 @@ class CarIndex:
             while 0 <= j < len(tail):
                 hits.append(start - len(tail) + j)
                 j = bridge.find(PLYR_PREFIX, j + 1)
-        find = chunk.find
-        i = find(PLYR_PREFIX)
-        while i >= 0:
-            hits.append(start + i)
-            i = find(PLYR_PREFIX, i + 1)
+        # A compiled literal pattern scans ~2x faster than a bytes.find loop here (bytes.find
+        # restarts its setup on every call and skips poorly on text-heavy blocks).
+        hits.extend([start + m.start() for m in _PLYR_SEARCH(chunk)])
         keep = len(PLYR_PREFIX) - 1
         self._tail = chunk[-keep:] if len(chunk) >= keep else (tail + chunk)[-keep:]
 
@@ -263,16 +266,91 @@ class CarIndex:
         Frames every section starting before `stop` (default: the end of `buf`) and returns the
         absolute position after the last one; returns -1 when the data ran out (the cut head is
         kept in `_carry`, or the block running past the end is `_pending`).
-
-        The hot loop of a backfill: it runs once per block of every repo, so it does only byte
-        reads and comparisons; bounds are checked by catching the IndexError at the very end.
         """
+        if stop is None:
+            p = self._frame_fast(buf, base, p)
+            if p < 0:
+                self._carry = b""
+                return base + len(buf)
+        return self._frame_careful(buf, base, p, stop)
+
+    def _frame_fast(self, buf: bytes, base: int, p: int) -> int:
+        """The hot loop of a backfill: frame whole sections of `buf` from `p`.
+
+        It runs once per block of every repo, so it does only byte reads, additions and
+        comparisons: no bounds checks (the IndexError at the end of the data ends the loop), no
+        per-section objects. Returns -1 when the sections end exactly at the end of `buf`, else
+        the start of the section it could not finish (cut varint, block running past the end),
+        which `_frame_careful` takes over.
+        """
+        n = len(buf)
+        blocks = self._blocks
+        hits = self._hits
+        hi = self._hit_i
+        nh = len(hits)
+        far = 1 << 62
+        rel_hit = hits[hi] - base if hi < nh else far
+        max_section = self._max_section
+        s = p
+        try:
+            while True:
+                b = buf[p]
+                s = p
+                if b < 0x80:
+                    q = p + 1
+                    p = q + b
+                else:
+                    b2 = buf[p + 1]
+                    if b2 < 0x80:
+                        q = p + 2
+                        p = q + ((b & 0x7F) | (b2 << 7))
+                    else:
+                        b3 = buf[p + 2]
+                        if b3 < 0x80:
+                            q = p + 3
+                            slen = (b & 0x7F) | ((b2 & 0x7F) << 7) | (b3 << 14)
+                        else:
+                            b4 = buf[p + 3]
+                            if b4 >= 0x80:
+                                raise CarError("CAR section length varint too long")
+                            q = p + 4
+                            slen = (
+                                (b & 0x7F) | ((b2 & 0x7F) << 7) | ((b3 & 0x7F) << 14) | (b4 << 21)
+                            )
+                        if slen > max_section:
+                            raise CarError(f"bad CAR section length {slen}")
+                        p = q + slen
+                # p is now the end of the section, possibly past the data (then the next read
+                # fails and the careful loop takes over from s): index only complete blocks.
+                # Literals, not the module constants: a global load per section costs ~5%.
+                # 36 = BLESSED_CID_LEN, 0xA2/0x65 = _NODE_HEAD/_NODE_KEY, 24 = _LEN_BITS.
+                if buf[q + 36] == 0xA2:
+                    if buf[q + 38] == 0x65 and p <= n:
+                        blocks[buf[q : q + 36]] = ((base + q + 36) << 24) | (p - q - 36)
+                if rel_hit < p:
+                    bs = q + 36
+                    while rel_hit < bs:
+                        hi += 1
+                        rel_hit = hits[hi] - base if hi < nh else far
+                    if rel_hit + 8 <= p <= n:  # 8 = len(PLYR_PREFIX)
+                        blocks[buf[q:bs]] = ((base + bs) << 24) | (p - bs)
+        except IndexError:
+            pass
+        self._hit_i = hi
+        return -1 if p == n else s
+
+    def _frame_careful(self, buf: bytes, base: int, p: int, stop: int | None = None) -> int:
+        """`_frame` with every bound checked: chunk tails, carried heads, long blocks."""
         n = len(buf)
         limit = n if stop is None else min(n, stop)
         blocks = self._blocks
         hits = self._hits
         far = 1 << 62
-        rel_hit = hits[0] - base if hits else far
+
+        def next_hit() -> int:
+            return hits[self._hit_i] - base if self._hit_i < len(hits) else far
+
+        rel_hit = next_hit()
         e = p
         try:
             while p < limit:
@@ -300,15 +378,16 @@ class CarIndex:
                             e = q + ((b & 0x7F) | ((b2 & 0x7F) << 7) | (b3 << 14))
                 if e > n:
                     break
-                bs = q + 36
-                if buf[bs] == 0xA2 and buf[bs + 2] == 0x65:
-                    blocks[buf[q:bs]] = ((base + bs) << 24) | (e - bs)
+                bs = q + BLESSED_CID_LEN
+                # (bounded by the section: a tiny last section must not read past the data)
+                if bs + 2 < e and buf[bs] == _NODE_HEAD and buf[bs + 2] == _NODE_KEY:
+                    blocks[buf[q:bs]] = ((base + bs) << _LEN_BITS) | (e - bs)
                 if rel_hit < e:
-                    while hits and hits[0] - base < bs:
-                        hits.popleft()
-                    if hits and hits[0] - base + 8 <= e:
-                        blocks[buf[q:bs]] = ((base + bs) << 24) | (e - bs)
-                    rel_hit = hits[0] - base if hits else far
+                    while self._hit_i < len(hits) and hits[self._hit_i] - base < bs:
+                        self._hit_i += 1
+                    rel_hit = next_hit()
+                    if rel_hit + len(PLYR_PREFIX) <= e:
+                        blocks[buf[q:bs]] = ((base + bs) << _LEN_BITS) | (e - bs)
                 p = e
             else:
                 self._carry = b""
@@ -326,7 +405,7 @@ class CarIndex:
             # Not even the CID and the first block bytes are here yet.
             self._carry, self._carry_at = buf[p:], base + p
             return -1
-        keep = buf[bs] == 0xA2 and buf[bs + 2] == 0x65
+        keep = buf[bs] == _NODE_HEAD and buf[bs + 2] == _NODE_KEY
         self._pending = (buf[q:bs], base + bs, base + e, keep)
         self._skip_to = base + e
         self._carry = b""
@@ -337,9 +416,9 @@ class CarIndex:
         cid, bs, e, keep = self._pending
         self._pending = None
         hits = self._hits
-        while hits and hits[0] < bs:
-            hits.popleft()
-        if hits and hits[0] + len(PLYR_PREFIX) <= e:
+        while self._hit_i < len(hits) and hits[self._hit_i] < bs:
+            self._hit_i += 1
+        if self._hit_i < len(hits) and hits[self._hit_i] + len(PLYR_PREFIX) <= e:
             keep = True
         if keep:
             self._blocks[cid] = (bs << _LEN_BITS) | (e - bs)

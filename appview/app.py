@@ -1,0 +1,101 @@
+"""The AppView aiohttp application: XRPC, web pages, OpenAPI, health and metrics."""
+
+from __future__ import annotations
+
+import asyncpg
+import orjson
+from aiohttp import web
+
+from appview import openapi, web_pages
+from appview.auth import Authenticator
+from appview.context import AppState, Route
+from appview.freshness import Freshness
+from appview.http import cors_middleware, errors_middleware
+from appview.methods import actor, feed, graph, plays, search, stats, viewer
+from appview.settings import AppviewSettings
+from appview.xrpc import XrpcEndpoint
+from appview.xrpc_schema import LexiconSet
+from core.metrics import metrics_handler
+from protocol.identity import IdentityResolver, resolver_from_env
+
+ROUTES: dict[str, Route] = {
+    **feed.ROUTES,
+    **actor.ROUTES,
+    **graph.ROUTES,
+    **search.ROUTES,
+    **stats.ROUTES,
+    **plays.ROUTES,
+    **viewer.ROUTES,
+}
+
+STATE_KEY = web.AppKey("state", AppState)
+XRPC_KEY = web.AppKey("xrpc", XrpcEndpoint)
+
+
+def build_app(
+    pool: asyncpg.Pool,
+    settings: AppviewSettings,
+    *,
+    resolver: IdentityResolver | None = None,
+    lexicons: LexiconSet | None = None,
+    check_output: bool = False,
+) -> web.Application:
+    """`check_output` validates every response against its lexicon (tests turn it on)."""
+    lexicons = lexicons or LexiconSet.load()
+    own_resolver = resolver is None
+    resolver = resolver or resolver_from_env()
+    state = AppState(settings=settings, pool=pool)
+    freshness = Freshness(pool, settings.freshness_interval)
+    endpoint = XrpcEndpoint(
+        lexicons,
+        ROUTES,
+        state,
+        Authenticator(settings.service_did, resolver),
+        check_output=check_output,
+    )
+    app = web.Application(
+        middlewares=[cors_middleware(settings.cors_origins), errors_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[STATE_KEY] = state
+    app[XRPC_KEY] = endpoint
+
+    async def health(_request: web.Request) -> web.Response:
+        try:
+            await pool.fetchval("SELECT 1")
+        except (asyncpg.PostgresError, OSError) as exc:
+            body = {"status": "unavailable", "database": str(exc)[:200]}
+            return web.Response(status=503, body=orjson.dumps(body), content_type="application/json")
+        body = {"status": "ok", "indexEventTime": freshness.headers()["Plyr-Index-Event-Time"]}
+        return web.Response(body=orjson.dumps(body), content_type="application/json",
+                            headers={"Cache-Control": "no-store"})
+
+    spec = orjson.dumps(openapi.build(lexicons, ROUTES, settings.public_url))
+
+    async def openapi_json(_request: web.Request) -> web.Response:
+        return web.Response(body=spec, content_type="application/json",
+                            headers={"Cache-Control": "public, max-age=300"})
+
+    app.router.add_route("*", "/xrpc/{nsid}", endpoint.handle)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/openapi.json", openapi_json)
+    web_pages.add_routes(app, state)
+
+    async def on_startup(_app: web.Application) -> None:
+        await freshness.start()
+
+    async def on_cleanup(_app: web.Application) -> None:
+        await freshness.stop()
+        if own_resolver:
+            await resolver.close()
+
+    async def add_freshness(request: web.Request, response: web.StreamResponse) -> None:
+        # Every XRPC response, errors and 304s included, says how fresh the index is.
+        if request.path.startswith("/xrpc/"):
+            response.headers.update(freshness.headers())
+
+    app.on_response_prepare.append(add_freshness)
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app

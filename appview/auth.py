@@ -1,0 +1,65 @@
+"""Who is calling: AT Protocol service auth (a Bearer JWT signed by the caller's repo key).
+
+Public reads work anonymously; a request that carries a token must carry a good one (a bad
+token is a 401, never silently treated as anonymous). The JWT must name this AppView in `aud`
+(our DID with the `#plyr_appview` service fragment, or the bare DID from older PDSes) and the
+called method in `lxm`.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import orjson
+from aiohttp import web
+
+from appview.errors import XRPCError
+from protocol.identity import IdentityResolver
+from protocol.service_auth import AuthError, bearer_token, verify_service_jwt
+
+SERVICE_FRAGMENT = "#plyr_appview"
+
+
+class Authenticator:
+    """Verifies tokens; a token already verified is remembered (by its exact bytes, signature
+    included) until it expires, so a client reusing its token costs no signature check."""
+
+    def __init__(self, service_did: str, resolver: IdentityResolver, *, max_cached: int = 10_000) -> None:
+        self.audience = service_did + SERVICE_FRAGMENT
+        self.resolver = resolver
+        self.max_cached = max_cached
+        self._verified: dict[tuple[str, str], tuple[str, float]] = {}  # (token, lxm) -> (did, exp)
+
+    async def viewer(self, request: web.Request, nsid: str, *, required: bool) -> str | None:
+        """The caller's DID, None when anonymous and allowed; raises a 401 XRPCError."""
+        header = request.headers.get("Authorization")
+        if not header:
+            if required:
+                raise XRPCError(401, "AuthRequired", "this method needs service authentication (Bearer JWT)")
+            return None
+        try:
+            token = bearer_token(header)
+            hit = self._verified.get((token, nsid))
+            if hit is not None and hit[1] > time.time():
+                return hit[0]
+            did = await verify_service_jwt(
+                token,
+                audience=self.audience,
+                lxm=nsid,
+                resolver=self.resolver,
+                accept_bare_audience=True,
+            )
+        except AuthError as exc:
+            raise XRPCError(401, exc.error, exc.message) from None
+        if len(self._verified) >= self.max_cached:
+            self._verified.clear()
+        self._verified[(token, nsid)] = (did, _expiry(token))
+        return did
+
+
+def _expiry(token: str) -> float:
+    """`exp` of a token that just passed verification (so its payload is well-formed)."""
+    payload = token.split(".")[1]
+    claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return float(claims["exp"])

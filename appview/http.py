@@ -1,0 +1,132 @@
+"""HTTP behaviour shared by every path: errors as XRPC JSON, CORS from an allow-list, and
+ETag/Cache-Control for public responses."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import asyncpg
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from appview.errors import XRPCError
+
+log = logging.getLogger("plyr.appview")
+
+_STATUS_ERRORS = {
+    400: "InvalidRequest",
+    401: "AuthRequired",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    406: "NotAcceptable",
+    409: "Conflict",
+    413: "PayloadTooLarge",
+    414: "URITooLong",
+    415: "UnsupportedMediaType",
+    431: "RequestHeaderFieldsTooLarge",
+    501: "NotImplemented",
+}
+
+
+def error_response(status: int, error: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps({"error": error, "message": message}),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes `{"error", "message"}`; unexpected ones a logged 500, no traceback."""
+    try:
+        return await handler(request)
+    except XRPCError as exc:
+        # A 401 names the scheme it wants (XRPC spec: 401 carries WWW-Authenticate).
+        auth = {"WWW-Authenticate": 'Bearer realm="plyr-appview"'} if exc.status == 401 else None
+        return error_response(exc.status, exc.error, exc.message, auth)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "WWW-Authenticate")}
+        message = exc.text or exc.reason
+        if exc.status == 404 and request.path.startswith("/xrpc/"):
+            return error_response(404, "MethodNotImplemented", "no such XRPC method", headers)
+        return error_response(exc.status, _STATUS_ERRORS.get(exc.status, "Error"), message, headers)
+    except (asyncpg.QueryCanceledError, asyncpg.TooManyConnectionsError,
+            asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError, ConnectionError) as exc:
+        log.warning("database unavailable", extra={"path": request.path, "error": str(exc)})
+        return error_response(503, "ServiceUnavailable", "the index is unavailable; retry shortly",
+                              {"Retry-After": "1"})
+    except Exception:
+        log.exception("unexpected error", extra={"path": request.path, "method": request.method})
+        return error_response(500, "InternalServerError", "an unexpected error occurred")
+
+
+def cors_middleware(origins: tuple[str, ...]) -> web.middleware:
+    """Allow the configured origins. With "*", any origin may read public data but no
+    credentials are allowed; a listed origin is echoed back and may send credentials."""
+    allowed = frozenset(origins)
+    any_origin = "*" in allowed
+
+    def headers_for(origin: str | None) -> dict[str, str]:
+        if not origin:
+            return {}
+        if origin in allowed:
+            return {
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Credentials": "true",
+                "Access-Control-Expose-Headers": "ETag, Plyr-Index-Event-Time, Plyr-Index-Lag",
+                "Vary": "Origin",
+            }
+        if any_origin:
+            return {
+                "Access-Control-Allow-Origin": "*",
+                "Access-Control-Expose-Headers": "ETag, Plyr-Index-Event-Time, Plyr-Index-Lag",
+            }
+        return {}
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        extra = headers_for(origin)
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            if not extra:
+                return web.Response(status=403, text="origin not allowed")
+            extra.update(
+                {
+                    "Access-Control-Allow-Methods": "GET, HEAD, POST, OPTIONS",
+                    "Access-Control-Allow-Headers": "Authorization, Content-Type, If-None-Match, "
+                    "atproto-accept-labelers, atproto-proxy",
+                    "Access-Control-Max-Age": "600",
+                }
+            )
+            return web.Response(status=204, headers=extra)
+        response = await handler(request)
+        for key, value in extra.items():
+            if key == "Vary" and "Vary" in response.headers:
+                response.headers["Vary"] = response.headers["Vary"] + ", Origin"
+            else:
+                response.headers[key] = value
+        return response
+
+    return middleware
+
+
+def etag_of(body: bytes) -> str:
+    # Weak: the same JSON may travel gzip-compressed or not.
+    return 'W/"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+
+
+def not_modified(request: web.Request, etag: str) -> bool:
+    header = request.headers.get("If-None-Match")
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
+    return etag.removeprefix("W/") in tags

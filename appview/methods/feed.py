@@ -1,0 +1,243 @@
+"""fm.plyr.feed.*: track feeds, single tracks, likes and comments.
+
+Every list is a skeleton query (the page's keys, in order, with cursor keys) followed by one
+batched hydration: a fixed number of queries per page whatever its size.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from appview import cursor
+from appview.context import Call, Route, not_hidden, resolve_actor, uri_did
+from appview.errors import invalid_request, not_found
+from appview.hydrate import (
+    TRACK_JOINS_SQL,
+    TRACK_VIEW_SQL,
+    add_viewer_state,
+    artist_view,
+    hydrate_tracks,
+    iso,
+)
+
+# The newest tracks are read and hydrated in one statement (the hottest path of all).
+_LATEST = f"""
+SELECT t.uri, t.sort_at, {TRACK_VIEW_SQL} AS view
+FROM tracks t {TRACK_JOINS_SQL}
+WHERE {not_hidden("t.did")} {{where}}
+ORDER BY t.sort_at DESC, t.uri DESC LIMIT $1
+"""
+
+
+def _page_cursor(rows: list[Any], limit: int, *keys: str) -> str | None:
+    """A cursor after the last row, when the page is full (there may be more)."""
+    if len(rows) < limit:
+        return None
+    last = rows[-1]
+    return cursor.encode(*(last[k] for k in keys))
+
+
+def _paged(body: dict[str, Any], next_cursor: str | None) -> dict[str, Any]:
+    if next_cursor:
+        body["cursor"] = next_cursor
+    return body
+
+
+async def get_latest_tracks(call: Call) -> dict[str, Any]:
+    p = call.params
+    limit: int = p["limit"]
+    args: list[Any] = [limit]
+    where = ""
+    if "artist" in p:
+        args.append(p["artist"])
+        where += f" AND t.did = ${len(args)}"
+    if "cursor" in p:
+        sort_at, uri = cursor.decode(p["cursor"], datetime, str)
+        args += [sort_at, uri]
+        where += f" AND (t.sort_at, t.uri) < (${len(args) - 1}, ${len(args)})"
+    rows = await call.pool.fetch(_LATEST.format(where=where), *args)
+    tracks = [r["view"] for r in rows]
+    if call.viewer is not None and tracks:
+        await add_viewer_state(call.pool, tracks, call.viewer)
+    return _paged({"tracks": tracks}, _page_cursor(rows, limit, "sort_at", "uri"))
+
+
+async def get_artist_tracks(call: Call) -> dict[str, Any]:
+    did = await resolve_actor(call.pool, call.params["actor"])
+    call.params = {**call.params, "artist": did}
+    call.params.pop("actor")
+    return await get_latest_tracks(call)
+
+
+_PERIODS = {"day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=30)}
+_TOP_WINDOW = 1000  # how deep a period ranking goes
+
+_TOP_ALL = f"""
+SELECT c.subject_uri AS uri, c.like_count FROM track_counts c
+JOIN tracks t ON t.uri = c.subject_uri
+WHERE c.like_count > 0 AND {not_hidden("t.did")} {{where}}
+ORDER BY c.like_count DESC, c.subject_uri DESC LIMIT $1
+"""
+
+_TOP_PERIOD = f"""
+SELECT l.subject_uri AS uri, count(*) AS n FROM likes l
+WHERE l.sort_at >= now() - $1::interval AND {not_hidden("l.did")}
+GROUP BY l.subject_uri
+ORDER BY n DESC, l.subject_uri DESC LIMIT {_TOP_WINDOW}
+"""
+
+
+async def get_top_tracks(call: Call) -> dict[str, Any]:
+    p = call.params
+    limit: int = p["limit"]
+    period: str = p["period"]
+    if period == "all":
+        args: list[Any] = [limit]
+        where = ""
+        if "cursor" in p:
+            count, uri = cursor.decode(p["cursor"], int, str)
+            args += [count, uri]
+            where = "AND (c.like_count, c.subject_uri) < ($2, $3)"
+        rows = await call.pool.fetch(_TOP_ALL.format(where=where), *args)
+        tracks = await hydrate_tracks(call.pool, [r["uri"] for r in rows], call.viewer)
+        return _paged({"tracks": tracks}, _page_cursor(rows, limit, "like_count", "uri"))
+
+    # A period ranking is an aggregate over many likes: computed once per period and shared
+    # for top_cache_seconds; the cursor is a position in it.
+    async def load() -> list[str]:
+        async with call.pool.acquire() as conn, conn.transaction():
+            # An aggregate over many rows: JIT compilation would cost more than it saves.
+            await conn.execute("SET LOCAL jit = off")
+            rows = await conn.fetch(_TOP_PERIOD, _PERIODS[period])
+        return [r["uri"] for r in rows]
+
+    ttl = call.state.settings.top_cache_seconds
+    ranking: list[str] = await call.state.top_cache.get(("top", period), ttl, load, stale_for=10 * ttl)
+    start = 0
+    if "cursor" in p:
+        (start,) = cursor.decode(p["cursor"], int)
+        if not 0 <= start <= _TOP_WINDOW:
+            raise invalid_request("malformed cursor")
+    uris = ranking[start : start + limit]
+    tracks = await hydrate_tracks(call.pool, uris, call.viewer)
+    end = start + len(uris)
+    return _paged({"tracks": tracks}, cursor.encode(end) if end < len(ranking) else None)
+
+
+async def get_track(call: Call) -> dict[str, Any]:
+    p = call.params
+    if "uri" in p:
+        tracks = await hydrate_tracks(call.pool, [p["uri"]], call.viewer)
+    elif "id" in p:
+        uri = await call.pool.fetchval("SELECT uri FROM tracks WHERE short_id = $1", p["id"])
+        tracks = await hydrate_tracks(call.pool, [uri], call.viewer) if uri else []
+    else:
+        raise invalid_request("give the track's uri or id")
+    if not tracks:
+        raise not_found("track not found")
+    return {"track": tracks[0]}
+
+
+async def get_tracks(call: Call) -> dict[str, Any]:
+    return {"tracks": await hydrate_tracks(call.pool, call.params["uris"], call.viewer)}
+
+
+_LIKES = f"""
+SELECT l.uri, l.did, l.created_at, l.sort_at, a.handle, a.display_name,
+       coalesce(a.avatar_url, pr.avatar_url) AS avatar
+FROM likes l
+LEFT JOIN actors a ON a.did = l.did
+LEFT JOIN profiles pr ON pr.did = l.did
+WHERE l.subject_uri = $2 AND coalesce(a.visible, true) AND {not_hidden("$3")} {{where}}
+ORDER BY l.sort_at DESC, l.uri DESC LIMIT $1
+"""
+
+
+async def get_likes(call: Call) -> dict[str, Any]:
+    p = call.params
+    limit: int = p["limit"]
+    args: list[Any] = [limit, p["uri"], uri_did(p["uri"])]
+    where = ""
+    if "cursor" in p:
+        args += list(cursor.decode(p["cursor"], datetime, str))
+        where = "AND (l.sort_at, l.uri) < ($4, $5)"
+    rows = await call.pool.fetch(_LIKES.format(where=where), *args)
+    likes = [
+        {
+            "uri": r["uri"],
+            "actor": artist_view(r["did"], r["handle"], r["display_name"], r["avatar"]),
+            "createdAt": iso(r["created_at"]),
+        }
+        for r in rows
+    ]
+    return _paged({"uri": p["uri"], "likes": likes}, _page_cursor(rows, limit, "sort_at", "uri"))
+
+
+_ACTOR_LIKES = """
+SELECT l.uri, l.subject_uri, l.sort_at FROM likes l
+WHERE l.did = $2 {where}
+ORDER BY l.sort_at DESC, l.uri DESC LIMIT $1
+"""
+
+
+async def get_actor_likes(call: Call) -> dict[str, Any]:
+    p = call.params
+    did = await resolve_actor(call.pool, p["actor"])
+    limit: int = p["limit"]
+    args: list[Any] = [limit, did]
+    where = ""
+    if "cursor" in p:
+        args += list(cursor.decode(p["cursor"], datetime, str))
+        where = "AND (l.sort_at, l.uri) < ($3, $4)"
+    rows = await call.pool.fetch(_ACTOR_LIKES.format(where=where), *args)
+    tracks = await hydrate_tracks(call.pool, [r["subject_uri"] for r in rows], call.viewer)
+    return _paged({"tracks": tracks}, _page_cursor(rows, limit, "sort_at", "uri"))
+
+
+_COMMENTS = f"""
+SELECT c.uri, c.cid, c.did, c.text, c.timestamp_ms, c.created_at, c.updated_at,
+       a.handle, a.display_name, coalesce(a.avatar_url, pr.avatar_url) AS avatar
+FROM comments c
+LEFT JOIN actors a ON a.did = c.did
+LEFT JOIN profiles pr ON pr.did = c.did
+WHERE c.subject_uri = $2 AND coalesce(a.visible, true) AND {not_hidden("$3")} {{where}}
+ORDER BY c.timestamp_ms, c.uri LIMIT $1
+"""
+
+
+async def get_comments(call: Call) -> dict[str, Any]:
+    p = call.params
+    limit: int = p["limit"]
+    args: list[Any] = [limit, p["uri"], uri_did(p["uri"])]
+    where = ""
+    if "cursor" in p:
+        args += list(cursor.decode(p["cursor"], int, str))
+        where = "AND (c.timestamp_ms, c.uri) > ($4, $5)"
+    rows = await call.pool.fetch(_COMMENTS.format(where=where), *args)
+    comments = []
+    for r in rows:
+        view: dict[str, Any] = {
+            "uri": r["uri"],
+            "cid": r["cid"],
+            "author": artist_view(r["did"], r["handle"], r["display_name"], r["avatar"]),
+            "text": r["text"],
+            "timestampMs": r["timestamp_ms"],
+            "createdAt": iso(r["created_at"]),
+        }
+        if r["updated_at"] is not None:
+            view["updatedAt"] = iso(r["updated_at"])
+        comments.append(view)
+    return _paged({"uri": p["uri"], "comments": comments}, _page_cursor(rows, limit, "timestamp_ms", "uri"))
+
+
+ROUTES: dict[str, Route] = {
+    "fm.plyr.feed.getLatestTracks": Route(get_latest_tracks),
+    "fm.plyr.feed.getTopTracks": Route(get_top_tracks),
+    "fm.plyr.feed.getArtistTracks": Route(get_artist_tracks),
+    "fm.plyr.feed.getTrack": Route(get_track),
+    "fm.plyr.feed.getTracks": Route(get_tracks),
+    "fm.plyr.feed.getLikes": Route(get_likes, auth="none"),
+    "fm.plyr.feed.getActorLikes": Route(get_actor_likes),
+    "fm.plyr.feed.getComments": Route(get_comments, auth="none"),
+}

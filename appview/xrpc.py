@@ -1,0 +1,198 @@
+"""The `/xrpc/{nsid}` endpoint: find the method, check HTTP method, params, body and auth
+against its lexicon, run the handler, and answer JSON with cache headers (the
+freshness header is added to every /xrpc/ response by the app, see app.py).
+
+Anonymous GETs are public: they carry an ETag (304 on If-None-Match) and Cache-Control, and a
+response may be reused for `microcache_seconds` (one database trip per URL per interval however
+many clients ask). An authenticated read of tracks is that same public answer plus the
+viewer's own state (their likes) from one more query; it is private and never cached.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import Counter, Histogram
+
+from appview.auth import Authenticator
+from appview.caches import TtlCache
+from appview.context import AppState, Call, Route
+from appview.errors import XRPCError, invalid_request
+from appview.http import etag_of, not_modified
+from appview.hydrate import add_viewer_state
+from appview.xrpc_schema import LexiconSet, Method
+
+log = logging.getLogger("plyr.appview")
+
+REQUESTS = Counter("plyr_appview_xrpc_requests_total", "XRPC requests", ["method", "status"])
+LATENCY = Histogram(
+    "plyr_appview_xrpc_seconds",
+    "XRPC handling time",
+    ["method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
+COMPRESS_ABOVE = 1024  # bytes; smaller bodies are not worth the CPU
+
+
+class XrpcEndpoint:
+    def __init__(
+        self,
+        lexicons: LexiconSet,
+        routes: dict[str, Route],
+        state: AppState,
+        auth: Authenticator,
+        *,
+        check_output: bool = False,
+    ) -> None:
+        missing = set(routes) - set(lexicons.methods)
+        if missing:
+            raise RuntimeError(f"routes without a lexicon: {sorted(missing)}")
+        self.lexicons = lexicons
+        self.routes = routes
+        self.state = state
+        self.auth = auth
+        self.check_output = check_output
+        self.microcache = TtlCache(max_entries=4096)
+        self.public_cache_control = (
+            f"public, max-age={state.settings.public_max_age}, stale-while-revalidate=30"
+        )
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        nsid = request.match_info["nsid"]
+        route = self.routes.get(nsid)
+        method = self.lexicons.methods.get(nsid)
+        if route is None or method is None:
+            REQUESTS.labels("unknown", "404").inc()
+            raise XRPCError(404, "MethodNotImplemented", f"method not implemented: {nsid[:100]}")
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await self._handle(request, nsid, method, route)
+            status = response.status
+            return response
+        except XRPCError as exc:
+            status = exc.status
+            raise
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            REQUESTS.labels(nsid, str(status)).inc()
+            LATENCY.labels(nsid).observe(time.perf_counter() - started)
+
+    async def _handle(
+        self, request: web.Request, nsid: str, method: Method, route: Route
+    ) -> web.StreamResponse:
+        verb = request.method
+        allowed = ("GET", "HEAD") if method.kind == "query" else ("POST",)
+        if verb not in allowed:
+            raise web.HTTPMethodNotAllowed(verb, allowed, text=f"{nsid} is a {method.kind}: use {allowed[0]}")
+
+        if method.kind == "query" and (
+            route.auth == "none" or (route.auth == "optional" and "Authorization" not in request.headers)
+        ):
+            return await self._public(request, nsid, method, route)
+
+        params = self._params(method, request)
+        # Who calls before what they send: an anonymous caller's body is never parsed.
+        viewer = await self.auth.viewer(request, nsid, required=route.auth == "required")
+        if method.kind == "query" and route.auth == "optional" and viewer is not None:
+            return await self._with_viewer(request, nsid, method, route, viewer)
+        body: Any = None
+        if method.kind == "procedure":
+            body = await self._read_body(request, nsid, method)
+        result = await route.handler(Call(self.state, params, body, viewer))
+        payload = self._encode(nsid, method, result)
+        response = web.Response(body=payload, content_type="application/json")
+        response.headers["Cache-Control"] = "private, no-store"
+        self._maybe_compress(request, response, len(payload))
+        return response
+
+    def _params(self, method: Method, request: web.Request) -> dict[str, Any]:
+        params, problems = self.lexicons.coerce_params(method, request.query)
+        if problems:
+            raise invalid_request("; ".join(problems[:5]))
+        return params
+
+    def _public_loader(
+        self, request: web.Request, nsid: str, method: Method, route: Route
+    ) -> Callable[[], Awaitable[tuple[bytes, str]]]:
+        # The same URL gets the same anonymous answer: a cached one skips validation too.
+        async def load() -> tuple[bytes, str]:
+            params = self._params(method, request)
+            result = await route.handler(Call(self.state, params, None, None))
+            payload = self._encode(nsid, method, result)
+            return payload, etag_of(payload)
+
+        return load
+
+    async def _public(self, request: web.Request, nsid: str, method: Method, route: Route) -> web.StreamResponse:
+        payload, etag = await self.microcache.get(
+            request.path_qs,
+            self.state.settings.microcache_seconds,
+            self._public_loader(request, nsid, method, route),
+        )
+        headers = {
+            "ETag": etag,
+            "Cache-Control": self.public_cache_control,
+            "Vary": "Authorization, Accept-Encoding",
+        }
+        if not_modified(request, etag):
+            return web.Response(status=304, headers=headers)
+        response = web.Response(body=payload, content_type="application/json", headers=headers)
+        self._maybe_compress(request, response, len(payload))
+        return response
+
+    async def _with_viewer(
+        self, request: web.Request, nsid: str, method: Method, route: Route, viewer: str
+    ) -> web.StreamResponse:
+        """An authenticated read of tracks = the public answer (shared, microcached) plus this
+        viewer's state on those tracks: one small query per request, whatever the page."""
+        payload, _etag = await self.microcache.get(
+            request.path_qs, self.state.settings.microcache_seconds, self._public_loader(request, nsid, method, route)
+        )
+        result = orjson.loads(payload)  # a private copy: the cached bytes stay untouched
+        views = list(result.get("tracks") or [])
+        if isinstance(result.get("track"), dict):
+            views.append(result["track"])
+        if views:
+            await add_viewer_state(self.state.pool, views, viewer)
+        body = self._encode(nsid, method, result)
+        response = web.Response(body=body, content_type="application/json")
+        response.headers["Cache-Control"] = "private, no-store"
+        self._maybe_compress(request, response, len(body))
+        return response
+
+    async def _read_body(self, request: web.Request, nsid: str, method: Method) -> Any:
+        content_type = request.headers.get("Content-Type", "")
+        if content_type.split(";")[0].strip().lower() != "application/json":
+            raise invalid_request(f"{nsid} takes an application/json body")
+        raw = await request.read()  # limited by client_max_size: larger bodies are a 413
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise invalid_request("the body is not valid JSON") from None
+        schema = (method.input or {}).get("schema")
+        if schema is not None:
+            problems = self.lexicons.check_input(method, body)
+            if problems:
+                raise invalid_request("; ".join(problems[:5]))
+        return body
+
+    def _encode(self, nsid: str, method: Method, result: dict[str, Any]) -> bytes:
+        if self.check_output and method.output and method.output.get("schema"):
+            problems = self.lexicons.check_output(method, result)
+            if problems:
+                raise RuntimeError(f"{nsid} produced an invalid output: {problems[:5]}")
+        return orjson.dumps(result)
+
+    @staticmethod
+    def _maybe_compress(request: web.Request, response: web.Response, size: int) -> None:
+        if size > COMPRESS_ABOVE and "gzip" in request.headers.get("Accept-Encoding", ""):
+            response.enable_compression()

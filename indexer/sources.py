@@ -1,0 +1,219 @@
+"""Where frames come from: a relay/PDS websocket, Jetstream, or a capture file.
+
+Every source has a `name` (the key of its row in `cursors`), a `format` ("cbor" for
+subscribeRepos frames, "jetstream" for Jetstream JSON) and `batches(resume)`: an async iterator
+of lists of raw messages. Lists, not single messages, so that a capture file can be read at
+hundreds of thousands of frames/s without paying the async-iteration cost per frame; the
+websocket sources yield one-message lists. `resume()` returns the cursor to reconnect from
+(the last seq the consumer has seen), read at every (re)connect.
+
+Websocket sources reconnect forever with exponential backoff and full jitter. Half-open
+connections are caught by websocket pings (no per-message timeouts on the receive path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import struct
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import BinaryIO, Protocol
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import websockets
+from websockets.asyncio.client import connect
+
+from core.errors import PlyrError
+from indexer import metrics
+
+log = logging.getLogger("plyr.indexer")
+
+SUBSCRIBE_PATH = "/xrpc/com.atproto.sync.subscribeRepos"
+MAX_MESSAGE = 16 * 1024 * 1024  # relay frames are capped far lower; guard against runaways
+CHUNK = 1 << 20
+Resume = Callable[[], int | None]
+
+
+class Source(Protocol):
+    name: str
+    format: str
+    live: bool
+
+    def batches(self, resume: Resume) -> AsyncIterator[list[bytes]]: ...
+
+
+# ---- capture files ----------------------------------------------------------------------------
+
+
+def open_capture(path: Path) -> BinaryIO:
+    try:
+        raw = path.open("rb")
+    except FileNotFoundError:
+        raise PlyrError(f"{path}: no such capture file") from None
+    except OSError as exc:
+        raise PlyrError(f"{path}: cannot open ({exc.strerror})") from None
+    if path.suffix == ".zst":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)  # type: ignore[return-value]
+    return raw
+
+
+def split_frames(buf: bytes, start: int) -> tuple[list[bytes], int]:
+    """Whole frames in buf[start:] (4-byte LE length + frame) and where the remainder starts."""
+    out: list[bytes] = []
+    n = len(buf)
+    pos = start
+    unpack = struct.unpack_from
+    while pos + 4 <= n:
+        (length,) = unpack("<I", buf, pos)
+        end = pos + 4 + length
+        if end > n:
+            break
+        out.append(buf[pos + 4 : end])
+        pos = end
+    return out, pos
+
+
+class CaptureSource:
+    """Frames from a capture file; ends at end of file. A truncated last frame is passed on as
+    it is (the decoder reports it as bad)."""
+
+    format = "cbor"
+    live = False
+
+    def __init__(self, path: Path, *, name: str | None = None) -> None:
+        self.path = path
+        self.name = name or f"capture:{path.name}"
+
+    async def batches(self, resume: Resume) -> AsyncIterator[list[bytes]]:
+        stream = open_capture(self.path)
+        try:
+            rest = b""
+            while True:
+                try:
+                    chunk = stream.read(CHUNK)
+                except Exception as exc:  # zstd raises its own errors for corrupt input
+                    raise PlyrError(f"{self.path}: cannot read capture ({exc})") from None
+                if not chunk:
+                    break
+                buf = rest + chunk if rest else chunk
+                frames, pos = split_frames(buf, 0)
+                rest = buf[pos:]
+                if frames:
+                    yield frames
+                await asyncio.sleep(0)  # let the batch timer and status log run
+            if rest:
+                log.warning(
+                    "capture ends inside a frame", extra={"file": str(self.path), "bytes": len(rest)}
+                )
+                yield [rest[4:] if len(rest) > 4 else rest]
+        finally:
+            stream.close()
+
+
+# ---- websockets -------------------------------------------------------------------------------
+
+
+class Backoff:
+    """Exponential backoff with full jitter; reset once a connection has lived a while."""
+
+    def __init__(self, base: float = 0.5, cap: float = 60.0) -> None:
+        self.base, self.cap, self.attempt = base, cap, 0
+
+    def next_delay(self) -> float:
+        delay = random.uniform(0, min(self.cap, self.base * 2**self.attempt))
+        self.attempt += 1
+        return delay
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def subscribe_url(base: str, cursor: int | None) -> str:
+    """`base` may be a host URL (wss://bsky.network) or the full subscribeRepos URL."""
+    parts = urlsplit(base)
+    path = parts.path.rstrip("/")
+    if not path.endswith("com.atproto.sync.subscribeRepos"):
+        path = path + SUBSCRIBE_PATH
+    query = urlencode({"cursor": cursor}) if cursor is not None else ""
+    return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
+
+
+class _WebsocketSource:
+    format = "cbor"
+    live = True
+    ping_interval = 20.0
+    ping_timeout = 20.0
+    stable_after = 30.0  # a connection that lived this long resets the backoff
+
+    def __init__(self, url: str, *, name: str | None = None, backoff: Backoff | None = None) -> None:
+        scheme = urlsplit(url).scheme
+        if scheme not in ("ws", "wss"):
+            raise PlyrError(f"{url}: the firehose URL must start with wss:// (or ws:// for local tests)")
+        self.url = url
+        self.name = name or url.rstrip("/")
+        self.backoff = backoff or Backoff()
+        self.connected = asyncio.Event()
+
+    def connect_url(self, cursor: int | None) -> str:
+        raise NotImplementedError
+
+    async def batches(self, resume: Resume) -> AsyncIterator[list[bytes]]:
+        while True:
+            url = self.connect_url(resume())
+            started = time.monotonic()
+            try:
+                async with connect(
+                    url,
+                    ping_interval=self.ping_interval,
+                    ping_timeout=self.ping_timeout,
+                    max_size=MAX_MESSAGE,
+                    open_timeout=15,
+                    close_timeout=2,
+                    compression=None,
+                    user_agent_header="plyr-indexer",
+                ) as ws:
+                    log.info("connected", extra={"url": url})
+                    self.connected.set()
+                    async for message in ws:
+                        yield [message]  # type: ignore[list-item]
+                    reason = f"closed by server ({ws.close_code})"
+            except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
+                reason = f"{exc.__class__.__name__}: {exc}"
+            finally:
+                self.connected.clear()
+            if time.monotonic() - started > self.stable_after:
+                self.backoff.reset()
+            delay = self.backoff.next_delay()
+            metrics.RECONNECTS.labels(self.name).inc()
+            log.warning(
+                "firehose connection lost; reconnecting",
+                extra={"url": self.url, "reason": reason, "retry_in_s": round(delay, 2)},
+            )
+            await asyncio.sleep(delay)
+
+
+class RelaySource(_WebsocketSource):
+    """com.atproto.sync.subscribeRepos on a relay or a PDS, resuming from the cursor."""
+
+    def connect_url(self, cursor: int | None) -> str:
+        return subscribe_url(self.url, cursor)
+
+
+class JetstreamSource(_WebsocketSource):
+    """Jetstream JSON (`wantedCollections=fm.plyr.*`); the cursor is time_us. Jetstream carries
+    no signatures or CAR blocks: nothing can be verified (we trust the Jetstream operator)."""
+
+    format = "jetstream"
+    rewind_us = 5_000_000  # Jetstream's advice: resume a few seconds early (replays are harmless)
+
+    def connect_url(self, cursor: int | None) -> str:
+        parts = urlsplit(self.url)
+        params: list[tuple[str, str]] = [("wantedCollections", "fm.plyr.*")]
+        if cursor is not None:
+            params.append(("cursor", str(max(0, cursor - self.rewind_us))))
+        return urlunsplit((parts.scheme, parts.netloc, parts.path or "/subscribe", urlencode(params), ""))
