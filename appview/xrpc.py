@@ -58,7 +58,8 @@ class XrpcEndpoint:
         self.state = state
         self.auth = auth
         self.check_output = check_output
-        self.microcache = TtlCache(max_entries=4096)
+        # ~1,000 URLs of at most a few tens of KB each: bounded memory whatever the traffic.
+        self.microcache = TtlCache(max_entries=1024)
         self.public_cache_control = (
             f"public, max-age={state.settings.public_max_age}, stale-while-revalidate=30"
         )
@@ -115,6 +116,9 @@ class XrpcEndpoint:
         return response
 
     def _params(self, method: Method, request: web.Request) -> dict[str, Any]:
+        if "\x00" in request.query_string or "%00" in request.raw_path:
+            # Postgres text cannot hold NUL: refuse it here rather than fail in a query.
+            raise invalid_request("parameters must not contain NUL characters")
         params, problems = self.lexicons.coerce_params(method, request.query)
         if problems:
             raise invalid_request("; ".join(problems[:5]))
@@ -178,6 +182,8 @@ class XrpcEndpoint:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise invalid_request("the body is not valid JSON") from None
+        if _has_nul(body):
+            raise invalid_request("strings in the body must not contain NUL characters")
         schema = (method.input or {}).get("schema")
         if schema is not None:
             problems = self.lexicons.check_input(method, body)
@@ -196,3 +202,16 @@ class XrpcEndpoint:
     def _maybe_compress(request: web.Request, response: web.Response, size: int) -> None:
         if size > COMPRESS_ABOVE and "gzip" in request.headers.get("Accept-Encoding", ""):
             response.enable_compression()
+
+
+def _has_nul(value: Any, depth: int = 0) -> bool:
+    """Whether a JSON value holds a NUL character in any string or key (jsonb refuses them)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if depth > 64:
+        return False  # deeper than any lexicon allows: the schema check refuses it anyway
+    if isinstance(value, dict):
+        return any("\x00" in k or _has_nul(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v, depth + 1) for v in value)
+    return False

@@ -9,7 +9,7 @@ import asyncpg
 
 from appview import cursor
 from appview.context import Call, Route, not_hidden, resolve_actor
-from appview.errors import not_found
+from appview.errors import invalid_request, not_found
 from appview.hydrate import artist_view, hydrate_tracks, iso
 
 _LIST_COLS = f"""
@@ -47,6 +47,8 @@ async def get_list(call: Call) -> dict[str, Any]:
     after = -1
     if "cursor" in p:
         (after,) = cursor.decode(p["cursor"], int)
+        if not 0 <= after < 2**31:  # list positions are int4
+            raise invalid_request("malformed cursor")
     items = await call.pool.fetch(
         "SELECT position, subject_uri FROM list_items WHERE list_uri = $1 AND position > $2 "
         "ORDER BY position LIMIT $3",

@@ -184,6 +184,15 @@ async def test_profile_lists_and_search(client: TestClient, world: World) -> Non
     assert body["list"]["name"] == "Debut" and body["list"]["listType"] == "album"
     assert body["list"]["itemCount"] == 3
     more = await get(client, "fm.plyr.graph.getList", uri=album, limit=2, cursor=body["cursor"])
+    from appview import cursor as cursors
+
+    for bad in (2**40, -5):
+        await get(client, "fm.plyr.graph.getList", status=400, uri=album, cursor=cursors.encode(bad))
+    far = cursors.encode(2**61)
+    await get(client, "fm.plyr.feed.getComments", uri=tracks[0], cursor=cursors.encode(2**61, "x"))
+    await get(client, "fm.plyr.feed.getTopTracks", period="all", cursor=cursors.encode(2**61, "x"))
+    await get(client, "fm.plyr.feed.getTopTracks", status=400, period="week", cursor=far)
+    await get(client, "fm.plyr.search.searchTracks", status=400, q="x", cursor=far)
     assert [t["uri"] for t in body["tracks"] + more["tracks"]] == [tracks[2], tracks[0], tracks[1]]
     lists = await get(client, "fm.plyr.graph.getActorLists", actor=ann.did)
     assert [x["uri"] for x in lists["lists"]] == [album]

@@ -30,6 +30,7 @@ async def _schemathesis(base: str, *args: str, known: dict[str, list[str]] | Non
         "--max-examples", os.environ.get("PLYR_FUZZ_EXAMPLES", "30"),
         "--phases", "examples,coverage,fuzzing",
         "--generation-database", "none", "--seed", "20261124", "--no-color",
+        "--generation-allow-x00", "true",
         "--request-timeout", "10", "--workers", "2", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
     )

@@ -36,6 +36,8 @@ async def test_bad_input_is_a_4xx_xrpc_error(client: TestClient, world: World) -
         (LATEST, {"artist": "not-a-did"}),
         ("/xrpc/fm.plyr.feed.getTrack", {"uri": "https://example.com/x"}),
         ("/xrpc/fm.plyr.feed.getTrack", {"id": "-4"}),
+        ("/xrpc/fm.plyr.feed.getTrack", {"id": "99999999999999999999"}),
+        ("/xrpc/fm.plyr.feed.getTrack", {"id": "9007199254740992"}),
         ("/xrpc/fm.plyr.feed.getLikes", {}),
         ("/xrpc/fm.plyr.feed.getComments", {"uri": "at://did:plc:x/y/z", "cursor": "WzFd"}),
         ("/xrpc/fm.plyr.feed.getTopTracks", {"period": "year"}),
@@ -45,6 +47,9 @@ async def test_bad_input_is_a_4xx_xrpc_error(client: TestClient, world: World) -
         ("/xrpc/fm.plyr.search.searchTracks", {"q": ""}),
         ("/xrpc/fm.plyr.search.searchTracks", {"q": "x" * 201}),
         ("/xrpc/fm.plyr.stats.getTrackPlays", {"uri": "at://did:plc:aaa/fm.plyr.track/1", "days": "0"}),
+        ("/xrpc/fm.plyr.search.searchTracks", {"q": "a\x00b"}),
+        ("/xrpc/fm.plyr.search.searchActors", {"q": "\x00"}),
+        ("/xrpc/fm.plyr.actor.getProfile", {"actor": "a\x00.test"}),
     ]
     for path, params in bad_params:
         await expect_error(await client.get(path, params=params), 400, "InvalidRequest")

@@ -95,6 +95,9 @@ async def test_plays_need_good_service_auth(client: TestClient, world: World) ->
     # a bad token on a public read is refused, not ignored
     resp = await client.get("/xrpc/fm.plyr.feed.getLatestTracks", headers={"Authorization": "Bearer x.y.z"})
     assert resp.status == 401
+    # numbers beyond what the columns hold are refused by the lexicon, not by the database
+    await post(client, PLAY, {"track": uri, "durationMs": 2**31}, fan.auth(PLAY), 400)
+    await post(client, PLAY, {"track": uri, "durationMs": 2**70}, fan.auth(PLAY), 400)
     # unknown / hidden track
     await post(client, PLAY, {"track": f"at://{ann.did}/fm.plyr.track/3aaaaaaaaaaaa"}, fan.auth(PLAY), 404)
     await world.hide(ann)
@@ -134,11 +137,14 @@ async def test_queue_and_preferences_revisions(client: TestClient, world: World,
     await post(client, put_q, {"queue": {"items": ["not-a-uri"]}, "revision": 3}, fan.auth(put_q), 400)
     await post(client, put_q, {"queue": {"items": []}, "revision": -1}, fan.auth(put_q), 400)
     await post(client, put_q, {"queue": {"items": []}}, fan.auth(put_q), 400)
+    await post(client, put_q, {"queue": {"items": []}, "revision": 2**63}, fan.auth(put_q), 400)
 
     gp, pp = "fm.plyr.viewer.getPreferences", "fm.plyr.viewer.putPreferences"
     assert (await (await client.get("/xrpc/" + gp, headers=fan.auth(gp))).json())["revision"] == 0
     await post(client, pp, {"preferences": {"autoplay": True, "volume": 80}, "revision": 0}, fan.auth(pp))
     await post(client, pp, {"preferences": {"volume": 101}, "revision": 1}, fan.auth(pp), 400)
+    await post(client, pp, {"preferences": {"theme": "da\x00rk"}, "revision": 1}, fan.auth(pp), 400)
+    await post(client, pp, {"preferences": {"x\x00": 1}, "revision": 1}, fan.auth(pp), 400)
     await post(client, pp, {"preferences": {"autoplay": False}, "revision": 0}, fan.auth(pp), 409)
     prefs = await (await client.get("/xrpc/" + gp, headers=fan.auth(gp))).json()
     assert prefs == {"preferences": {"autoplay": True, "volume": 80}, "revision": 1}

@@ -658,3 +658,86 @@ async def test_concurrent_writers_converge_to_the_truth(
         )
     }
     assert stored == {s: (likes[s], comments[s]) for s in set(likes) | set(comments)}
+
+
+class _RejectingLexicons:
+    """The lexicons as they were before a fix: records of `broken` collections are rejected."""
+
+    def __init__(self, broken: set[str]) -> None:
+        self.broken = broken
+
+    def validate_record(self, nsid: str, value: Any) -> list[str]:
+        if nsid in self.broken:
+            return [f"{nsid}: rejected by the buggy validator"]
+        return default_lexicons().validate_record(nsid, value)
+
+
+async def test_dead_letter_replay_obeys_the_rev_rules(pool: asyncpg.Pool) -> None:
+    """Dead letters replayed after a fix are late writes: a newer write or delete still wins,
+    and an actor's hidden state still keeps their likes out of the counts."""
+    from indexer.deadletters import replay_dead_letters
+
+    a, b = DIDS[0], DIDS[1]
+    buggy = _RejectingLexicons({TRACK, LIKE})
+    t0 = make_record(TRACK, 1, 0, 0)
+    t1 = make_record(TRACK, 2, 0, 0)
+    t1_new = make_record(TRACK, 4, 0, 1)
+    like_b = make_record(LIKE, 5, 4, 0)
+
+    def op(
+        action: str, did: str, coll: str, rkey: str, n: int, rec: dict[str, Any] | None
+    ) -> RecordOp:
+        return RecordOp(action, did, coll, rkey, rev_at(n), cid_of(rec) if rec else None, rec, n)
+
+    async with pool.acquire() as conn:
+        # Dead-lettered by the buggy validator: a create later deleted, a create later
+        # overtaken by a newer (valid) update, and a like of an actor hidden afterwards.
+        await apply_batch(
+            conn,
+            [
+                op("create", a, TRACK, RKEYS[TRACK][0], 1, t0),
+                op("create", a, TRACK, RKEYS[TRACK][1], 2, t1),
+                op("create", b, LIKE, RKEYS[LIKE][0], 5, like_b),
+            ],
+            lexicons=buggy,
+            source=SOURCE,
+        )
+        await apply_batch(
+            conn,
+            [
+                op("delete", a, TRACK, RKEYS[TRACK][0], 3, None),
+                op("update", a, TRACK, RKEYS[TRACK][1], 4, t1_new),
+            ],
+            lexicons=default_lexicons(),
+            source=SOURCE,
+        )
+        await apply_account(conn, AccountChange(b, False, "deactivated"))
+    assert await pool.fetchval("SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL") == 3
+
+    summary = await replay_dead_letters(pool, verify=False, lexicons=default_lexicons())
+    assert summary["applied"] == 3, summary
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM tracks WHERE uri = $1", f"at://{a}/{TRACK}/{RKEYS[TRACK][0]}"
+        )
+        == 0
+    )
+    assert await pool.fetchval(
+        "SELECT rev FROM tracks WHERE uri = $1", f"at://{a}/{TRACK}/{RKEYS[TRACK][1]}"
+    ) == rev_at(4)
+    assert await pool.fetchval("SELECT count(*) FROM likes") == 1  # stored, the actor is hidden...
+    assert (
+        await pool.fetchval("SELECT coalesce(sum(like_count), 0) FROM track_counts") == 0
+    )  # ...not counted
+    async with pool.acquire() as conn:
+        await apply_account(conn, AccountChange(b, True, None))
+    assert (
+        await pool.fetchval(
+            "SELECT like_count FROM track_counts WHERE subject_uri = $1", SUBJECTS[4]
+        )
+        == 1
+    )
+    # Nothing replays twice.
+    assert (await replay_dead_letters(pool, verify=False, lexicons=default_lexicons()))[
+        "applied"
+    ] == 0
