@@ -246,6 +246,11 @@ async def test_index_equals_the_pds(
     t1 = await pds.create_record(alice, "fm.plyr.track", track("One"))
     t2 = await pds.create_record(alice, "fm.plyr.track", track("Two"))
     t3 = await pds.create_record(alice, "fm.plyr.track", track("Three"))
+    # A blob ref in the record: the dump must give back the same JSON form ($link) as the PDS.
+    blob = await pds.upload_blob(alice, b"ID3" + bytes(range(256)) * 8, "audio/mpeg")
+    await pds.create_record(
+        alice, "fm.plyr.track", track("With blob") | {"audioBlob": blob, "duration": 215}
+    )
     t1 = await pds.put_record(alice, "fm.plyr.track", rkey_of(t1[0]), track("One (remastered)"))
     await pds.delete_record(alice, "fm.plyr.track", rkey_of(t3[0]))
     await pds.put_record(alice, "fm.plyr.actor.profile", "self", profile("hello"))
@@ -305,9 +310,14 @@ async def test_index_equals_the_pds(
     # The index equals listRecords for every visible account.
     visible = [alice, bob, erin]
     truth = await pds_records(pds, visible)
-    assert len(truth) == 9  # alice: 2 tracks, profile, list; bob: like, comment; erin: 3
+    assert len(truth) == 10  # alice: 3 tracks, profile, list; bob: like, comment; erin: 3
     dump = dumped(await indexer.dump(), {a.did for a in everyone})
     assert dump == truth
+    blob_row = await pool.fetchrow(
+        "SELECT audio_blob_cid, duration_s FROM tracks WHERE did = $1 AND title = 'With blob'",
+        alice.did,
+    )
+    assert tuple(blob_row) == (blob["ref"]["$link"], 215)
     # Handles: verified both ways, the new one for Erin.
     handles = {r["did"]: r["handle"] for r in await pool.fetch("SELECT did, handle FROM actors")}
     assert handles[alice.did] == alice.handle and handles[erin.did] == new_handle
@@ -383,7 +393,7 @@ async def test_sigkill_during_a_stream_of_writes(
 
     async def stream() -> None:
         nonlocal writes_done
-        for round_no in range(40):
+        for round_no in range(50):
             for user in users:
                 writes: list[dict[str, Any]] = []
                 for i in range(rng.randint(15, 30)):  # small commits: many seqs to die between

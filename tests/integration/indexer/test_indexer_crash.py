@@ -5,19 +5,22 @@ and deletes of every fm.plyr collection, foreign commits, account deactivation/r
 and one account deletion) is served by a loopback subscribeRepos server
 (firehose_server.py) while the test kills `plyr index --url ws://...` (signature checks on,
 identities from a local PLC stand-in) at random moments, several times, restarting it each
-time. Between kills the committed state must be consistent (counts equal the rows, the cursor
-never goes back); at the end the index must equal the repos' final contents exactly: no
-record lost, none duplicated, counts exact, no dead letters, no repo marked for resync (the
-rev chain stored with the cursor stays consistent across crashes).
+time; a second variant runs two processes (leader and standby) and kills either. After each
+kill the committed state must be consistent (counts equal the rows, list items their count,
+the cursor never goes back) and, with one process, equal exactly the events up to the stored
+cursor; at the end the index must equal the repos' final contents: no record lost, none
+duplicated, counts exact, no dead letters, no repo marked for resync (the rev chain stored
+with the cursor stays consistent across crashes).
 
 Deterministic crash points: the indexer has no test-only crash hook (no PLYR_CRASH_AT or the
 like), so a launcher run as `python -c` patches the seams of the real code from outside and
-calls os._exit at the N-th hit: after the batch's rows and cursor are written but before the
-transaction commits, after the commit but before the consumer records it, and inside an
-account change before its commit.
+calls os._exit at the N-th hit: rows upserted but counts and cursor not (mid_batch); rows,
+counts and cursor written, transaction not committed (before_commit); committed but not yet
+recorded by the consumer (after_commit); the same two seams for account changes.
 
-Also here: every input of the fuzz corpus (tests/fuzz/corpus) fed to the real consumer
-between valid commits never stops it.
+Also here: every frame of the fuzz corpus (tests/fuzz/corpus), each in a capture before valid
+commits, never stops the real consumer; and, in-process with random delays, the cursor of a
+committed write never covers an event a later write still holds (the race that would lose it).
 """
 
 from __future__ import annotations
