@@ -85,3 +85,11 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"../shared is absent ({SHARED}): reference vectors not available")
     return SHARED
+
+
+def skip_unless_required(reason: str) -> None:
+    """Skip a test whose outside tool (npm, Chromium) is missing — unless this run must cover
+    everything (`PLYR_TESTS_REQUIRE_ALL=1`, set by CI), where a missing tool is a failure."""
+    if os.environ.get("PLYR_TESTS_REQUIRE_ALL") == "1":
+        pytest.fail(f"required by PLYR_TESTS_REQUIRE_ALL but unavailable: {reason}")
+    pytest.skip(reason)

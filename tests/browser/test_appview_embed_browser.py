@@ -24,6 +24,7 @@ from aiohttp import web
 from appview.app import build_app
 from appview.web_pages import EMBED_HEIGHT, EMBED_WIDTH
 from protocol.identity import IdentityResolver
+from tests.conftest import skip_unless_required
 from tests.integration.appview.conftest import Plc, World, appview_settings
 
 pytestmark = pytest.mark.browser
@@ -89,7 +90,7 @@ def _have_chromium() -> bool:
 @contextlib.asynccontextmanager
 async def chromium(profile: Path) -> AsyncIterator[Browser]:
     if not _have_chromium():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+        skip_unless_required(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     proc = await asyncio.create_subprocess_exec(
         CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0",
         f"--user-data-dir={profile}", "--autoplay-policy=no-user-gesture-required",

@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests.conftest import skip_unless_required
+
 from .pds_client import PdsClient
 from .pds_network import (
     FIRST_TEST_TIMEOUT_S,
@@ -47,7 +49,7 @@ def pds_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PdsNetwork
     try:
         install_seconds = ensure_installed(log_dir)
     except HarnessUnavailable as exc:
-        pytest.skip(str(exc))
+        skip_unless_required(str(exc))
     proc, info, ready_seconds, log_path = start_network(log_dir)
     try:
         yield PdsNetwork(
