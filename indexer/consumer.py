@@ -229,7 +229,9 @@ class Consumer:
                 self._spawn(self._refresh_handle(ev.did))
         elif isinstance(ev, AccountEvent):
             self._count("account")
-            if ev.did in self.decoder.watched:
+            # Inactive statuses are stored even for DIDs we have not indexed yet: a backfill
+            # may write their records later, and those must stay hidden.
+            if ev.did in self.decoder.watched or not ev.active:
                 await self._on_account(ev)
         elif isinstance(ev, SyncEvent):
             self._count("sync")

@@ -21,6 +21,7 @@ ready-made `RecordOp`s; Jetstream gives no signatures to check).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import libipld
@@ -30,6 +31,7 @@ from indexer.records import PREFIX, RecordOp
 
 _decode_multi = libipld.decode_dag_cbor_multi
 BIGINT_MAX = 2**63 - 1  # cursors are stored as Postgres bigint
+MAX_TIME_US = 253402300799999999  # 9999-12-31T23:59:59.999999Z: the last instant datetime holds
 
 
 @dataclass(slots=True)
@@ -122,7 +124,7 @@ class FrameDecoder:
         self.frames += 1
         try:
             header, body = _decode_multi(frame)
-        except ValueError:
+        except (ValueError, TypeError):
             return _undecodable(frame)
         try:
             t = header.get("t")
@@ -213,8 +215,8 @@ def _commit_event(seq: int, body: dict[str, Any], ops: list[dict[str, Any]], fra
 def _undecodable(frame: bytes) -> BadFrame:
     try:
         parts = _decode_multi(frame)
-    except ValueError as exc:
-        return BadFrame(f"undecodable frame ({len(frame)} bytes): {exc}", None, frame)
+    except (ValueError, TypeError) as exc:
+        return BadFrame(f"undecodable frame ({len(frame)} bytes): {exc}", None, bytes(frame))
     return BadFrame(f"frame has {len(parts)} CBOR objects, expected 2", None, frame)
 
 
@@ -240,7 +242,7 @@ class JetstreamDecoder:
             seq = msg["time_us"]
             did = msg["did"]
             kind = msg["kind"]
-            if type(seq) is not int or not 0 <= seq <= BIGINT_MAX or not isinstance(did, str):
+            if type(seq) is not int or not 0 <= seq <= MAX_TIME_US or not isinstance(did, str):
                 return BadFrame("Jetstream message with an invalid time_us or did", None)
             # Jetstream may repeat events around a reconnect (we rewind the cursor a little);
             # the rev rules make re-applying harmless, so only the cursor bookkeeping moves.
@@ -279,7 +281,9 @@ class JetstreamDecoder:
             return BadFrame(f"misshapen Jetstream message: {exc!r}", None, raw)
 
 
-def _iso_from_micros(us: int) -> str:
-    from datetime import UTC, datetime
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-    return datetime.fromtimestamp(us / 1_000_000, UTC).isoformat().replace("+00:00", "Z")
+
+def _iso_from_micros(us: int) -> str:
+    # Integer arithmetic: a float division rounds the last microseconds of year 9999 over.
+    return (_EPOCH + timedelta(microseconds=us)).isoformat().replace("+00:00", "Z")

@@ -632,7 +632,9 @@ async def apply_account(
 
     inactive -> hidden (rows kept, counts without them); active -> shown again (counts back);
     status `deleted` -> the actor's rows removed, tombstoned at their rev, counts adjusted.
-    Unknown DIDs are not recorded (they have nothing indexed).
+    An inactive status of a DID with no actors row yet is stored (a hidden actor row): records
+    that arrive later (a backfill racing the stream, a late delivery) must stay hidden too.
+    An active event for an unknown DID changes nothing.
     """
     async with conn.transaction():
         await lock_dids(conn, [change.did])
@@ -640,7 +642,15 @@ async def apply_account(
             "SELECT status, visible, repo_rev FROM actors WHERE did = $1", change.did
         )
         outcome = "unknown actor"
-        if row is not None:
+        if row is None and not change.active:
+            await conn.execute(
+                """INSERT INTO actors (did, status, visible) VALUES ($1, $2, false)
+                   ON CONFLICT (did) DO NOTHING""",
+                change.did,
+                change.status or "deactivated",
+            )
+            outcome = "remembered"
+        elif row is not None:
             was_visible = row["visible"]
             if change.active:
                 outcome = "shown"

@@ -196,6 +196,14 @@ class DictResolver:
 # ---- decode ------------------------------------------------------------------------------------
 
 
+def bench_decoder_in_memory(frames: list[bytes]) -> float:
+    decode = FrameDecoder().decode
+    t0 = time.perf_counter()
+    for f in frames:
+        decode(f)
+    return len(frames) / (time.perf_counter() - t0)
+
+
 def bench_bare(frames: list[bytes]) -> float:
     decode = libipld.decode_dag_cbor_multi
     t0 = time.perf_counter()
@@ -230,10 +238,11 @@ def bench_decode(n_frames: int, repeat: int) -> dict[str, float]:
     print(f"capture: {len(frames)} frames, mean {mean:.0f} B, {plyr} with fm.plyr ops ({plyr / len(frames):.2%})")
     verifier_on = Verifier(DictResolver(keys), verify_signatures=True)
     verifier_off = Verifier(None, verify_signatures=False)
-    best: dict[str, float] = {"bare": 0, "filter": 0, "filter+cid": 0, "filter+verify": 0}
+    best: dict[str, float] = {"bare": 0, "decoder": 0, "filter": 0, "filter+cid": 0, "filter+verify": 0}
     gc.collect()
     for _ in range(repeat):
         best["bare"] = max(best["bare"], bench_bare(frames))
+        best["decoder"] = max(best["decoder"], bench_decoder_in_memory(frames))
         best["filter"] = max(best["filter"], asyncio.run(_pipeline(path, None))[0])
         rate, m, n = asyncio.run(_pipeline(path, verifier_off))
         best["filter+cid"] = max(best["filter+cid"], rate)
@@ -241,6 +250,7 @@ def bench_decode(n_frames: int, repeat: int) -> dict[str, float]:
         best["filter+verify"] = max(best["filter+verify"], rate)
     assert m == plyr and n >= m, (m, n, plyr)
     print(f"libipld bare header+body decode (in memory):        {best['bare']:>10,.0f} frames/s")
+    print(f"indexer FrameDecoder.decode (in memory):            {best['decoder']:>10,.0f} frames/s  ({best['decoder'] / best['bare']:.0%} of bare)")
     print(f"indexer decode+filter from the capture file:        {best['filter']:>10,.0f} frames/s  ({best['filter'] / best['bare']:.0%} of bare)")
     print(f"  + CIDs of matched commits checked (--no-verify):  {best['filter+cid']:>10,.0f} frames/s  ({best['filter+cid'] / best['bare']:.0%})")
     print(f"  + signatures verified too (default):              {best['filter+verify']:>10,.0f} frames/s  ({best['filter+verify'] / best['bare']:.0%})")
@@ -250,40 +260,84 @@ def bench_decode(n_frames: int, repeat: int) -> dict[str, float]:
 # ---- websocket ---------------------------------------------------------------------------------
 
 
+def _ws_frame(payload: bytes) -> bytes:
+    """An unmasked binary websocket frame (server to client), RFC 6455."""
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x82, n])
+    elif n < 65536:
+        head = bytes([0x82, 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([0x82, 127]) + n.to_bytes(8, "big")
+    return head + payload
+
+
 def _serve(path: str, port_q: Any, rounds: int) -> None:
-    """Server process: sends every frame of the capture to each client, as fast as it can."""
-    from websockets.asyncio.server import serve
+    """Server process: a minimal websocket server that writes pre-encoded frames in big chunks,
+    so that the sender is never the bottleneck of the receive benchmark."""
+    import base64
+    import hashlib
 
     frames = load_frames(Path(path))
+    chunks: list[bytes] = []
+    buf: list[bytes] = []
+    size = 0
+    for f in frames:
+        buf.append(_ws_frame(f))
+        size += len(f)
+        if size > 1 << 20:
+            chunks.append(b"".join(buf))
+            buf, size = [], 0
+    chunks.append(b"".join(buf))
 
-    async def handler(ws: Any) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
         for _ in range(rounds):
-            for f in frames:
-                await ws.send(f)
-        await ws.close()
+            for chunk in chunks:
+                writer.write(chunk)
+                await writer.drain()
+        writer.write(b"\x88\x02\x03\xe8")  # close 1000
+        await writer.drain()
+        try:
+            await asyncio.wait_for(reader.read(), 5)  # until the client closes
+        except (TimeoutError, ConnectionError):
+            pass
+        writer.close()
 
     async def main() -> None:
-        async with serve(handler, "127.0.0.1", 0, compression=None, max_size=None) as server:
-            port_q.put(server.sockets[0].getsockname()[1])
-            await asyncio.Future()
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port_q.put(server.sockets[0].getsockname()[1])
+        await asyncio.Future()
 
     import uvloop
 
     uvloop.run(main())
 
 
-async def _bare_receive(url: str) -> tuple[int, float]:
+async def _bare_receive(url: str, n_expected: int) -> tuple[int, float]:
     from websockets.asyncio.client import connect
 
     n = 0
+    t0 = 0.0
     async with connect(url, compression=None, max_size=None) as ws:
-        t0 = time.perf_counter()
-        try:
-            async for _msg in ws:
-                n += 1
-        except Exception:  # noqa: BLE001 - the server closes when done
-            pass
-    return n, time.perf_counter() - t0
+        async for _msg in ws:
+            if n == 0:
+                t0 = time.perf_counter()  # timed from the first message, like the indexer
+            n += 1
+            if n == n_expected:
+                break
+        elapsed = time.perf_counter() - t0
+    return n, elapsed
 
 
 async def _indexer_receive(url: str, database_url: str, keys: dict[str, Any], n_expected: int) -> tuple[int, float]:
@@ -298,10 +352,13 @@ async def _indexer_receive(url: str, database_url: str, keys: dict[str, Any], n_
     source = RelaySource(url, name=f"bench-{uuid.uuid4().hex[:6]}", backoff=Backoff(5, 5))
     consumer = Consumer(pool, source, lexicons=default_lexicons(), verifier=Verifier(DictResolver(keys)), status_interval=3600)
     task = asyncio.create_task(consumer.run())
-    while consumer.decoder.frames == 0:
+    while consumer.decoder.frames == 0 and not task.done():  # noqa: ASYNC110 - polls a counter
         await asyncio.sleep(0.001)
+    if task.done():
+        await pool.close()
+        task.result()  # raises what stopped the consumer
     t0 = time.perf_counter()
-    while consumer.decoder.frames < n_expected and not task.done():
+    while consumer.decoder.frames < n_expected and not task.done():  # noqa: ASYNC110
         await asyncio.sleep(0.005)
     elapsed = time.perf_counter() - t0
     n = consumer.decoder.frames
@@ -324,9 +381,10 @@ def bench_websocket(n_frames: int, database_url: str, rounds: int) -> dict[str, 
         try:
             url = f"ws://127.0.0.1:{q.get(timeout=60)}"
             if name == "bare":
-                n, elapsed = uvloop.run(_bare_receive(url))
+                n, elapsed = uvloop.run(_bare_receive(url, n_frames * rounds))
             else:
-                n, elapsed = uvloop.run(_indexer_receive(url, database_url, keys, n_frames * rounds))
+                with fresh_database(database_url) as db_url:
+                    n, elapsed = uvloop.run(_indexer_receive(url, db_url, keys, n_frames * rounds))
         finally:
             proc.kill()
             proc.join()

@@ -3,9 +3,9 @@ identities come from a local PLC stand-in over HTTP (a real IdentityResolver).""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -249,6 +249,23 @@ async def test_future_cursor_marks_resync(pool, database_url, tmp_path, identity
     assert await pool.fetchval("SELECT needs_resync FROM actors") is True
 
 
+@dataclasses.dataclass
+class Done:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+async def plyr(*args: str, env: dict[str, str]) -> Done:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "core.cli", *args, cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return Done(proc.returncode, out, err)
+
+
 async def test_cli_replay_end_to_end(database_url, tmp_path, pool) -> None:
     alice = MiniRepo(ALICE)
     frames = [commit_frame(i + 1, alice.commit([("create", "fm.plyr.track", f"3kt{i}", track_record(f"T{i}"))])) for i in range(50)]
@@ -256,26 +273,72 @@ async def test_cli_replay_end_to_end(database_url, tmp_path, pool) -> None:
     path = write_capture(tmp_path / "cli.bin.zst", frames)
     # PLC on a dead loopback port: nothing may leave the machine.
     env = {**os.environ, "DATABASE_URL": database_url, "PLYR_LOG_FORMAT": "json", "PLYR_PLC_URL": "http://127.0.0.1:9"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "core.cli", "index", "--replay", str(path), "--no-verify"],
-        cwd=ROOT, env=env, capture_output=True, timeout=120,
-    )  # fmt: skip
+    proc = await plyr("index", "--replay", str(path), "--no-verify", env=env)
     assert proc.returncode == 0, proc.stderr.decode()
     assert b"SIGNATURE CHECKS ARE OFF" in proc.stderr
     assert await pool.fetchval("SELECT count(*) FROM tracks") == 50
     assert await pool.fetchval("SELECT seq FROM cursors WHERE source = 'capture:cli.bin.zst'") == 50
     # records dump prints what the index holds, one JSON object a line.
-    proc = subprocess.run(
-        [sys.executable, "-m", "core.cli", "records", "dump", "--collection", "fm.plyr.track"],
-        cwd=ROOT, env=env, capture_output=True, timeout=60,
-    )  # fmt: skip
+    proc = await plyr("records", "dump", "--collection", "fm.plyr.track", env=env)
     assert proc.returncode == 0, proc.stderr.decode()
     lines = [orjson.loads(line) for line in proc.stdout.splitlines()]
     assert len(lines) == 50 and set(lines[0]) == {"uri", "cid", "rev", "value"}
     assert lines[0]["value"]["$type"] == "fm.plyr.track"
     # A missing file is one clear line, no traceback.
-    proc = subprocess.run(
-        [sys.executable, "-m", "core.cli", "index", "--replay", str(tmp_path / "nope.bin"), "--no-verify"],
-        cwd=ROOT, env=env, capture_output=True, timeout=60,
-    )  # fmt: skip
+    proc = await plyr("index", "--replay", str(tmp_path / "nope.bin"), "--no-verify", env=env)
     assert proc.returncode == 1 and b"Traceback" not in proc.stderr and b"no such capture file" in proc.stderr
+
+
+async def test_deadletters_replay_after_a_fix(pool, database_url, tmp_path, identity) -> None:
+    """A record the lexicons rejected, and a commit whose signing key could not be resolved,
+    both go through once the cause is fixed; what still fails stays pending with the reason."""
+    from indexer.deadletters import replay_dead_letters
+    from indexer.records import RecordOp
+    from indexer.writer import apply_batch, default_lexicons
+
+    server, resolver = identity
+    carol = MiniRepo("did:plc:carol234567abcdefghijklm")
+    parts = carol.commit([("create", "fm.plyr.track", "3kt1", track_record("Late"))])
+    await replay(pool, database_url, tmp_path, [commit_frame(1, parts)], resolver)  # unresolvable now
+    bad = RecordOp("create", ALICE, "fm.plyr.track", "3kt9", "3kaaaaaaaaa22", "bafyreia", {"$type": "fm.plyr.track", "title": "No artist"})
+    async with pool.acquire() as conn:
+        await apply_batch(conn, [bad], lexicons=default_lexicons())
+
+    class Lenient:
+        """The 'fixed' lexicons: accept a track without an artist (the row builder still needs one)."""
+
+        def validate_record(self, nsid: str, value: dict) -> list[str]:
+            return []
+
+    summary = await replay_dead_letters(pool, lexicons=Lenient(), resolver=resolver)
+    assert summary == {"applied": 0, "still_invalid": 2}  # carol still unknown; artist missing
+    server.plc[carol.did] = did_doc(carol.did, carol.key.public_key())
+    resolver.invalidate(carol.did)
+    summary = await replay_dead_letters(pool, resolver=resolver)
+    assert summary == {"applied": 1, "still_invalid": 1}
+    assert await pool.fetchval("SELECT title FROM tracks") == "Late"
+    rows = await pool.fetch("SELECT replayed_at, replay_result FROM dead_letters ORDER BY id")
+    assert rows[0]["replayed_at"] is not None and rows[0]["replay_result"].startswith("applied 1")
+    assert rows[1]["replayed_at"] is None and "artist" in rows[1]["replay_result"]
+
+
+async def test_metrics_count_what_happened(pool, database_url, tmp_path, identity) -> None:
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    server, resolver = identity
+    alice = repo(server, ALICE)
+    before = (value("plyr_indexer_frames_total", type="commit"), value("plyr_indexer_records_written_total"),
+              value("plyr_indexer_bad_frames_total"), value("plyr_indexer_verify_failures_total", kind="signature"))  # fmt: skip
+    frames = [
+        commit_frame(1, alice.commit([("create", "fm.plyr.track", "3kt1", track_record())])),
+        commit_frame(2, alice.commit([("create", "fm.plyr.track", "3kt2", track_record())], key=PrivateKey.generate("k256"))),
+        b"junk",
+    ]
+    await replay(pool, database_url, tmp_path, frames, resolver, name="metrics.bin")
+    after = (value("plyr_indexer_frames_total", type="commit"), value("plyr_indexer_records_written_total"),
+             value("plyr_indexer_bad_frames_total"), value("plyr_indexer_verify_failures_total", kind="signature"))  # fmt: skip
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1, 1, 1]
+    assert value("plyr_indexer_cursor_seq", source="capture:metrics.bin") == 2

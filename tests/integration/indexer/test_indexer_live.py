@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import asyncpg
 import orjson
@@ -19,8 +20,16 @@ from indexer.sources import Backoff, JetstreamSource, RelaySource
 from indexer.verify import Verifier
 from indexer.writer import default_lexicons
 from tests.integration.indexer.firehose_server import Blackhole, FirehoseServer
-from tests.support.frames import MiniRepo, commit_frame, error_frame, like_record, post_record, track_record
+from tests.support.frames import (
+    MiniRepo,
+    commit_frame,
+    error_frame,
+    like_record,
+    post_record,
+    track_record,
+)
 
+ROOT = Path(__file__).resolve().parents[3]
 ALICE = "did:plc:alice234567abcdefghijklm"
 SETTINGS = IndexerSettings(
     source="relay", relay_url="", jetstream_url="", verify=False, metrics_port=0,
@@ -36,8 +45,8 @@ async def firehose() -> AsyncIterator[FirehoseServer]:
     await server.stop()
 
 
-async def eventually(check: Callable[[], object], timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def eventually(check: Callable[[], object], limit: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + limit
     while True:
         result = check()
         if asyncio.iscoroutine(result):
@@ -184,3 +193,30 @@ async def _count(pool: asyncpg.Pool, table: str, n: int) -> bool:
 
 async def _cursor_is(pool: asyncpg.Pool, source: str, seq: int) -> bool:
     return await pool.fetchval("SELECT seq FROM cursors WHERE source = $1", source) == seq
+
+
+async def test_capture_then_replay(pool: asyncpg.Pool, database_url: str, firehose: FirehoseServer, tmp_path) -> None:
+    """`plyr capture` records the raw frames (zstd here); `plyr index --replay` indexes them."""
+    import os
+    import sys
+
+    repo = MiniRepo(ALICE)
+    publish_tracks(firehose, repo, 1, 12)
+    out = tmp_path / "live.bin.zst"
+    root = ROOT
+    env = {**os.environ, "DATABASE_URL": database_url, "PLYR_PLC_URL": "http://127.0.0.1:9"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "core.cli", "capture", firehose.url, str(out), "--limit", "12",
+        cwd=root, env=env, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert b"captured 12 frames" in err
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "core.cli", "index", "--replay", str(out), "--no-verify",
+        cwd=root, env=env, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert await pool.fetchval("SELECT count(*) FROM tracks") == sum(1 for s in range(1, 13) if s % 3 != 0)
+    assert await _cursor_is(pool, "capture:live.bin.zst", 12)

@@ -299,10 +299,17 @@ async def test_account_deactivate_reactivate_delete(pool: asyncpg.Pool) -> None:
     assert await counts(pool, subject) == (1, 0)
 
 
-async def test_account_event_for_unknown_did_records_nothing(pool: asyncpg.Pool) -> None:
+async def test_account_status_of_unknown_did(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
-        assert await apply_account(conn, AccountChange("did:plc:nobody", False, "deleted")) == "unknown actor"
+        assert await apply_account(conn, AccountChange("did:plc:nobody", True)) == "unknown actor"
     assert await pool.fetchval("SELECT count(*) FROM actors") == 0
+    async with pool.acquire() as conn:
+        assert await apply_account(conn, AccountChange("did:plc:nobody", False, "takendown")) == "remembered"
+    row = await pool.fetchrow("SELECT status, visible FROM actors")
+    assert tuple(row) == ("takendown", False)
+    # A like written later (a backfill that fetched before the takedown) stays uncounted.
+    await apply(pool, [op("create", "did:plc:nobody", "fm.plyr.like", "l1", 1, like_record(track_uri()))])
+    assert await counts(pool, track_uri()) == (0, 0)
 
 
 # ---- oracle: a reference model fed the same random ops, compared at the end ----------------
