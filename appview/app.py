@@ -87,6 +87,9 @@ def build_app(
 
     async def on_cleanup(_app: web.Application) -> None:
         await freshness.stop()
+        await state.views.close()
+        if state.likes is not None:
+            await state.likes.close()
         if own_resolver:
             await resolver.close()
 

@@ -1,6 +1,7 @@
 """A small in-process TTL cache with single-flight loading (one load per key at a time) and,
 optionally, stale-while-revalidate: an expired value is still served for `stale_for` seconds
-while one background task loads the new one, so no request waits on a slow aggregate."""
+while one background task loads the new one, so no request waits on a slow aggregate.
+`coalesce` is the single flight alone (identical concurrent requests share one load)."""
 
 from __future__ import annotations
 
@@ -42,11 +43,19 @@ class TtlCache:
             return await asyncio.shield(pending)
         return await self._load(key, ttl, load)
 
+    async def coalesce(self, key: Any, load: Callable[[], Awaitable[Any]]) -> Any:
+        """Single flight without reuse: a caller arriving while a load of `key` is running gets
+        that load's result; otherwise it starts its own. Nothing is kept afterwards."""
+        pending = self._loading.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        return await self._load(key, 0, load, keep=False)
+
     async def _refresh(self, key: Any, ttl: float, load: Callable[[], Awaitable[Any]]) -> None:
         with contextlib.suppress(Exception):  # the stale value stays; the next expiry retries
             await self._load(key, ttl, load)
 
-    async def _load(self, key: Any, ttl: float, load: Callable[[], Awaitable[Any]]) -> Any:
+    async def _load(self, key: Any, ttl: float, load: Callable[[], Awaitable[Any]], *, keep: bool = True) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._loading[key] = future
         try:
@@ -61,6 +70,8 @@ class TtlCache:
         finally:
             self._loading.pop(key, None)
         future.set_result(value)
+        if not keep:
+            return value
         if len(self._values) >= self.max_entries:
             self._values.clear()
         self._values[key] = (time.monotonic() + ttl, value)

@@ -10,6 +10,7 @@ import asyncpg
 
 from appview.caches import TtlCache
 from appview.errors import not_found
+from appview.hydrate import TrackViewCache, ViewerLikes, hydrate_tracks, read_track_views
 from appview.settings import AppviewSettings
 
 AuthMode = Literal["none", "optional", "required"]
@@ -21,6 +22,17 @@ class AppState:
     pool: asyncpg.Pool
     top_cache: TtlCache = field(default_factory=TtlCache)
     stats_cache: TtlCache = field(default_factory=TtlCache)
+    views: TrackViewCache = field(default_factory=lambda: TrackViewCache(0))
+    likes: ViewerLikes | None = None  # set from `pool` when not given
+
+    def __post_init__(self) -> None:
+        if self.views.ttl != self.settings.view_cache_seconds:
+            self.views = TrackViewCache(self.settings.view_cache_seconds)
+        if self.likes is None:
+            self.likes = ViewerLikes(self.pool)
+        if self.views.loader is None:
+            pool = self.pool
+            self.views.loader = lambda uris: read_track_views(pool, uris, first=True)
 
 
 @dataclass
@@ -33,6 +45,10 @@ class Call:
     @property
     def pool(self) -> asyncpg.Pool:
         return self.state.pool
+
+    async def tracks(self, uris: list[str]) -> list[dict[str, Any]]:
+        """Views of `uris` in order, through the shared view cache, with the caller's state."""
+        return await hydrate_tracks(self.state.pool, uris, self.viewer, self.state.views, self.state.likes)
 
 
 Handler = Callable[[Call], Awaitable[dict[str, Any]]]

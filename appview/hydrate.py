@@ -3,15 +3,28 @@
 A page of tracks is hydrated by one query over `uri = ANY($1)` (track, artist, counts) plus,
 for an authenticated viewer, one more for their likes: the query count does not grow with the
 page. Tracks of hidden actors (actors.visible = false) never come out of here.
+
+With a `TrackViewCache` (PLYR_APPVIEW_VIEW_CACHE_SECONDS > 0) the views of recently served
+tracks are reused for that long, so a page whose tracks were seen within the TTL costs no
+hydration query at all, and only the misses are read otherwise. The price: counts, artist
+details and hiding take up to the TTL to show (what the freshness header already allows for).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+
+log = logging.getLogger("plyr.appview")
+
+ViewLoader = Callable[[list[str]], Awaitable[dict[str, dict[str, Any]]]]
 
 # One track view (fm.plyr.defs#trackView) built by Postgres as JSON: the rows never become
 # Python objects column by column, which is most of the cost of a page in Python. Absent optional
@@ -57,6 +70,154 @@ ORDER BY subject_uri, sort_at DESC
 """
 
 
+class TrackViewCache:
+    """Track views by URI, served for at most `ttl` seconds after they were read.
+
+    A view older than half the TTL is still served, and queued for a background re-read (one
+    batched query for all such views, `loader`): pages that keep being asked for never wait on
+    an expiry, and never all miss at once. Views handed out are shared: callers copy a view
+    before changing it (add_viewer_state does). Bounded: when full, expired entries go, and if
+    that is not enough, everything (the next pages simply read their views again).
+    """
+
+    REFRESH_BATCH = 500
+
+    def __init__(self, ttl: float, max_entries: int = 50_000, loader: ViewLoader | None = None) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.loader = loader
+        self._views: dict[str, tuple[float, dict[str, Any]]] = {}  # uri -> (read at, view)
+        self._pending: set[str] = set()  # queued or being re-read
+        self._queue: list[str] = []
+        self._refresher: asyncio.Task[None] | None = None
+
+    def lookup(self, uris: Sequence[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+        """The views among `uris` read within the TTL, and the URIs that must be read now."""
+        now = time.monotonic()
+        fresh_after = now - self.ttl
+        refresh_before = now - self.ttl / 2
+        found: dict[str, dict[str, Any]] = {}
+        missing: list[str] = []
+        get = self._views.get
+        for uri in uris:
+            hit = get(uri)
+            if hit is not None and hit[0] > fresh_after:
+                found[uri] = hit[1]
+                if hit[0] < refresh_before and uri not in self._pending:
+                    self._pending.add(uri)
+                    self._queue.append(uri)
+            else:
+                missing.append(uri)
+        if self._queue and self.loader is not None and (self._refresher is None or self._refresher.done()):
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh())
+        return found, missing
+
+    def store(self, views: dict[str, dict[str, Any]]) -> None:
+        if len(self._views) + len(views) > self.max_entries:
+            fresh_after = time.monotonic() - self.ttl
+            self._views = {k: v for k, v in self._views.items() if v[0] > fresh_after}
+            if len(self._views) + len(views) > self.max_entries:
+                self._views.clear()
+        now = time.monotonic()
+        for uri, view in views.items():
+            self._views[uri] = (now, view)
+
+    async def _refresh(self) -> None:
+        assert self.loader is not None
+        while self._queue:
+            batch, self._queue = self._queue[: self.REFRESH_BATCH], self._queue[self.REFRESH_BATCH :]
+            try:
+                views = await self.loader(batch)
+            except Exception as exc:  # the views expire as usual; the next reads retry
+                log.warning("could not refresh track views", extra={"error": str(exc)[:200]})
+                self._pending.difference_update(batch)
+                self._pending.difference_update(self._queue)
+                self._queue = []
+                return
+            self.store(views)
+            for uri in batch:
+                if uri not in views:  # deleted, or its artist hidden: gone from pages now
+                    self._views.pop(uri, None)
+            self._pending.difference_update(batch)
+
+    async def close(self) -> None:
+        if self._refresher is not None and not self._refresher.done():
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+
+    def clear(self) -> None:
+        self._views.clear()
+
+
+# The likes of several (viewer, track) pairs at once: the lookups of concurrent requests.
+_BATCH_VIEWER_LIKES_SQL = """
+SELECT DISTINCT ON (l.did, l.subject_uri) l.did, l.subject_uri, l.uri
+FROM unnest($1::text[], $2::text[]) AS q(did, subject_uri)
+JOIN likes l ON l.did = q.did AND l.subject_uri = q.subject_uri
+ORDER BY l.did, l.subject_uri, l.sort_at DESC
+"""
+
+
+class ViewerLikes:
+    """"Which of these tracks did this viewer like", for every request asking at about the same
+    time, in one statement. Each answer is exactly what the request's own query would have read
+    (no reuse across time); under load, many requests share one database round trip, which is
+    most of the cost of a small query. One statement runs at a time; requests arriving while it
+    runs form the next one."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._queue: list[tuple[str, list[str], asyncio.Future[dict[str, str]]]] = []
+        self._runner: asyncio.Task[None] | None = None
+
+    async def of(self, viewer: str, uris: list[str]) -> dict[str, str]:
+        """{track uri: like uri} for the tracks among `uris` that `viewer` liked."""
+        future: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
+        self._queue.append((viewer, uris, future))
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.get_running_loop().create_task(self._run())
+        return await future
+
+    async def _run(self) -> None:
+        while self._queue:
+            await asyncio.sleep(0)  # let the requests woken in this loop iteration join
+            batch, self._queue = self._queue, []
+            # Each pair once, in index order: the lookups walk likes_by_actor_subject in order.
+            pairs = sorted({(viewer, u) for viewer, uris, _f in batch for u in uris})
+            dids = [p[0] for p in pairs]
+            subjects = [p[1] for p in pairs]
+            try:
+                # Ahead of single requests when the pool can (fairpool.py): many wait on this.
+                fetch = getattr(self.pool, "fetch_first", self.pool.fetch)
+                rows = await fetch(_BATCH_VIEWER_LIKES_SQL, dids, subjects)
+            except Exception as exc:  # each waiting request fails as its own query would have
+                for _v, _u, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                        future.exception()  # retrieved: the request re-raises it
+                continue
+            liked: dict[tuple[str, str], str] = {(r["did"], r["subject_uri"]): r["uri"] for r in rows}
+            for viewer, uris, future in batch:
+                if not future.done():
+                    future.set_result({u: liked[(viewer, u)] for u in uris if (viewer, u) in liked})
+
+    async def close(self) -> None:
+        if self._runner is not None and not self._runner.done():
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+
+
+async def read_track_views(
+    conn: asyncpg.Connection | asyncpg.Pool, uris: list[str], *, first: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Views of the (visible) tracks among `uris`, by URI: one query (`first`: ahead of the
+    requests waiting for a connection, when the pool can do that, see fairpool.py)."""
+    fetch = getattr(conn, "fetch_first", conn.fetch) if first else conn.fetch
+    return {r["uri"]: r["view"] for r in await fetch(_TRACKS_SQL, uris)}
+
+
 def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
@@ -75,25 +236,45 @@ def artist_view(did: str, handle: str | None, display_name: str | None, avatar: 
 
 
 async def hydrate_tracks(
-    conn: asyncpg.Connection | asyncpg.Pool, uris: Sequence[str], viewer: str | None
+    conn: asyncpg.Connection | asyncpg.Pool,
+    uris: Sequence[str],
+    viewer: str | None,
+    cache: TrackViewCache | None = None,
+    likes: ViewerLikes | None = None,
 ) -> list[dict[str, Any]]:
-    """Track views for `uris`, in that order; unknown tracks and hidden artists are left out."""
+    """Track views for `uris`, in that order; unknown tracks and hidden artists are left out.
+    At most one hydration query (none when every view is cached), plus one for a viewer."""
     if not uris:
         return []
-    views = {r["uri"]: r["view"] for r in await conn.fetch(_TRACKS_SQL, list(uris))}
-    ordered = [views[u] for u in dict.fromkeys(uris) if u in views]
+    wanted = list(dict.fromkeys(uris))
+    if cache is not None and cache.ttl > 0:
+        views, missing = cache.lookup(wanted)
+        if missing:
+            read = await read_track_views(conn, missing)
+            cache.store(read)
+            views.update(read)
+    else:
+        views = await read_track_views(conn, wanted)
+    ordered = [views[u] for u in wanted if u in views]
     if viewer is not None and ordered:
-        await add_viewer_state(conn, ordered, viewer)
+        await add_viewer_state(conn, ordered, viewer, likes)
     return ordered
 
 
 async def add_viewer_state(
-    conn: asyncpg.Connection | asyncpg.Pool, views: list[dict[str, Any]], viewer: str
+    conn: asyncpg.Connection | asyncpg.Pool,
+    views: list[dict[str, Any]],
+    viewer: str,
+    likes: ViewerLikes | None = None,
 ) -> None:
-    liked = {
-        r["subject_uri"]: r["uri"]
-        for r in await conn.fetch(_VIEWER_LIKES_SQL, viewer, [v["uri"] for v in views])
-    }
-    for view in views:
+    """Give each view in `views` the viewer's state, replacing the list's items by copies:
+    the views themselves may be shared (TrackViewCache) and must stay viewer-free. One query
+    (`conn`), or a share of one batched with concurrent requests (`likes`)."""
+    uris = [v["uri"] for v in views]
+    if likes is not None:
+        liked = await likes.of(viewer, uris)
+    else:
+        liked = {r["subject_uri"]: r["uri"] for r in await conn.fetch(_VIEWER_LIKES_SQL, viewer, uris)}
+    for i, view in enumerate(views):
         like = liked.get(view["uri"])
-        view["viewer"] = {"like": like} if like else {}
+        views[i] = {**view, "viewer": {"like": like} if like else {}}

@@ -3,32 +3,56 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
+import asyncpg
 from aiohttp import web
 
 from appview.app import build_app
+from appview.fairpool import FairPool
 from appview.settings import AppviewSettings
+from core import db
 from core.runtime import Runtime
 
 log = logging.getLogger("plyr.appview")
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Reset of a connection going back to the AppView's pool: nothing beyond asyncpg's own
+    (rollback of an open transaction, listeners dropped). The default also sends
+    `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every release, a
+    second round trip per request; the AppView never changes session state (it uses
+    SET LOCAL, no LISTEN, no advisory locks, no cursors), so there is nothing to undo."""
+
+
 async def serve(rt: Runtime, settings: AppviewSettings) -> None:
-    app = build_app(rt.pool, settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
+    # The AppView's own pool: its connections never carry another service's session state,
+    # which is what makes the round-trip-free reset above safe.
+    pool = await db.create_pool(rt.database_url, rt.settings, reset=_keep_session)
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True, backlog=1024)
-        await site.start()
-        log.info(
-            "appview listening",
-            extra={"url": f"http://{settings.host}:{settings.port}", "public_url": settings.public_url,
-                   "service_did": settings.service_did},
-        )
-        await asyncio.Event().wait()  # until cancelled
+        # First come, first served, the gate twice as wide as the pool: see fairpool.py.
+        app = build_app(FairPool(pool, 2 * rt.settings.db_pool_max), settings)  # type: ignore[arg-type]
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        # Everything built so far (modules, lexicons, routes) lives as long as the process: out
+        # of the cyclic collector's reach, a full collection scans only what requests leave
+        # behind (measured: 9 ms per full collection otherwise, a visible p99 spike).
+        gc.collect()
+        gc.freeze()
+        try:
+            site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True, backlog=1024)
+            await site.start()
+            log.info(
+                "appview listening",
+                extra={"url": f"http://{settings.host}:{settings.port}", "public_url": settings.public_url,
+                       "service_did": settings.service_did},
+            )
+            await asyncio.Event().wait()  # until cancelled
+        finally:
+            await runner.cleanup()
     finally:
-        await runner.cleanup()
+        await pool.close()
 
 
 async def run(rt: Runtime) -> None:

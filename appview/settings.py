@@ -25,6 +25,10 @@ class AppviewSettings:
     freshness_interval: float       # how often the index cursor is re-read for the header
     play_dedupe_seconds: int        # a replay of the same track by the same listener within this
     public_max_age: int             # Cache-Control max-age of public GETs
+    # track views reused for this long (0 = every page reads its views; see hydrate.py)
+    view_cache_seconds: float = 0.0
+    # identical anonymous GETs arriving while one is being answered share its answer
+    coalesce: bool = True
 
     @classmethod
     def from_env(cls, host: str = "127.0.0.1") -> AppviewSettings:
@@ -53,4 +57,6 @@ class AppviewSettings:
             freshness_interval=env_float("PLYR_APPVIEW_FRESHNESS_SECONDS", 1.0),
             play_dedupe_seconds=env_int("PLYR_PLAY_DEDUPE_SECONDS", 1800, minimum=0),
             public_max_age=env_int("PLYR_APPVIEW_MAX_AGE", 5, minimum=0),
+            view_cache_seconds=env_float("PLYR_APPVIEW_VIEW_CACHE_SECONDS", 1.0),
+            coalesce=env_int("PLYR_APPVIEW_COALESCE", 1, minimum=0) != 0,
         )

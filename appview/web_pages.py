@@ -25,7 +25,7 @@ async def _track_by_id(state: AppState, raw_id: str) -> dict[str, Any]:
     if not re.fullmatch(r"[1-9][0-9]{0,17}", raw_id):
         raise not_found("no such track")
     uri = await state.pool.fetchval("SELECT uri FROM tracks WHERE short_id = $1", int(raw_id))
-    tracks = await hydrate_tracks(state.pool, [uri], None) if uri else []
+    tracks = await hydrate_tracks(state.pool, [uri], None, state.views) if uri else []
     if not tracks:
         raise not_found("no such track")
     return tracks[0]

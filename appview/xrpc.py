@@ -4,7 +4,8 @@ freshness header is added to every /xrpc/ response by the app, see app.py).
 
 Anonymous GETs are public: they carry an ETag (304 on If-None-Match) and Cache-Control, and a
 response may be reused for `microcache_seconds` (one database trip per URL per interval however
-many clients ask). An authenticated read of tracks is that same public answer plus the
+many clients ask); with it off, identical requests arriving while one is answered share that
+answer (coalescing). An authenticated read of tracks is that same public answer plus the
 viewer's own state (their likes) from one more query; it is private and never cached.
 """
 
@@ -126,22 +127,19 @@ class XrpcEndpoint:
 
     def _public_loader(
         self, request: web.Request, nsid: str, method: Method, route: Route
-    ) -> Callable[[], Awaitable[tuple[bytes, str]]]:
-        # The same URL gets the same anonymous answer: a cached one skips validation too.
-        async def load() -> tuple[bytes, str]:
+    ) -> Callable[[], Awaitable[tuple[bytes, str, dict[str, Any]]]]:
+        # The same URL gets the same anonymous answer: a cached one skips validation too. The
+        # result travels with its bytes (read-only: shared) for viewer reads to build on.
+        async def load() -> tuple[bytes, str, dict[str, Any]]:
             params = self._params(method, request)
             result = await route.handler(Call(self.state, params, None, None))
             payload = self._encode(nsid, method, result)
-            return payload, etag_of(payload)
+            return payload, etag_of(payload), result
 
         return load
 
     async def _public(self, request: web.Request, nsid: str, method: Method, route: Route) -> web.StreamResponse:
-        payload, etag = await self.microcache.get(
-            request.path_qs,
-            self.state.settings.microcache_seconds,
-            self._public_loader(request, nsid, method, route),
-        )
+        payload, etag, _result = await self._public_payload(request, nsid, method, route)
         headers = {
             "ETag": etag,
             "Cache-Control": self.public_cache_control,
@@ -153,20 +151,34 @@ class XrpcEndpoint:
         self._maybe_compress(request, response, len(payload))
         return response
 
+    async def _public_payload(
+        self, request: web.Request, nsid: str, method: Method, route: Route
+    ) -> tuple[bytes, str, dict[str, Any]]:
+        """The anonymous answer to this URL: from the microcache when on; otherwise computed,
+        shared only by identical requests arriving while it is being computed (coalescing: the
+        answer is never older than the request that started it, a few ms at most)."""
+        loader = self._public_loader(request, nsid, method, route)
+        settings = self.state.settings
+        if settings.microcache_seconds <= 0 and settings.coalesce:
+            answer: tuple[bytes, str, dict[str, Any]] = await self.microcache.coalesce(request.path_qs, loader)
+            return answer
+        return await self.microcache.get(request.path_qs, settings.microcache_seconds, loader)  # type: ignore[no-any-return]
+
     async def _with_viewer(
         self, request: web.Request, nsid: str, method: Method, route: Route, viewer: str
     ) -> web.StreamResponse:
         """An authenticated read of tracks = the public answer (shared, microcached) plus this
-        viewer's state on those tracks: one small query per request, whatever the page."""
-        payload, _etag = await self.microcache.get(
-            request.path_qs, self.state.settings.microcache_seconds, self._public_loader(request, nsid, method, route)
-        )
-        result = orjson.loads(payload)  # a private copy: the cached bytes stay untouched
-        views = list(result.get("tracks") or [])
-        if isinstance(result.get("track"), dict):
-            views.append(result["track"])
+        viewer's state on those tracks: one small query, shared with concurrent viewers."""
+        _payload, _etag, shared = await self._public_payload(request, nsid, method, route)
+        result = dict(shared)  # a private copy of the top level: the shared answer stays as is
+        tracks = list(result.get("tracks") or [])
+        views = tracks + ([result["track"]] if isinstance(result.get("track"), dict) else [])
         if views:
-            await add_viewer_state(self.state.pool, views, viewer)
+            await add_viewer_state(self.state.pool, views, viewer, self.state.likes)  # copies
+            if tracks:
+                result["tracks"] = views[: len(tracks)]
+            if len(views) > len(tracks):
+                result["track"] = views[-1]
         body = self._encode(nsid, method, result)
         response = web.Response(body=body, content_type="application/json")
         response.headers["Cache-Control"] = "private, no-store"

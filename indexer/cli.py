@@ -71,14 +71,39 @@ def index_command(kind: str | None, url: str | None, replay: Path | None, no_ver
         try:
             async with open_runtime(core_settings) as rt:
                 started = time.monotonic()
-                await run_indexer(rt.database_url, rt.pool, settings, source, verify=verify, start_cursor=cursor)
+                indexing = run_indexer(rt.database_url, rt.pool, settings, source, verify=verify, start_cursor=cursor)
                 if not source.live:
+                    await indexing
                     click.echo(f"replayed {replay} in {time.monotonic() - started:.1f}s", err=True)
+                    return
+                await _with_resync(rt, indexing)
         finally:
             if runner is not None:
                 await runner.cleanup()
 
     run_async(_until_signalled(_main()))
+
+
+async def _with_resync(rt: Any, indexing: Coroutine[Any, Any, None]) -> None:
+    """Run the live indexer with the resync loop beside it (repos the indexer marks are fetched
+    again); either ending or failing ends both. `plyr up` runs the loop as its own service
+    ("resync" in core/runtime.py), so indexer.service.run does not start it."""
+    from indexer.backfill.resync import run_resync_loop
+
+    tasks = [
+        asyncio.create_task(indexing, name="indexer"),
+        asyncio.create_task(run_resync_loop(rt), name="resync"),
+    ]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()  # re-raise a failure
+            log.error("service ended on its own", extra={"service": task.get_name()})
+    finally:
+        rt.stopping.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @click.command("capture")

@@ -39,7 +39,8 @@ from typing import Any
 
 import asyncpg
 
-from indexer import metrics
+from indexer import crashpoints, metrics
+from indexer.crashpoints import ARMED as _CRASH_ARMED
 from indexer.frames import (
     AccountEvent,
     BadFrame,
@@ -63,6 +64,7 @@ from indexer.writer import (
     apply_batch,
     read_cursor,
     update_handle,
+    write_cursor,
 )
 from protocol.syntax import InvalidSyntax, parse_datetime
 
@@ -131,6 +133,8 @@ class Consumer:
         stored = await read_cursor(self.pool, self.source.name)
         self.committed = stored
         start = self.start_cursor if self.start_cursor is not None else stored
+        if self.start_cursor is not None and self.start_cursor != stored:
+            await self._store_start_cursor(stored)
         watched = {
             r["did"]: r["repo_rev"] for r in await self.pool.fetch("SELECT did, repo_rev FROM actors")
         }
@@ -171,6 +175,24 @@ class Consumer:
             await asyncio.gather(consume, timer, status, *self._background, return_exceptions=True)
             self._publish_metrics()
             self._log_status(final=True)
+
+    async def _store_start_cursor(self, stored: int | None) -> None:
+        """Persist a requested start cursor before consuming anything, so a crash before the
+        first batch commits resumes there too (not at the live tip, losing events).
+
+        Runs under the stream lock (live sources) and is fenced like a batch: if another
+        consumer moved the cursor since we read it, CursorConflict.
+        """
+        assert self.start_cursor is not None
+        async with self.pool.acquire() as conn, conn.transaction():
+            await write_cursor(
+                conn, CursorUpdate(self.source.name, self.start_cursor, None, expected=stored)
+            )
+        self.committed = self.start_cursor
+        log.info(
+            "start cursor stored",
+            extra={"source": self.source.name, "cursor": self.start_cursor, "was": stored},
+        )
 
     def _resume_cursor(self) -> int | None:
         seq = self.decoder.last_seq
@@ -331,6 +353,8 @@ class Consumer:
                 outcome = await apply_account(
                     conn, AccountChange(ev.did, ev.active, ev.status, ev.seq), cursor=cursor
                 )
+            if _CRASH_ARMED:
+                crashpoints.hit("account_after_commit")
         except BaseException as exc:
             self._failed = exc
             raise
@@ -456,6 +480,8 @@ class Consumer:
                     conn, batch.ops, lexicons=self.lexicons, cursor=cursor, source=self.source.name,
                     dead_letters=batch.letters, repo_revs=batch.revs, resync=batch.resync,
                 )  # fmt: skip
+            if _CRASH_ARMED:
+                crashpoints.hit("after_commit_before_ack")
         except BaseException as exc:
             self._failed = exc
             raise

@@ -12,7 +12,18 @@ Every writer (live indexer, Jetstream, backfill, resync, test seeding) goes thro
    tombstone's rev;
 4. upserts / deletes rows per collection with set-based statements (unnest arrays), writes
    tombstones for deletes, and adjusts `track_counts` for likes and comments of visible actors;
-5. upserts `actors` (repo_rev only moves forward; resync marks), then the cursor row.
+5. upserts `actors` (repo_rev only moves forward; resync marks), then the cursor row;
+6. queues the PDS blob mirror (media/jobs.py) of tracks whose record carries an `audioBlob`.
+
+PDS blob mirror: a track applied with an `audioBlob` gets a `mirror` job in the same
+transaction (so a job exists exactly when the row does), in one statement per batch. The
+mirror job later sets tracks.audio_url to our copy; "mirrored" is recognised as audio_url
+differing from the record's own audioUrl while audio_blob_cid is unchanged. A new version of
+the record with the same blob (a title change, a resync's re-write at a newer rev) keeps that
+copy and queues nothing; a new blob queues a new job. Ops the rev rules ignore (replays) queue
+nothing. Tracks of hidden actors (deactivated, taken down) are not mirrored - their PDS does
+not serve their blobs - until `apply_account` shows the actor again, which queues the mirrors
+still missing; deleted actors have no rows.
 
 Invariants kept here (see docs/invariants.md):
 - the cursor never passes an uncommitted row: it is written in the same transaction;
@@ -36,6 +47,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from indexer import crashpoints
+from indexer.crashpoints import ARMED as _CRASH_ARMED
 from indexer.records import (
     COMMENT,
     INDEXED_COLLECTIONS,
@@ -52,6 +65,7 @@ from indexer.records import (
     profile_row,
     track_row,
 )
+from media.jobs import enqueue_blob_mirrors
 
 log = logging.getLogger("plyr.indexer")
 
@@ -133,7 +147,10 @@ SELECT -1 AS k, did AS uri, status AS rev, visible::text AS subject FROM actors
 UNION ALL SELECT 0, uri, rev, NULL::text FROM tombstones WHERE uri = ANY($1::text[])
 UNION ALL SELECT 1, uri, rev, subject_uri FROM likes WHERE uri = ANY($2::text[])
 UNION ALL SELECT 2, uri, rev, subject_uri FROM comments WHERE uri = ANY($3::text[])
-UNION ALL SELECT 3, uri, rev, NULL FROM tracks WHERE uri = ANY($4::text[])
+UNION ALL SELECT 3, uri, rev, CASE WHEN audio_blob_cid IS NULL THEN NULL
+                                   WHEN audio_url IS DISTINCT FROM record->>'audioUrl'
+                                   THEN audio_blob_cid END  -- the blob our copy is of
+  FROM tracks WHERE uri = ANY($4::text[])
 UNION ALL SELECT 4, uri, rev, NULL FROM lists WHERE uri = ANY($5::text[])
 UNION ALL SELECT 5, uri, rev, NULL FROM profiles WHERE uri = ANY($6::text[])
 """
@@ -155,7 +172,14 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
 ON CONFLICT (uri) DO UPDATE SET
   cid = excluded.cid, rev = excluded.rev, title = excluded.title, artist = excluded.artist,
   album = excluded.album, description = excluded.description, file_type = excluded.file_type,
-  audio_url = excluded.audio_url, audio_blob_cid = excluded.audio_blob_cid,
+  -- The mirror (media/mirror.py) points audio_url at our copy of the blob; a new version of
+  -- the record with the same blob keeps that copy (see "PDS blob mirror" in the module doc).
+  audio_url = CASE WHEN excluded.audio_blob_cid IS DISTINCT FROM tracks.audio_blob_cid
+                     OR excluded.audio_blob_cid IS NULL THEN excluded.audio_url
+                   WHEN tracks.audio_url IS DISTINCT FROM tracks.record->>'audioUrl'
+                     THEN tracks.audio_url
+                   ELSE excluded.audio_url END,
+  audio_blob_cid = excluded.audio_blob_cid,
   image_url = excluded.image_url, duration_s = excluded.duration_s, labels = excluded.labels,
   record = excluded.record, created_at = excluded.created_at,
   sort_at = least(excluded.created_at, tracks.indexed_at)
@@ -479,6 +503,7 @@ async def _apply_winners(
     like_delta: dict[str, int] = {}
     comment_delta: dict[str, int] = {}
     newest_rev: dict[str, str] = {}
+    mirrors: list[tuple[str, str, str, str]] = []
     for uri, (op, rows) in winners.items():
         status, visible = actor_state.get(op.did, ("active", True))
         if status == "deleted":
@@ -502,6 +527,10 @@ async def _apply_winners(
             tombstones.append((uri, op.did, op.collection, op.rev))
             continue
         upserts[op.collection].append(rows)
+        if op.collection == TRACK and rows[11] is not None and visible:
+            # rows[11]: audio_blob_cid. Mirrored already (the same blob): nothing to do.
+            if old_subject != rows[11]:
+                mirrors.append((uri, op.did, rows[11], _blob_mime(op.record)))
         if delta is not None and visible:
             new_subject = rows[5]
             if old_subject != new_subject:
@@ -515,8 +544,18 @@ async def _apply_winners(
     if tombstones:
         await conn.execute(_UPSERT_TOMBSTONES, *_columns(tombstones))
     await _write_upserts(conn, upserts)
+    if _CRASH_ARMED:
+        crashpoints.hit("rows_written_before_commit")
     await _write_counts(conn, like_delta, comment_delta)
+    if mirrors:
+        await enqueue_blob_mirrors(conn, mirrors)
     return newest_rev
+
+
+def _blob_mime(record: Mapping[str, Any] | None) -> str:
+    blob = (record or {}).get("audioBlob")
+    mime = blob.get("mimeType") if isinstance(blob, dict) else None
+    return mime if isinstance(mime, str) and mime else "application/octet-stream"
 
 
 async def _finish(
@@ -551,6 +590,8 @@ async def _finish(
     result.dead_letters = len(letters)
     if cursor is not None:
         await write_cursor(conn, cursor)
+    if _CRASH_ARMED:
+        crashpoints.hit("before_commit")
 
 
 ROW_BUILDERS = {
@@ -656,6 +697,7 @@ async def apply_account(
                 outcome = "shown"
                 if not was_visible:
                     await _adjust_counts_for_actor(conn, change.did, +1)
+                    await _queue_missing_mirrors(conn, change.did)
                 await conn.execute(
                     "UPDATE actors SET status = 'active', visible = true, updated_at = now() WHERE did = $1",
                     change.did,
@@ -676,7 +718,23 @@ async def apply_account(
                 )
         if cursor is not None:
             await write_cursor(conn, cursor)
+        if _CRASH_ARMED:
+            crashpoints.hit("account_before_commit")
     return outcome
+
+
+async def _queue_missing_mirrors(conn: asyncpg.Connection, did: str) -> None:
+    """Mirror jobs for the actor's tracks with a blob that is not mirrored yet (it was hidden)."""
+    rows = await conn.fetch(
+        """SELECT uri, audio_blob_cid, record->'audioBlob'->>'mimeType' AS mime FROM tracks
+           WHERE did = $1 AND audio_blob_cid IS NOT NULL
+             AND audio_url IS NOT DISTINCT FROM record->>'audioUrl'""",
+        did,
+    )
+    await enqueue_blob_mirrors(
+        conn,
+        [(r["uri"], did, r["audio_blob_cid"], r["mime"] or "application/octet-stream") for r in rows],
+    )
 
 
 async def _delete_actor_rows(conn: asyncpg.Connection, did: str, repo_rev: str | None) -> None:

@@ -153,6 +153,36 @@ async def enqueue_blob_mirror(
     )
 
 
+_ENQUEUE_MIRRORS = """
+INSERT INTO media_jobs (kind, owner, payload, max_attempts, dedupe_key, phase)
+SELECT 'mirror', m.did,
+       jsonb_build_object('track_uri', m.uri, 'did', m.did, 'blob_cid', m.cid, 'mime_type', m.mime),
+       $5, m.uri || '#' || m.cid, 'queued'
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS m(uri, did, cid, mime)
+ON CONFLICT (kind, dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running')
+DO NOTHING
+"""
+
+
+async def enqueue_blob_mirrors(
+    conn: Conn, mirrors: list[tuple[str, str, str, str]], *, max_attempts: int = 5
+) -> int:
+    """`enqueue_blob_mirror` for many tracks in one statement: (track_uri, did, blob_cid,
+    mime_type) each. Same dedupe (one live job per track and blob); returns how many were new.
+
+    The indexer calls this once per batch, in its transaction. A job that is done or failed
+    does not block a new one: the caller decides when a mirror is needed again.
+    """
+    if not mirrors:
+        return 0
+    uris, dids, cids, mimes = (list(col) for col in zip(*mirrors, strict=True))
+    status = await conn.execute(_ENQUEUE_MIRRORS, uris, dids, cids, mimes, max_attempts)
+    added = int(status.rsplit(" ", 1)[1])  # "INSERT 0 <rows>"
+    if added:
+        await conn.execute("SELECT pg_notify($1, $2)", NEW_JOB_CHANNEL, "mirror")
+    return added
+
+
 async def claim(
     pool: Conn, *, worker: str, lease_s: float, kinds: list[str] | None = None
 ) -> Job | None:

@@ -17,14 +17,21 @@ from appview.hydrate import (
     TRACK_VIEW_SQL,
     add_viewer_state,
     artist_view,
-    hydrate_tracks,
     iso,
 )
 
-# The newest tracks are read and hydrated in one statement (the hottest path of all).
+# The newest tracks are read and hydrated in one statement (the hottest path of all)...
 _LATEST = f"""
 SELECT t.uri, t.sort_at, {TRACK_VIEW_SQL} AS view
 FROM tracks t {TRACK_JOINS_SQL}
+WHERE {not_hidden("t.did")} {{where}}
+ORDER BY t.sort_at DESC, t.uri DESC LIMIT $1
+"""
+# ...or, with the view cache on, only their keys (an index-only scan of tracks_latest_keys,
+# migrations/0011) and the views from the cache: a page whose tracks were served within the
+# TTL costs this one small statement.
+_LATEST_KEYS = f"""
+SELECT t.uri, t.sort_at FROM tracks t
 WHERE {not_hidden("t.did")} {{where}}
 ORDER BY t.sort_at DESC, t.uri DESC LIMIT $1
 """
@@ -56,10 +63,14 @@ async def get_latest_tracks(call: Call) -> dict[str, Any]:
         sort_at, uri = cursor.decode(p["cursor"], datetime, str)
         args += [sort_at, uri]
         where += f" AND (t.sort_at, t.uri) < (${len(args) - 1}, ${len(args)})"
-    rows = await call.pool.fetch(_LATEST.format(where=where), *args)
-    tracks = [r["view"] for r in rows]
-    if call.viewer is not None and tracks:
-        await add_viewer_state(call.pool, tracks, call.viewer)
+    if call.state.views.ttl > 0:
+        rows = await call.pool.fetch(_LATEST_KEYS.format(where=where), *args)
+        tracks = await call.tracks([r["uri"] for r in rows])
+    else:
+        rows = await call.pool.fetch(_LATEST.format(where=where), *args)
+        tracks = [r["view"] for r in rows]
+        if call.viewer is not None and tracks:
+            await add_viewer_state(call.pool, tracks, call.viewer, call.state.likes)
     return _paged({"tracks": tracks}, _page_cursor(rows, limit, "sort_at", "uri"))
 
 
@@ -100,7 +111,7 @@ async def get_top_tracks(call: Call) -> dict[str, Any]:
             args += [count, uri]
             where = "AND (c.like_count, c.subject_uri) < ($2, $3)"
         rows = await call.pool.fetch(_TOP_ALL.format(where=where), *args)
-        tracks = await hydrate_tracks(call.pool, [r["uri"] for r in rows], call.viewer)
+        tracks = await call.tracks([r["uri"] for r in rows])
         return _paged({"tracks": tracks}, _page_cursor(rows, limit, "like_count", "uri"))
 
     # A period ranking is an aggregate over many likes: computed once per period and shared
@@ -120,7 +131,7 @@ async def get_top_tracks(call: Call) -> dict[str, Any]:
         if not 0 <= start <= _TOP_WINDOW:
             raise invalid_request("malformed cursor")
     uris = ranking[start : start + limit]
-    tracks = await hydrate_tracks(call.pool, uris, call.viewer)
+    tracks = await call.tracks(uris)
     end = start + len(uris)
     return _paged({"tracks": tracks}, cursor.encode(end) if end < len(ranking) else None)
 
@@ -128,10 +139,10 @@ async def get_top_tracks(call: Call) -> dict[str, Any]:
 async def get_track(call: Call) -> dict[str, Any]:
     p = call.params
     if "uri" in p:
-        tracks = await hydrate_tracks(call.pool, [p["uri"]], call.viewer)
+        tracks = await call.tracks([p["uri"]])
     elif "id" in p:
         uri = await call.pool.fetchval("SELECT uri FROM tracks WHERE short_id = $1", p["id"])
-        tracks = await hydrate_tracks(call.pool, [uri], call.viewer) if uri else []
+        tracks = await call.tracks([uri]) if uri else []
     else:
         raise invalid_request("give the track's uri or id")
     if not tracks:
@@ -140,7 +151,7 @@ async def get_track(call: Call) -> dict[str, Any]:
 
 
 async def get_tracks(call: Call) -> dict[str, Any]:
-    return {"tracks": await hydrate_tracks(call.pool, call.params["uris"], call.viewer)}
+    return {"tracks": await call.tracks(call.params["uris"])}
 
 
 _LIKES = f"""
@@ -174,16 +185,19 @@ async def get_likes(call: Call) -> dict[str, Any]:
     return _paged({"uri": p["uri"], "likes": likes}, _page_cursor(rows, limit, "sort_at", "uri"))
 
 
-_ACTOR_LIKES = """
+# The actor's visibility is checked in the same statement (a hidden actor has no rows); only
+# an empty page of a DID, or a handle, needs resolve_actor's lookup.
+_ACTOR_LIKES = f"""
 SELECT l.uri, l.subject_uri, l.sort_at FROM likes l
-WHERE l.did = $2 {where}
+WHERE l.did = $2 AND {not_hidden("$2")} {{where}}
 ORDER BY l.sort_at DESC, l.uri DESC LIMIT $1
 """
 
 
 async def get_actor_likes(call: Call) -> dict[str, Any]:
     p = call.params
-    did = await resolve_actor(call.pool, p["actor"])
+    actor: str = p["actor"]
+    did = actor if actor.startswith("did:") else await resolve_actor(call.pool, actor)
     limit: int = p["limit"]
     args: list[Any] = [limit, did]
     where = ""
@@ -191,7 +205,9 @@ async def get_actor_likes(call: Call) -> dict[str, Any]:
         args += list(cursor.decode(p["cursor"], datetime, str))
         where = "AND (l.sort_at, l.uri) < ($3, $4)"
     rows = await call.pool.fetch(_ACTOR_LIKES.format(where=where), *args)
-    tracks = await hydrate_tracks(call.pool, [r["subject_uri"] for r in rows], call.viewer)
+    if not rows and did is actor:
+        await resolve_actor(call.pool, did)  # NotFound when the actor is hidden
+    tracks = await call.tracks([r["subject_uri"] for r in rows])
     return _paged({"tracks": tracks}, _page_cursor(rows, limit, "sort_at", "uri"))
 
 

@@ -10,7 +10,7 @@ import asyncpg
 from appview import cursor
 from appview.context import Call, Route, not_hidden, resolve_actor
 from appview.errors import invalid_request, not_found
-from appview.hydrate import artist_view, hydrate_tracks, iso
+from appview.hydrate import artist_view, iso
 
 _LIST_COLS = f"""
 SELECT li.uri, li.cid, li.did, li.name, li.list_type, li.item_count, li.created_at, li.indexed_at,
@@ -56,7 +56,7 @@ async def get_list(call: Call) -> dict[str, Any]:
         after,
         limit,
     )
-    tracks = await hydrate_tracks(call.pool, [i["subject_uri"] for i in items], call.viewer)
+    tracks = await call.tracks([i["subject_uri"] for i in items])
     body: dict[str, Any] = {"list": list_view(row), "tracks": tracks}
     if len(items) == limit:
         body["cursor"] = cursor.encode(items[-1]["position"])

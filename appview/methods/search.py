@@ -12,7 +12,7 @@ from typing import Any
 from appview import cursor
 from appview.context import Call, Route, not_hidden
 from appview.errors import invalid_request
-from appview.hydrate import artist_view, hydrate_tracks
+from appview.hydrate import artist_view
 
 MAX_OFFSET = 1000
 
@@ -53,7 +53,7 @@ async def search_tracks(call: Call) -> dict[str, Any]:
     if not q:
         return {"tracks": []}
     rows = await call.pool.fetch(_TRACKS, q, limit, offset)
-    tracks = await hydrate_tracks(call.pool, [r["uri"] for r in rows], call.viewer)
+    tracks = await call.tracks([r["uri"] for r in rows])
     body: dict[str, Any] = {"tracks": tracks}
     if len(rows) == limit and offset + limit <= MAX_OFFSET:
         body["cursor"] = cursor.encode(offset + limit)

@@ -12,11 +12,12 @@ cursor; at the end the index must equal the repos' final contents: no record los
 duplicated, counts exact, no dead letters, no repo marked for resync (the rev chain stored
 with the cursor stays consistent across crashes).
 
-Deterministic crash points: the indexer has no test-only crash hook (no PLYR_CRASH_AT or the
-like), so a launcher run as `python -c` patches the seams of the real code from outside and
-calls os._exit at the N-th hit: rows upserted but counts and cursor not (mid_batch); rows,
-counts and cursor written, transaction not committed (before_commit); committed but not yet
-recorded by the consumer (after_commit); the same two seams for account changes.
+Deterministic crash points: the real `plyr index` runs with PLYR_CRASH_AT=<point>:<n>
+(indexer/crashpoints.py), which calls os._exit(137) at the N-th hit of the seam: rows upserted
+but counts and cursor not (rows_written_before_commit); rows, counts and cursor written,
+transaction not committed (before_commit); committed but not yet recorded by the consumer
+(after_commit_before_ack); the same two seams for account changes (account_before_commit,
+account_after_commit).
 
 Also here: every frame of the fuzz corpus (tests/fuzz/corpus), each in a capture before valid
 commits, never stops the real consumer; and, in-process with random delays, the cursor of a
@@ -460,63 +461,15 @@ async def test_sigkill_at_random_points_loses_nothing(
 
 # ---- deterministic crash points ------------------------------------------------------------------
 
-# Runs the real `plyr` command with one seam patched to die (os._exit) at its N-th hit.
-LAUNCHER = r"""
-import os, sys
-point, nth = os.environ["CRASH_POINT"], int(os.environ["CRASH_AT"])
-import indexer.consumer as consumer
-import indexer.writer as writer
-hits = 0
-def hit():
-    global hits
-    hits += 1
-    if hits == nth:
-        sys.stderr.write(f"CRASHING at {point} #{nth}\n"); sys.stderr.flush()
-        os._exit(137)
-if point == "before_commit":  # rows, counts and cursor written; the transaction not committed
-    _write_cursor = writer.write_cursor
-    async def write_cursor(conn, cursor):
-        await _write_cursor(conn, cursor)
-        if cursor.expected is None:  # the innermost call: once per transaction
-            hit()
-    writer.write_cursor = write_cursor
-elif point == "mid_batch":  # rows upserted, counts and cursor not yet
-    _write_upserts = writer._write_upserts
-    async def _wu(conn, upserts):
-        await _write_upserts(conn, upserts)
-        hit()
-    writer._write_upserts = _wu
-elif point == "after_commit":  # committed; the consumer has not recorded it (nor acked anything)
-    _apply_batch = consumer.apply_batch
-    async def apply_batch(*a, **k):
-        result = await _apply_batch(*a, **k)
-        hit()
-        return result
-    consumer.apply_batch = apply_batch
-elif point == "account_before_commit":  # an account change applied, not committed
-    _adjust = writer._adjust_counts_for_actor
-    async def adjust(conn, did, sign):
-        await _adjust(conn, did, sign)
-        hit()
-    writer._adjust_counts_for_actor = adjust
-elif point == "account_after_commit":  # an account change committed, not yet recorded
-    _apply_account = consumer.apply_account
-    async def apply_account(*a, **k):
-        result = await _apply_account(*a, **k)
-        hit()
-        return result
-    consumer.apply_account = apply_account
-else:
-    raise SystemExit(f"unknown CRASH_POINT {point}")
-from core.cli import main
-sys.argv = ["plyr", *sys.argv[1:]]
-main()
-"""
-
-
 @pytest.mark.parametrize(
     "point",
-    ["before_commit", "mid_batch", "after_commit", "account_before_commit", "account_after_commit"],
+    [
+        "before_commit",
+        "rows_written_before_commit",
+        "after_commit_before_ack",
+        "account_before_commit",
+        "account_after_commit",
+    ],
 )
 async def test_deterministic_crash_points(
     pool: asyncpg.Pool, database_url: str, identity: FakeIdentityServer, tmp_path: Path, point: str
@@ -529,12 +482,13 @@ async def test_deterministic_crash_points(
     args = ["index", "--replay", str(capture)]
     crashes = 0
     for nth in (1, 2, 5, 9, 17):
-        env = indexer_env(database_url, identity.url, CRASH_POINT=point, CRASH_AT=str(nth))
-        proc = await start(args, env, log, prefix=[sys.executable, "-c", LAUNCHER])
+        env = indexer_env(database_url, identity.url, PLYR_CRASH_AT=f"{point}:{nth}")
+        proc = await start(args, env, log)
         code = await asyncio.wait_for(proc.wait(), 120)
         if code == 0:
             break  # the replay finished before the N-th hit
         assert code == 137, tail(log)
+        assert f"crashing at {point} #{nth}" in tail(log), tail(log)
         crashes += 1
         await consistent(pool)
         await equals_prefix(pool, work, await cursor(pool))

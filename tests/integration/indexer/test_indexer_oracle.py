@@ -30,7 +30,6 @@ from typing import Any
 
 import asyncpg
 import orjson
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -64,9 +63,10 @@ SUBJECT_CID = cid_to_str(cid_for_cbor(b"\xa0"))
 SOURCE = "oracle"
 TABLES = ("tracks", "likes", "comments", "lists", "profiles")
 TABLE_OF = {TRACK: "tracks", LIKE: "likes", COMMENT: "comments", LIST: "lists", PROFILE: "profiles"}
-# Today apply_account ignores DIDs without an actors row; see
-# test_account_status_of_a_not_yet_indexed_actor_is_remembered (flip this when that is fixed).
-UNKNOWN_ACCOUNT_EVENTS_REMEMBERED = False
+# apply_account stores an inactive status of a DID without an actors row (a hidden actor), so
+# that records arriving later stay hidden; see
+# test_account_status_of_a_not_yet_indexed_actor_is_remembered.
+UNKNOWN_ACCOUNT_EVENTS_REMEMBERED = True
 ACCOUNT_KINDS = {
     "deactivated": (False, "deactivated"),
     "takendown": (False, "takendown"),
@@ -263,11 +263,11 @@ class Oracle:
 
     def account(self, did: str, kind: str) -> None:
         actor = self.actors.get(did)
-        if actor is None:
-            if not UNKNOWN_ACCOUNT_EVENTS_REMEMBERED:
-                return  # nothing indexed for this DID: the event is not recorded (today)
-            actor = self.actors[did] = ActorModel()
         active, status = ACCOUNT_KINDS[kind]
+        if actor is None:
+            if active or not UNKNOWN_ACCOUNT_EVENTS_REMEMBERED:
+                return  # nothing indexed for this DID, and nothing to hide: not recorded
+            actor = self.actors[did] = ActorModel()
         if active:
             actor.status, actor.visible = "active", True
             return
