@@ -7,6 +7,7 @@ template database; each test gets its own database cloned from it, dropped after
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +23,27 @@ from core.settings import CoreSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
+
+
+def reference_path(relative: str) -> Path:
+    """A file of ../shared/reference (the interop vectors, specs and published lexicons)."""
+    return SHARED / "reference" / relative
+
+
+def reference_json(relative: str) -> list:
+    """Parsed reference vectors, or [] when ../shared is absent: a test parametrized over them
+    is then reported by pytest as skipped ("got empty parameter set") instead of erroring."""
+    path = reference_path(relative)
+    if not path.exists():
+        return []
+    return json.loads(path.read_text())
+
+
+def require_reference(relative: str) -> Path:
+    path = reference_path(relative)
+    if not path.exists():
+        pytest.skip(f"../shared is absent ({path}): reference vectors not available")
+    return path
 
 
 def _with_database(url: str, name: str) -> str:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
-from pathlib import Path
 
 import libipld
 import pytest
@@ -22,12 +20,11 @@ from protocol.cid import (
     parse_cid,
     verify_block,
 )
-
-FIXTURES = Path("/work/shared/reference/interop/data-model/data-model-fixtures.json")
+from tests.conftest import reference_json
 
 
 def _fixtures() -> list[dict]:
-    return json.loads(FIXTURES.read_text())
+    return reference_json("interop/data-model/data-model-fixtures.json")
 
 
 @pytest.mark.parametrize("fx", _fixtures(), ids=lambda f: f["cid"][:16])

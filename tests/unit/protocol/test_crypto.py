@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import base64
-import json
 import time
-from pathlib import Path
 
 import libipld
 import pytest
@@ -19,8 +17,8 @@ from protocol.crypto import (
     parse_multikey,
     verify_signature,
 )
+from tests.conftest import reference_json, require_reference
 
-FIXTURES = Path(__file__).resolve().parents[3].parent / "shared/reference/interop/crypto"
 K256_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 ORDERS = {"k256": K256_ORDER, "p256": P256_ORDER}
@@ -31,7 +29,7 @@ def _b64(value: str) -> bytes:
 
 
 def _load(name: str) -> list[dict]:
-    return json.loads((FIXTURES / name).read_text())
+    return reference_json(f"interop/crypto/{name}")
 
 
 SIGNATURE_FIXTURES = _load("signature-fixtures.json")
@@ -51,6 +49,7 @@ def test_signature_fixtures(case: dict) -> None:
 
 
 def test_fixtures_cover_high_s_and_der() -> None:
+    require_reference("interop/crypto/signature-fixtures.json")
     tags = {tag for case in SIGNATURE_FIXTURES for tag in case["tags"]}
     assert {"high-s", "der-encoded"} <= tags
     assert any(case["validSignature"] for case in SIGNATURE_FIXTURES)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-from pathlib import Path
 
 import libipld
 import pytest
@@ -21,10 +20,10 @@ from protocol.data_model import (
     json_to_dag_cbor,
     json_to_ipld,
 )
+from tests.conftest import reference_json
 
-REF = Path("/work/shared/reference/interop/data-model")
-FIXTURES = json.loads((REF / "data-model-fixtures.json").read_text())
-VALID = json.loads((REF / "data-model-valid.json").read_text())
+FIXTURES = reference_json("interop/data-model/data-model-fixtures.json")
+VALID = reference_json("interop/data-model/data-model-valid.json")
 
 
 @pytest.mark.parametrize("fx", FIXTURES, ids=lambda f: f["cid"][:16])

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 
 import libipld
 import pytest
@@ -25,20 +23,18 @@ from protocol.mst import (
     proof_nodes,
     walk,
 )
+from tests.conftest import reference_json, require_reference
 
-MST_DIR = Path("/work/shared/reference/interop/mst")
-PROOFS = json.loads(
-    Path("/work/shared/reference/interop/firehose/commit-proof-fixtures.json").read_text()
-)
+PROOFS = reference_json("interop/firehose/commit-proof-fixtures.json")
 LEAF = cid_for_cbor(b"\xa1ab\x01")
 
 
-@pytest.mark.parametrize("fx", json.loads((MST_DIR / "key_heights.json").read_text()))
+@pytest.mark.parametrize("fx", reference_json("interop/mst/key_heights.json"))
 def test_key_heights(fx: dict) -> None:
     assert key_height(fx["key"]) == fx["height"]
 
 
-@pytest.mark.parametrize("fx", json.loads((MST_DIR / "common_prefix.json").read_text()))
+@pytest.mark.parametrize("fx", reference_json("interop/mst/common_prefix.json"))
 def test_common_prefix(fx: dict) -> None:
     assert common_prefix_len(fx["left"], fx["right"]) == fx["len"]
 
@@ -120,7 +116,7 @@ def test_invert_ops_rejects_ops_that_do_not_fit_the_tree() -> None:
 
 
 def _example_keys() -> list[str]:
-    return [k for k in (MST_DIR / "example_keys.txt").read_text().split() if k]
+    return [k for k in require_reference("interop/mst/example_keys.txt").read_text().split() if k]
 
 
 def test_example_keys_build_walk_and_canonical_nodes() -> None:
