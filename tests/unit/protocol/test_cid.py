@@ -20,7 +20,7 @@ from protocol.cid import (
     parse_cid,
     verify_block,
 )
-from tests.conftest import reference_json
+from tests.conftest import reference_json, require_reference
 
 
 def _fixtures() -> list[dict]:
@@ -40,6 +40,7 @@ def test_cid_for_cbor_matches_fixture(fx: dict) -> None:
 
 def test_binary_form_is_libipld_link_form() -> None:
     """Links inside decoded blocks are raw binary CIDs with no 0x00 prefix, like ours."""
+    require_reference("interop/data-model/data-model-fixtures.json")
     target = cid_for_cbor(b"\xa0")
     block = base64.b64decode(_fixtures()[1]["cbor_base64"] + "==")
     link = libipld.decode_dag_cbor(block)["a"]
