@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import brotli
 import orjson
 from aiohttp import web
 from prometheus_client import Counter, Histogram
@@ -212,8 +213,33 @@ class XrpcEndpoint:
 
     @staticmethod
     def _maybe_compress(request: web.Request, response: web.Response, size: int) -> None:
-        if size > COMPRESS_ABOVE and "gzip" in request.headers.get("Accept-Encoding", ""):
-            response.enable_compression()
+        if size <= COMPRESS_ABOVE:
+            return
+        accepted = accepted_encodings(request.headers.get("Accept-Encoding", ""))
+        if "br" in accepted and isinstance(response.body, bytes):
+            # aiohttp's server compresses only with gzip/deflate: brotli is applied here.
+            # Quality 5 keeps most of br's gain over gzip at a few hundred microseconds a page.
+            response.body = brotli.compress(response.body, quality=5)
+            response.headers["Content-Encoding"] = "br"
+        elif "gzip" in accepted:
+            response.enable_compression(web.ContentCoding.gzip)
+
+
+def accepted_encodings(header: str) -> set[str]:
+    """Content codings an Accept-Encoding header allows (those with q=0 are refused)."""
+    accepted: set[str] = set()
+    for item in header.lower().split(","):
+        coding, _, params = item.strip().partition(";")
+        q = params.strip()
+        if q.startswith("q="):
+            try:
+                if float(q[2:]) <= 0:
+                    continue
+            except ValueError:
+                continue
+        if coding:
+            accepted.add(coding.strip())
+    return accepted
 
 
 def _has_nul(value: Any, depth: int = 0) -> bool:

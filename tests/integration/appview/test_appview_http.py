@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import brotli
+import orjson
 from aiohttp.test_utils import TestClient
 
 World = Any  # the `world` fixture (conftest.World)
@@ -134,6 +136,14 @@ async def test_large_json_is_gzipped(client: TestClient, world: World) -> None:
     assert resp.headers.get("Content-Encoding") == "gzip"
     small = await client.get("/xrpc/fm.plyr.stats.getPlatformStats", headers={"Accept-Encoding": "gzip"})
     assert "Content-Encoding" not in small.headers
+
+    plain = await client.get(LATEST)
+    expected = await plain.json()
+    resp = await client.get(LATEST, headers={"Accept-Encoding": "gzip, br"}, auto_decompress=False)
+    assert resp.headers.get("Content-Encoding") == "br"
+    assert orjson.loads(brotli.decompress(await resp.read())) == expected
+    refused = await client.get(LATEST, headers={"Accept-Encoding": "br;q=0, gzip"}, auto_decompress=False)
+    assert refused.headers.get("Content-Encoding") == "gzip"
 
 
 class CountingPool:
