@@ -10,6 +10,7 @@ streaming path (CarIndex spills to a temp file) in a fresh subprocess; peak RSS 
 baseline (VmHWM - VmRSS at start) is reported.
 
 Run: .venv/bin/python tests/benchmarks/bench_backfill_extract.py [--records 100000] [--big-mb 300]
+     [--index native|python]   (default: what this installation uses, native when it was built)
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 import libipld  # noqa: E402
 
-from indexer.backfill.extract import CarIndex, extract_from_bytes, extract_records  # noqa: E402
+from indexer.backfill import extract  # noqa: E402
+from indexer.backfill.car_index import NATIVE_FRAMING, NativeCarIndex, PythonCarIndex  # noqa: E402
+from indexer.backfill.extract import extract_from_bytes, extract_records  # noqa: E402
 from protocol.car import car_header, car_section  # noqa: E402
 from protocol.cid import cid_for_cbor  # noqa: E402
 from protocol.commit import encode_commit, sign_commit  # noqa: E402
@@ -88,6 +91,8 @@ def part_time(n: int, rounds: int) -> None:
     print(
         f"generated {n} records ({len(repo.nodes)} MST nodes), CAR {len(car) / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s"
     )
+    # The chunks a getRepo response arrives in (the network hands over bytes objects like these).
+    chunks = [car[i : i + 256 * 1024] for i in range(0, len(car), 256 * 1024)]
     full, ours, streamed, floor = [], [], [], []
     for _ in range(rounds):
         gc.collect()
@@ -101,9 +106,9 @@ def part_time(n: int, rounds: int) -> None:
         ours.append(time.perf_counter() - t)
         gc.collect()
         t = time.perf_counter()
-        index = CarIndex()
-        for i in range(0, len(car), 256 * 1024):
-            index.feed(car[i : i + 256 * 1024])
+        index = extract.CarIndex()
+        for chunk in chunks:
+            index.feed(chunk)
         index.finish()
         snap2 = extract_records(index, DID, key)
         index.close()
@@ -175,13 +180,14 @@ def measure_big(path: Path, key_multibase: str, plyr: int) -> None:
     base_rss = _status("VmRSS")
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as spill, path.open("rb") as f:
-        index = CarIndex(spill_dir=spill)
+        index = extract.CarIndex(spill_dir=spill)
         while chunk := f.read(256 * 1024):
             index.feed(chunk)
         index.finish()
         snap = extract_records(index, DID, key)
         kept = index.indexed_blocks
         spilled = index.spilled
+        index_bytes = getattr(index, "index_memory", 0)
         index.close()
     elapsed = time.perf_counter() - t
     peak = _status("VmHWM")
@@ -189,7 +195,8 @@ def measure_big(path: Path, key_multibase: str, plyr: int) -> None:
     size = path.stat().st_size
     print(
         f"streamed {size / 1e6:.0f} MB repo: {len(snap.records)} plyr records in {elapsed:.1f} s "
-        f"({size / 1e6 / elapsed:.0f} MB/s), index kept {kept} blocks, spilled={spilled}"
+        f"({size / 1e6 / elapsed:.0f} MB/s), index kept {kept} blocks"
+        f" ({index_bytes / 1e6:.0f} MB of C index), spilled={spilled}"
     )
     print(
         f"peak RSS above baseline: {(peak - base_rss) / 1e6:.1f} MB (baseline {base_rss / 1e6:.0f} MB, peak {peak / 1e6:.0f} MB)"
@@ -201,8 +208,13 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--big-mb", type=int, default=300)
+    ap.add_argument("--index", choices=["native", "python"], default=None)
     ap.add_argument("--measure", nargs=3, metavar=("FILE", "KEY", "PLYR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.index:
+        extract.CarIndex = NativeCarIndex if args.index == "native" else PythonCarIndex
+    elif not args.measure:
+        print(f"index: {'native (protocol._car_index)' if NATIVE_FRAMING else 'pure Python'}")
     if args.measure:
         measure_big(Path(args.measure[0]), args.measure[1], int(args.measure[2]))
         return
@@ -220,7 +232,16 @@ def main() -> None:
                 f"wrote {path.stat().st_size / 1e6:.0f} MB repo CAR in {time.perf_counter() - t:.0f} s"
             )
             subprocess.run(
-                [sys.executable, __file__, "--measure", str(path), key, str(plyr)], check=True
+                [
+                    sys.executable,
+                    __file__,
+                    *(["--index", args.index] if args.index else []),
+                    "--measure",
+                    str(path),
+                    key,
+                    str(plyr),
+                ],
+                check=True,
             )
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import libipld
 import pytest
 
-from indexer.backfill.extract import CarIndex, ExtractError, extract_from_bytes, extract_records
+from indexer.backfill.car_index import PythonCarIndex
+from indexer.backfill.extract import ExtractError, extract_from_bytes, extract_records
 from protocol.car import CarError, car_header, car_section
 from protocol.cid import cid_for_cbor, cid_to_str
 from protocol.crypto import PrivateKey
@@ -24,7 +25,7 @@ def _by_key(snapshot) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("order", ["tree", "shuffled"])
-def test_extracts_exactly_the_plyr_records(repo, order: str) -> None:
+def test_extracts_exactly_the_plyr_records(index_cls, repo, order: str) -> None:
     snap = extract_from_bytes(repo.car(order), DID, repo.key.public_key())
     assert _by_key(snap) == repo.plyr_records()
     assert len(snap.records) == 100
@@ -35,9 +36,9 @@ def test_extracts_exactly_the_plyr_records(repo, order: str) -> None:
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 37, 4096, 100_000])
-def test_streaming_in_any_chunk_size_gives_the_same_records(repo, chunk: int) -> None:
+def test_streaming_in_any_chunk_size_gives_the_same_records(index_cls, repo, chunk: int) -> None:
     data = repo.car()
-    index = CarIndex(memory_limit=50_000)  # small limit: larger inputs spill to a temp file
+    index = index_cls(memory_limit=50_000)  # small limit: larger inputs spill to a temp file
     for i in range(0, len(data), chunk):
         index.feed(data[i : i + chunk])
     index.finish()
@@ -47,22 +48,27 @@ def test_streaming_in_any_chunk_size_gives_the_same_records(repo, chunk: int) ->
     assert _by_key(snap) == repo.plyr_records()
 
 
-def test_the_index_keeps_few_blocks(repo) -> None:
-    index = CarIndex.from_bytes(repo.car())
-    # nodes + plyr records + commit, not the 2,900 posts
-    assert index.indexed_blocks <= len(repo.nodes) + 100 + 1 + 5
+def test_the_index_keeps_few_blocks(index_cls, repo) -> None:
+    index = index_cls.from_bytes(repo.car())
+    if index_cls is PythonCarIndex:
+        # nodes + plyr records + commit, not the 2,900 posts
+        assert index.indexed_blocks <= len(repo.nodes) + 100 + 1 + 5
+    else:
+        # the C index files every section
+        assert index.indexed_blocks == len(list(repo.sections()))
+        assert index.index_memory <= 48 * index.indexed_blocks  # 16-byte slots, load 0.35-0.7
 
 
-def test_truncated_car_is_an_error(repo) -> None:
+def test_truncated_car_is_an_error(index_cls, repo) -> None:
     data = repo.car()
     for cut in (len(data) - 1, len(data) - 500, 30):
-        index = CarIndex()
+        index = index_cls()
         with pytest.raises(CarError, match="truncated"):
             index.feed(data[:cut])
             index.finish()
 
 
-def test_tampered_record_is_a_cid_mismatch(repo) -> None:
+def test_tampered_record_is_a_cid_mismatch(index_cls, repo) -> None:
     parts = [car_header([repo.commit_cid])]
     for cid, block in repo.sections():
         if b"fm.plyr.track" in block and b"Track 30" in block:
@@ -72,7 +78,7 @@ def test_tampered_record_is_a_cid_mismatch(repo) -> None:
         extract_from_bytes(b"".join(parts), DID, repo.key.public_key())
 
 
-def test_bad_signature_and_wrong_did_are_refused(repo) -> None:
+def test_bad_signature_and_wrong_did_are_refused(index_cls, repo) -> None:
     other = PrivateKey.generate("p256").public_key()
     with pytest.raises(ExtractError, match="signature"):
         extract_from_bytes(repo.car(), DID, other)
@@ -83,7 +89,7 @@ def test_bad_signature_and_wrong_did_are_refused(repo) -> None:
     assert len(snap.records) == 100
 
 
-def test_missing_record_block_is_an_error(repo) -> None:
+def test_missing_record_block_is_an_error(index_cls, repo) -> None:
     wanted = next(c for k, (c, _b) in repo.records.items() if k.startswith("fm.plyr."))
     parts = [car_header([repo.commit_cid])]
     parts += [car_section(c, b) for c, b in repo.sections() if c != wanted]
@@ -91,14 +97,14 @@ def test_missing_record_block_is_an_error(repo) -> None:
         extract_from_bytes(b"".join(parts), DID, repo.key.public_key())
 
 
-def test_missing_mst_node_is_an_error(repo) -> None:
+def test_missing_mst_node_is_an_error(index_cls, repo) -> None:
     parts = [car_header([repo.commit_cid])]
     parts += [car_section(c, b) for c, b in repo.sections() if c != repo.root]
     with pytest.raises(CarError, match="missing MST node"):
         extract_from_bytes(b"".join(parts), DID, repo.key.public_key())
 
 
-def test_records_without_the_plyr_marker_are_found_by_a_second_pass() -> None:
+def test_records_without_the_plyr_marker_are_found_by_a_second_pass(index_cls) -> None:
     # A record under an fm.plyr key whose bytes never say "fm.plyr." (invalid, but it must be
     # reported, not silently skipped): the index does not keep it, the rescan finds it.
     odd = {"$type": "com.example.other", "x": 1}
@@ -113,8 +119,8 @@ def test_records_without_the_plyr_marker_are_found_by_a_second_pass() -> None:
     assert {r.value["$type"] for r in snap.records} == {"fm.plyr.track", "com.example.other"}
 
 
-def test_walk_prunes_subtrees_outside_the_plyr_range(repo) -> None:
-    index = CarIndex.from_bytes(repo.car())
+def test_walk_prunes_subtrees_outside_the_plyr_range(index_cls, repo) -> None:
+    index = index_cls.from_bytes(repo.car())
     read: list[bytes] = []
     original = index.get_verified
 
@@ -129,7 +135,7 @@ def test_walk_prunes_subtrees_outside_the_plyr_range(repo) -> None:
     assert len(nodes_read) < len(repo.nodes) / 4  # 1 in 30 keys is plyr, interleaved by TID
 
 
-def test_empty_repo_and_repo_without_plyr_records() -> None:
+def test_empty_repo_and_repo_without_plyr_records(index_cls) -> None:
     empty = build_repo(DID, [])
     assert extract_from_bytes(empty.car(), DID, empty.key.public_key()).records == []
     rng = __import__("random").Random(3)
@@ -137,7 +143,7 @@ def test_empty_repo_and_repo_without_plyr_records() -> None:
     assert extract_from_bytes(bsky.car(), DID, bsky.key.public_key()).records == []
 
 
-def test_likes_and_undecodable_records() -> None:
+def test_likes_and_undecodable_records(index_cls) -> None:
     t = track(1)
     tblock = libipld.encode_dag_cbor(t)
     l_rec = like(f"at://{DID}/fm.plyr.track/{tid(1)}", cid_to_str(cid_for_cbor(tblock)))
@@ -148,7 +154,7 @@ def test_likes_and_undecodable_records() -> None:
 
 
 @pytest.mark.parametrize("chunk", [5, 4096, 1 << 30])
-def test_commit_anywhere_in_the_car_even_after_a_decoy(repo, chunk: int) -> None:
+def test_commit_anywhere_in_the_car_even_after_a_decoy(index_cls, repo, chunk: int) -> None:
     # The commit last, and before it a block that merely contains the commit's CID bytes:
     # the first sighting is a decoy, verification rejects it and the real one is found.
     decoy = libipld.encode_dag_cbor(
@@ -159,7 +165,7 @@ def test_commit_anywhere_in_the_car_even_after_a_decoy(repo, chunk: int) -> None
     parts += [car_section(c, b) for c, b in body]
     parts.append(car_section(repo.commit_cid, repo.commit_block))
     data = b"".join(parts)
-    index = CarIndex()
+    index = index_cls()
     for i in range(0, len(data), chunk):
         index.feed(data[i : i + chunk])
     index.finish()

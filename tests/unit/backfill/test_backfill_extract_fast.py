@@ -1,6 +1,6 @@
-"""The fast framing loop of CarIndex and the fast record decoding, against their careful twins.
+"""The fast framing loop of PythonCarIndex and the fast record decoding, against their careful twins.
 
-`CarIndex.from_bytes` frames almost everything in `_frame_fast` (no bounds checks, the end of
+`PythonCarIndex.from_bytes` frames almost everything in `_frame_fast` (no bounds checks, the end of
 the data found by IndexError); streamed input in small chunks goes mostly through
 `_frame_careful`. Both must index the same blocks and detect every truncation exactly.
 """
@@ -14,13 +14,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from indexer.backfill.extract import CarIndex, extract_from_bytes
+from indexer.backfill import extract
+from indexer.backfill.car_index import PythonCarIndex as CarIndex
+from indexer.backfill.extract import extract_from_bytes
 from protocol.car import CarError, car_header, car_section, read_car
 from protocol.cid import cid_for_cbor
 from protocol.data_model import _decode_json_item, block_to_json
 from tests.unit.backfill.repo_factory import build_repo, post, tid, track
 
 DID = "did:plc:abcdefghijklmnopqrstuvwx"
+
+
+@pytest.fixture(autouse=True)
+def _python_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about the pure-Python framing: extract_from_bytes uses it here."""
+    monkeypatch.setattr(extract, "CarIndex", CarIndex)
 
 
 def _mixed(n: int, big_every: int = 0):
@@ -56,7 +64,7 @@ def test_fast_and_careful_framing_index_the_same_blocks(chunk: int) -> None:
     # every MST node and every plyr record is indexed at its true position
     blocks = read_car(data).blocks
     for cid, block in [*built.nodes.items(), *(v for k, v in built.records.items() if "plyr" in k)]:
-        assert whole.get(cid) == block == blocks[cid]
+        assert whole.get_verified(cid) == block == blocks[cid]
     snap = extract_from_bytes(data, DID, built.key.public_key())
     assert {f"{r.collection}/{r.rkey}": r.cid for r in snap.records} == built.plyr_records()
 
@@ -147,7 +155,7 @@ def test_index_matches_a_reference_for_any_blocks_and_chunking(
     }
     whole = CarIndex.from_bytes(data)
     assert set(whole._blocks) == expected
-    assert all(whole.get(c) == b for c, b in sections if c in expected)
+    assert all(whole._read(*whole.locations(c)[0]) == b for c, b in sections if c in expected)
     index = CarIndex(memory_limit=1 << 30)
     pos = 0
     for cut in [*cuts, len(data)]:
