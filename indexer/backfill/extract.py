@@ -21,7 +21,7 @@ from typing import Any
 import libipld
 
 from indexer.backfill.car_index import CarIndex
-from indexer.backfill.car_store import CarStore
+from indexer.backfill.car_store import DEFAULT_MEMORY_LIMIT, CarStore
 from protocol.car import CarError
 from protocol.cid import cid_to_str, is_blessed
 from protocol.commit import CommitError, parse_commit, verify_commit_signature
@@ -32,6 +32,7 @@ KEY_START = "fm.plyr."
 KEY_END = "fm.plyr/"  # "/" sorts right after ".": [start, end) is every fm.plyr.* collection
 
 __all__ = [
+    "DEFAULT_MEMORY_LIMIT",
     "CarIndex",
     "ExtractError",
     "PlyrRecord",
