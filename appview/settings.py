@@ -9,6 +9,7 @@ from core.errors import ConfigError
 from core.settings import env_float, env_int, env_str
 
 DEFAULT_PORT = 8080
+DEFAULT_VIEW_CACHE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,9 @@ class AppviewSettings:
     freshness_interval: float       # how often the index cursor is re-read for the header
     play_dedupe_seconds: int        # a replay of the same track by the same listener within this
     public_max_age: int             # Cache-Control max-age of public GETs
-    # track views reused for this long (0 = every page reads its views; see hydrate.py)
-    view_cache_seconds: float = 0.0
+    # track views reused for this long (0 = every page reads its views; see hydrate.py). The
+    # same default as from_env, so code that builds settings directly serves what production does.
+    view_cache_seconds: float = DEFAULT_VIEW_CACHE_SECONDS
     # identical anonymous GETs arriving while one is being answered share its answer
     coalesce: bool = True
 
@@ -57,6 +59,6 @@ class AppviewSettings:
             freshness_interval=env_float("PLYR_APPVIEW_FRESHNESS_SECONDS", 1.0),
             play_dedupe_seconds=env_int("PLYR_PLAY_DEDUPE_SECONDS", 1800, minimum=0),
             public_max_age=env_int("PLYR_APPVIEW_MAX_AGE", 5, minimum=0),
-            view_cache_seconds=env_float("PLYR_APPVIEW_VIEW_CACHE_SECONDS", 1.0),
+            view_cache_seconds=env_float("PLYR_APPVIEW_VIEW_CACHE_SECONDS", DEFAULT_VIEW_CACHE_SECONDS),
             coalesce=env_int("PLYR_APPVIEW_COALESCE", 1, minimum=0) != 0,
         )

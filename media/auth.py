@@ -9,10 +9,14 @@ caller. With neither configured nothing is accepted: the service refuses to star
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import re
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from core.errors import ConfigError
 from media.settings import MediaSettings
@@ -23,6 +27,10 @@ LXM_UPLOAD_AUDIO = "fm.plyr.media.uploadAudio"
 LXM_UPLOAD_IMAGE = "fm.plyr.media.uploadImage"
 LXM_CREATE_EXPORT = "fm.plyr.media.createExport"
 LXM_GET_EXPORT = "fm.plyr.media.getExport"
+LXM_GET_JOB = "fm.plyr.media.getJob"
+# A job may be read with a token for getJob, or with the token of the call that made it (an
+# uploader follows their upload's job with the token they uploaded with).
+JOB_READ_LXMS = (LXM_GET_JOB, LXM_UPLOAD_AUDIO, LXM_UPLOAD_IMAGE, LXM_CREATE_EXPORT, LXM_GET_EXPORT)
 
 
 class Unauthorized(Exception):
@@ -55,6 +63,17 @@ def _is_did(value: str) -> bool:
         return bool(_DID.match(value))
 
 
+def _claimed_lxm(token: str) -> str | None:
+    """The `lxm` claim of a JWT, read without verifying anything (only to pick what to verify)."""
+    try:
+        payload = token.split(".")[1]
+        claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError, binascii.Error, orjson.JSONDecodeError):
+        return None
+    lxm = claims.get("lxm") if isinstance(claims, dict) else None
+    return lxm if isinstance(lxm, str) else None
+
+
 class Authenticator:
     def __init__(self, settings: MediaSettings, resolver: Any = None, *, required: bool = True) -> None:
         # `required=False` (plyr up without auth settings): the service starts but every
@@ -73,7 +92,8 @@ class Authenticator:
             self._resolver = resolver_from_env()
         return self._resolver
 
-    async def authenticate(self, headers: Any, lxm: str) -> Caller:
+    async def authenticate(self, headers: Any, lxm: str | tuple[str, ...]) -> Caller:
+        """The caller, for a service-auth token bound to `lxm` (or to any one of several)."""
         if not self.configured:
             raise Unauthorized(
                 "AuthNotConfigured",
@@ -93,6 +113,11 @@ class Authenticator:
             raise Unauthorized("InvalidToken", "the token is not valid")
         from protocol.service_auth import AuthError, verify_service_jwt
 
+        if isinstance(lxm, tuple):
+            # Check against the method the token names when it is one of those allowed; the
+            # verifier still checks that binding (and refuses any other) with the signature.
+            claimed = _claimed_lxm(token)
+            lxm = claimed if claimed in lxm else lxm[0]
         try:
             did = await verify_service_jwt(
                 token, audience=self.service_did, lxm=lxm, resolver=self.resolver()

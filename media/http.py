@@ -2,8 +2,8 @@
 
     POST /upload/audio[?title=&artist=&cover=SHA256]   body: the file (raw, or multipart field "file")
     POST /upload/image
-    GET  /jobs/{id}              the job as JSON
-    GET  /jobs/{id}/events       the job's progress as Server-Sent Events, until it ends
+    GET  /jobs/{id}              the job as JSON (its owner, an uploader it was handed to, or trusted)
+    GET  /jobs/{id}/events       the job's progress as Server-Sent Events, until it ends (same auth)
     POST /exports[?did=]         queue a zip of the caller's tracks; GET /exports/{id}/download
     GET  /media/{key}            stored objects (local backend: Range, ETag, caching; S3: redirect)
     GET  /health, /metrics
@@ -25,6 +25,7 @@ from prometheus_client import Counter
 from core.metrics import metrics_handler
 from media import jobs
 from media.auth import (
+    JOB_READ_LXMS,
     LXM_CREATE_EXPORT,
     LXM_GET_EXPORT,
     LXM_UPLOAD_AUDIO,
@@ -63,7 +64,7 @@ def _error(status: int, error: str, message: str) -> web.Response:
 _ERROR_NAMES = {400: "InvalidRequest", 413: "PayloadTooLarge", 415: "UnsupportedMediaType", 422: "InvalidMedia"}
 
 
-async def _caller(request: web.Request, lxm: str) -> Caller:
+async def _caller(request: web.Request, lxm: str | tuple[str, ...]) -> Caller:
     try:
         return await request.app[AUTH].authenticate(request.headers, lxm)
     except Unauthorized as exc:
@@ -156,10 +157,27 @@ def _job_id(request: web.Request) -> int:
     return int(raw)
 
 
-async def get_job(request: web.Request) -> web.Response:
-    job = await jobs.get_job(request.app[CTX].pool, _job_id(request))
+async def _readable_job(request: web.Request) -> jobs.Job | web.Response:
+    """The job of the URL if the caller may read it, else the error to answer with.
+
+    Job ids are sequential, so knowing one proves nothing: the caller must authenticate and
+    be the job's owner (who queued it), an uploader the job was handed to, or a trusted caller.
+    """
+    job_id = _job_id(request)
+    caller = await _caller(request, JOB_READ_LXMS)
+    pool = request.app[CTX].pool
+    job = await jobs.get_job(pool, job_id)
     if job is None:
         return _error(404, "NotFound", "no such job")
+    if not caller.trusted and not await jobs.may_read(pool, job, caller.did):
+        return _error(403, "Forbidden", "this job belongs to another account")
+    return job
+
+
+async def get_job(request: web.Request) -> web.Response:
+    job = await _readable_job(request)
+    if isinstance(job, web.Response):
+        return job
     return _json(job.public(), headers={"Cache-Control": "no-store"})
 
 
@@ -170,9 +188,11 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     hub = request.app[EVENTS]
     queue = hub.subscribe(job_id)  # before reading the state: no change can slip between
     try:
-        job = await jobs.get_job(ctx.pool, job_id)
-        if job is None:
-            return _error(404, "NotFound", "no such job")
+        # Authenticated once, here: the stream may outlive the token (service-auth JWTs are
+        # short-lived), as a response already being sent would.
+        job = await _readable_job(request)
+        if isinstance(job, web.Response):
+            return job
         resp = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",

@@ -24,6 +24,7 @@ from media.receive import Received, temp_path
 from media.settings import MediaSettings
 from media.sniff import Sniffed, SniffError, check_declared_size, sniff
 from media.storage import Storage
+from media.sweep import delete_if_unreferenced, keep_stored
 from media.transcode import is_lossless, needs_transcode
 
 log = logging.getLogger("plyr.media.ingest")
@@ -81,9 +82,11 @@ async def _store_new(ctx: MediaContext, key: str, path: Path, mime: str) -> bool
 
 
 async def _undo(ctx: MediaContext, keys: list[str]) -> None:
+    # Only when no row refers to it: a concurrent upload of the same bytes may have recorded the
+    # object we stored. What cannot be removed now (database down) is left to the orphan sweep.
     for key in keys:
         try:
-            await asyncio.shield(ctx.storage.delete(key))
+            await asyncio.shield(delete_if_unreferenced(ctx.pool, ctx.storage, key))
         except Exception:
             log.exception("could not remove an object after a failure", extra={"key": key})
 
@@ -121,6 +124,7 @@ async def ingest_audio(
         probe_json = probe.to_json() | {"lossless": is_lossless(sniffed.format, probe.codec)}
         transcode = needs_transcode(sniffed.format, probe.codec)
         async with ctx.pool.acquire() as conn, conn.transaction():
+            written += await keep_stored(conn, ctx.storage, [(key, received.path, sniffed.mime_type)])
             row = await conn.fetchrow(
                 """INSERT INTO media_objects
                        (sha256, kind, format, mime_type, size, storage_key, url, uploaded_by, blob_cid, probe)
@@ -162,6 +166,9 @@ async def ingest_audio(
                         conn, kind="verify", owner=owner, payload={"sha256": sha},
                         max_attempts=ctx.settings.job_max_attempts, dedupe_key=sha,
                     )
+            if job_id is not None and owner is not None:
+                # The job may be another uploader's (one live job per sha-256): let this one read it.
+                await jobs.add_reader(conn, job_id, owner)
     except BaseException:
         await _undo(ctx, written)
         raise
@@ -203,34 +210,54 @@ async def ingest_image(ctx: MediaContext, received: Received, *, owner: str | No
     try:
         if await _store_new(ctx, key, received.path, sniffed.mime_type):
             written.append(key)
-        for rkey, data in ((thumb_key, rend.thumb), (display_key, rend.display)):
-            async with temp_path(ctx.settings.tmp_dir, ".webp") as tmp:
+        renditions = [("thumb", thumb_key, rend.thumb), ("display", display_key, rend.display)]
+        # The rendition files stay until the rows are in: keep_stored may need to store them again.
+        async with contextlib.AsyncExitStack() as stack:
+            objects = [(key, received.path, sniffed.mime_type)]
+            for _, rkey, data in renditions:
+                tmp = await stack.enter_async_context(temp_path(ctx.settings.tmp_dir, ".webp"))
                 await asyncio.to_thread(tmp.write_bytes, data)
                 if await _store_new(ctx, rkey, tmp, "image/webp"):
                     written.append(rkey)
-        probe = {"width": rend.width, "height": rend.height}
-        async with ctx.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                """INSERT INTO media_objects
-                       (sha256, kind, format, mime_type, size, storage_key, url, uploaded_by, probe)
-                   VALUES ($1, 'image', $2, $3, $4, $5, $6, $7, $8)
-                   ON CONFLICT (sha256) DO NOTHING""",
-                sha, sniffed.format, sniffed.mime_type, received.size, key, ctx.storage.url(key), owner, probe,
-            )
-            for name, rkey, data in (("thumb", thumb_key, rend.thumb), ("display", display_key, rend.display)):
-                await conn.execute(
-                    """INSERT INTO media_renditions (source_sha256, name, storage_key, mime_type, size, url)
-                       VALUES ($1, $2, $3, 'image/webp', $4, $5)
-                       ON CONFLICT (source_sha256, name) DO NOTHING""",
-                    sha, name, rkey, len(data), ctx.storage.url(rkey),
-                )
-            url = await conn.fetchval("SELECT url FROM media_objects WHERE sha256 = $1", sha)
-            result = await _image_result(conn, sha, url, created=True)
+                objects.append((rkey, tmp, "image/webp"))
+            probe = {"width": rend.width, "height": rend.height}
+            async with ctx.pool.acquire() as conn, conn.transaction():
+                written += await keep_stored(conn, ctx.storage, objects)
+                result = await _insert_image_rows(conn, ctx, received, sniffed, key, probe, owner, renditions)
     except BaseException:
         with contextlib.suppress(Exception):
             await _undo(ctx, written)
         raise
     return result
+
+
+async def _insert_image_rows(
+    conn: asyncpg.Connection,
+    ctx: MediaContext,
+    received: Received,
+    sniffed: Sniffed,
+    key: str,
+    probe: dict[str, Any],
+    owner: str | None,
+    renditions: list[tuple[str, str, bytes]],
+) -> dict[str, Any]:
+    sha = received.sha256
+    await conn.execute(
+        """INSERT INTO media_objects
+               (sha256, kind, format, mime_type, size, storage_key, url, uploaded_by, probe)
+           VALUES ($1, 'image', $2, $3, $4, $5, $6, $7, $8)
+           ON CONFLICT (sha256) DO NOTHING""",
+        sha, sniffed.format, sniffed.mime_type, received.size, key, ctx.storage.url(key), owner, probe,
+    )
+    for name, rkey, data in renditions:
+        await conn.execute(
+            """INSERT INTO media_renditions (source_sha256, name, storage_key, mime_type, size, url)
+               VALUES ($1, $2, $3, 'image/webp', $4, $5)
+               ON CONFLICT (source_sha256, name) DO NOTHING""",
+            sha, name, rkey, len(data), ctx.storage.url(rkey),
+        )
+    url = await conn.fetchval("SELECT url FROM media_objects WHERE sha256 = $1", sha)
+    return await _image_result(conn, sha, url, created=True)
 
 
 async def _image_result(conn: asyncpg.Connection, sha: str, url: str, *, created: bool) -> dict[str, Any]:

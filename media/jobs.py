@@ -313,6 +313,28 @@ async def release(pool: Conn, job: Job, *, worker: str) -> bool:
         return row is not None
 
 
+async def add_reader(conn: Conn, job_id: int, did: str) -> None:
+    """Let `did` read the job (GET /jobs/{id}) although another account owns it."""
+    await conn.execute(
+        """INSERT INTO media_job_readers (job_id, did)
+           SELECT id, $2 FROM media_jobs WHERE id = $1 AND owner IS DISTINCT FROM $2
+           ON CONFLICT DO NOTHING""",
+        job_id,
+        did,
+    )
+
+
+async def may_read(conn: Conn, job: Job, did: str | None) -> bool:
+    """Whether the account `did` may see the job: its owner, or an uploader it was handed to."""
+    if did is None:
+        return False
+    if job.owner == did:
+        return True
+    return bool(
+        await conn.fetchval("SELECT EXISTS (SELECT 1 FROM media_job_readers WHERE job_id = $1 AND did = $2)", job.id, did)
+    )
+
+
 async def get_job(conn: Conn, job_id: int) -> Job | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM media_jobs WHERE id = $1", job_id)
     return Job.from_row(row) if row else None

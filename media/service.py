@@ -48,6 +48,26 @@ async def _expire_exports_forever(ctx: MediaContext, every_s: float = 3600.0) ->
         await asyncio.sleep(every_s)
 
 
+FIRST_SWEEP_DELAY_S = 300.0  # after start: a process restarted often still sweeps
+
+
+async def _sweep_orphans_forever(ctx: MediaContext) -> None:
+    from media.sweep import sweep_exclusively
+
+    interval = ctx.settings.sweep_interval_s
+    if interval <= 0:
+        return
+    await asyncio.sleep(min(interval, FIRST_SWEEP_DELAY_S))
+    while True:
+        try:
+            report = await sweep_exclusively(ctx.pool, ctx.storage, grace_s=ctx.settings.orphan_grace_s)
+            if report is None:
+                log.info("orphan sweep skipped: another media process is sweeping")
+        except Exception:
+            log.exception("orphan sweep failed")
+        await asyncio.sleep(interval)
+
+
 async def run(rt: Runtime, *, strict: bool = False, settings: MediaSettings | None = None) -> None:
     """Serve HTTP and run the workers until cancelled."""
     settings = settings or MediaSettings.from_env(rt.settings)
@@ -75,7 +95,10 @@ async def run(rt: Runtime, *, strict: bool = False, settings: MediaSettings | No
         Worker(ctx, name=worker_name(i), resolver=resolver, wake=events.new_job)
         for i in range(settings.workers)
     ]
-    housekeeping = asyncio.create_task(_expire_exports_forever(ctx), name="media-housekeeping")
+    housekeeping = [
+        asyncio.create_task(_expire_exports_forever(ctx), name="media-housekeeping"),
+        asyncio.create_task(_sweep_orphans_forever(ctx), name="media-orphan-sweep"),
+    ]
     try:
         async with serving(app, settings.host, settings.port):
             log.info(
@@ -87,9 +110,10 @@ async def run(rt: Runtime, *, strict: bool = False, settings: MediaSettings | No
             else:
                 await asyncio.Event().wait()
     finally:
-        housekeeping.cancel()
+        for task in housekeeping:
+            task.cancel()
         with contextlib.suppress(BaseException):
-            await housekeeping
+            await asyncio.gather(*housekeeping, return_exceptions=True)
         await events.stop()
         with contextlib.suppress(Exception):
             await storage.close()

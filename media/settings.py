@@ -9,6 +9,9 @@ from core.errors import ConfigError
 from core.settings import CoreSettings, env_float, env_int, env_str
 
 MB = 1024 * 1024
+DEFAULT_ORPHAN_GRACE_S = 3600.0
+DEFAULT_SWEEP_INTERVAL_S = 6 * 3600.0
+MIN_ORPHAN_GRACE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,10 @@ class MediaSettings:
     s3_public_url: str | None
     s3_presign_ttl_s: int
     s3_part_bytes: int
+    # An object no row refers to is deleted by the orphan sweep once it is older than this: it
+    # must exceed the longest time between storing an object and writing its row (seconds).
+    orphan_grace_s: float = DEFAULT_ORPHAN_GRACE_S
+    sweep_interval_s: float = DEFAULT_SWEEP_INTERVAL_S   # 0: the service never sweeps by itself
 
     @property
     def media_dir(self) -> Path:
@@ -62,6 +69,15 @@ class MediaSettings:
             raise ConfigError("PLYR_STORAGE=s3 needs PLYR_S3_BUCKET")
         part = env_int("PLYR_S3_PART_BYTES", 8 * MB, minimum=5 * MB)  # S3's minimum part size
         public = (env_str("PLYR_MEDIA_PUBLIC_URL") or f"http://{host}:{port}").rstrip("/")
+        grace = env_float("PLYR_MEDIA_ORPHAN_GRACE_S", DEFAULT_ORPHAN_GRACE_S)
+        if not grace >= MIN_ORPHAN_GRACE_S:  # also refuses nan
+            raise ConfigError(
+                f"PLYR_MEDIA_ORPHAN_GRACE_S={grace:g} must be at least {MIN_ORPHAN_GRACE_S:g}: "
+                "a shorter grace could delete an upload whose row is about to be written"
+            )
+        sweep_interval = env_float("PLYR_MEDIA_SWEEP_INTERVAL_S", DEFAULT_SWEEP_INTERVAL_S)
+        if not sweep_interval >= 0:
+            raise ConfigError(f"PLYR_MEDIA_SWEEP_INTERVAL_S={sweep_interval:g} must be 0 (off) or more")
         return cls(
             data_dir=core.data_dir,
             host=host,
@@ -86,4 +102,6 @@ class MediaSettings:
             s3_public_url=(env_str("PLYR_S3_PUBLIC_URL") or "").rstrip("/") or None,
             s3_presign_ttl_s=env_int("PLYR_S3_PRESIGN_TTL_S", 3600, minimum=1),
             s3_part_bytes=part,
+            orphan_grace_s=grace,
+            sweep_interval_s=sweep_interval,
         )

@@ -17,15 +17,19 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from media.settings import MediaSettings
 
 _KEY = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$")
+# What LocalStorage._put writes beside its target before the rename: `.NAME.HEX32.partial`.
+_PARTIAL = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{32}\.partial$")
 READ_CHUNK = 1024 * 1024
+LIST_PAGE = 1000  # S3's own page size; the local walk hands out pages of the same size
 
 
 class StorageError(RuntimeError):
@@ -37,6 +41,25 @@ class ObjectInfo:
     size: int
     etag: str           # quoted, as in an HTTP ETag header
     content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object found by listing the storage."""
+
+    key: str
+    size: int
+    modified: float     # seconds since the epoch: when the object was last written
+
+
+@dataclass(frozen=True)
+class UnfinishedWrite:
+    """A write that never completed (its process died): a local `.partial` file, an S3
+    multipart upload neither completed nor aborted. It holds space but is no object."""
+
+    key: str            # the key it was writing
+    started: float      # seconds since the epoch
+    handle: str         # local: the partial file's path under the root; S3: the upload id
 
 
 def valid_key(key: str) -> bool:
@@ -72,6 +95,18 @@ class Storage(abc.ABC):
     async def download_url(self, key: str, filename: str | None = None) -> str | None:
         """A URL to redirect a client to instead of proxying the bytes (None: serve them here)."""
         return None
+
+    @abc.abstractmethod
+    def list_objects(self, prefix: str, page_size: int = LIST_PAGE) -> AsyncIterator[list[StoredObject]]:
+        """The objects whose keys start with `prefix`, a page at a time (never all in memory)."""
+
+    @abc.abstractmethod
+    def list_unfinished_writes(self, prefix: str, page_size: int = LIST_PAGE) -> AsyncIterator[list[UnfinishedWrite]]:
+        """Writes under `prefix` that were started and never completed nor cleaned up."""
+
+    @abc.abstractmethod
+    async def discard_unfinished_write(self, write: UnfinishedWrite) -> None:
+        """Remove what an unfinished write left; one already gone is not an error."""
 
     async def close(self) -> None:
         return None
@@ -142,15 +177,108 @@ class LocalStorage(Storage):
         return ObjectInfo(size=st.st_size, etag=f'"{st.st_size:x}-{st.st_mtime_ns:x}"')
 
     async def delete(self, key: str) -> None:
+        path = self.path(key)
         try:
-            await asyncio.to_thread(os.unlink, self.path(key))
+            await asyncio.to_thread(os.unlink, path)
         except FileNotFoundError:
             pass
         except OSError as exc:
             raise StorageError(f"cannot delete {key}: {exc.strerror or exc}") from exc
+        if key.startswith("exports/"):
+            # Each export has a folder of its own that nothing writes into again: drop it once
+            # empty. Content folders (audio/ab/) stay: an upload may be about to write there.
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(os.rmdir, path.parent)
 
     def url(self, key: str) -> str:
         return f"{self.public_url}/media/{key}"
+
+    def _walk(self, prefix: str) -> Iterator[os.DirEntry[str]]:
+        """Every file under the folders `prefix` names, depth first, one directory handle per
+        level open at a time: memory does not grow with the number of files."""
+        top = self.root / prefix.rstrip("/") if prefix else self.root
+        stack: list[Any] = []
+        try:
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                stack.append(os.scandir(top))
+            while stack:
+                entry = next(stack[-1], None)
+                if entry is None:
+                    stack.pop().close()
+                elif entry.is_dir(follow_symlinks=False):
+                    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                        stack.append(os.scandir(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    yield entry
+        finally:
+            for handle in stack:
+                handle.close()
+
+    def _key_of(self, path: str) -> str:
+        return os.path.relpath(path, self.root).replace(os.sep, "/")
+
+    @staticmethod
+    def _take(entries: Iterator[Any], page_size: int) -> list[Any]:
+        page = []
+        for item in entries:
+            page.append(item)
+            if len(page) >= page_size:
+                break
+        return page
+
+    def _objects(self, prefix: str) -> Iterator[StoredObject]:
+        for entry in self._walk(prefix):
+            key = self._key_of(entry.path)
+            if not valid_key(key):
+                continue  # partial writes and anything this service did not name
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # deleted since the directory was read
+            yield StoredObject(key=key, size=st.st_size, modified=st.st_mtime)
+
+    def _unfinished(self, prefix: str) -> Iterator[UnfinishedWrite]:
+        for entry in self._walk(prefix):
+            match = _PARTIAL.match(entry.name)
+            if match is None:
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            handle = self._key_of(entry.path)
+            key = handle.rsplit("/", 1)[0] + "/" + match["name"] if "/" in handle else match["name"]
+            yield UnfinishedWrite(key=key, started=st.st_mtime, handle=handle)
+
+    async def _pages(self, items: Iterator[Any], page_size: int) -> AsyncIterator[list[Any]]:
+        try:
+            while page := await asyncio.to_thread(self._take, items, page_size):
+                yield page
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                await asyncio.to_thread(close)
+
+    async def list_objects(self, prefix: str, page_size: int = LIST_PAGE) -> AsyncIterator[list[StoredObject]]:
+        async for page in self._pages(self._objects(prefix), page_size):
+            yield page
+
+    async def list_unfinished_writes(
+        self, prefix: str, page_size: int = LIST_PAGE
+    ) -> AsyncIterator[list[UnfinishedWrite]]:
+        async for page in self._pages(self._unfinished(prefix), page_size):
+            yield page
+
+    async def discard_unfinished_write(self, write: UnfinishedWrite) -> None:
+        name = write.handle.rsplit("/", 1)[-1]
+        if not _PARTIAL.match(name) or ".." in write.handle.split("/"):
+            raise StorageError(f"not a partial write: {write.handle!r}")
+        try:
+            await asyncio.to_thread(os.unlink, self.root / write.handle)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"cannot delete {write.handle}: {exc.strerror or exc}") from exc
 
 
 class S3Storage(Storage):
@@ -306,6 +434,51 @@ class S3Storage(Storage):
             return f"{self.public_url}/{key}"
         return f"{self.media_url}/media/{key}"
 
+    async def list_objects(self, prefix: str, page_size: int = LIST_PAGE) -> AsyncIterator[list[StoredObject]]:
+        client = await self.client()
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}
+        )
+        try:
+            async for page in pages:
+                yield [
+                    StoredObject(key=item["Key"], size=int(item["Size"]), modified=_epoch(item["LastModified"]))
+                    for item in page.get("Contents", ())
+                    if valid_key(item["Key"])
+                ]
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise self._error("list", prefix or "/", exc) from exc
+
+    async def list_unfinished_writes(
+        self, prefix: str, page_size: int = LIST_PAGE
+    ) -> AsyncIterator[list[UnfinishedWrite]]:
+        client = await self.client()
+        pages = client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}
+        )
+        try:
+            async for page in pages:
+                yield [
+                    UnfinishedWrite(key=item["Key"], started=_epoch(item["Initiated"]), handle=item["UploadId"])
+                    for item in page.get("Uploads", ())
+                ]
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise self._error("list multipart uploads", prefix or "/", exc) from exc
+
+    async def discard_unfinished_write(self, write: UnfinishedWrite) -> None:
+        client = await self.client()
+        try:
+            await client.abort_multipart_upload(Bucket=self.bucket, Key=write.key, UploadId=write.handle)
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if code == "NoSuchUpload":
+                return
+            raise self._error("abort multipart upload", write.key, exc) from exc
+
     async def download_url(self, key: str, filename: str | None = None) -> str | None:
         client = await self.client()
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
@@ -314,6 +487,10 @@ class S3Storage(Storage):
         return await client.generate_presigned_url(
             "get_object", Params=params, ExpiresIn=self.presign_ttl_s
         )
+
+
+def _epoch(moment: datetime) -> float:
+    return moment.timestamp()
 
 
 def storage_from_settings(settings: MediaSettings) -> Storage:

@@ -9,6 +9,7 @@ in full; one that decodes to much less than its header declares (truncated) fail
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from media.ffmpeg import FFmpegError
 from media.ingest import MediaContext, stream_key
 from media.receive import temp_path
 from media.storage import LocalStorage
+from media.sweep import delete_if_unreferenced, keep_stored
 from media.transcode import decode_check, transcode_to_mp3
 from media.worker import JobContext, JobFailed
 
@@ -102,7 +104,9 @@ async def make_stream(
         await media.storage.put_file(key, out, "audio/mpeg")
         url = media.storage.url(key)
         try:
-            async with media.pool.acquire() as conn:
+            async with media.pool.acquire() as conn, conn.transaction():
+                # The key may have been an orphan's that the sweep is deleting: see media/sweep.py.
+                await keep_stored(conn, media.storage, [(key, out, "audio/mpeg")])
                 await conn.execute(
                     """INSERT INTO media_renditions (source_sha256, name, storage_key, mime_type, size, url)
                        VALUES ($1, 'stream', $2, 'audio/mpeg', $3, $4)
@@ -110,8 +114,9 @@ async def make_stream(
                     sha256, key, size, url,
                 )
         except BaseException:
+            # Not when a row refers to it: another job may have recorded the same rendition.
             with contextlib.suppress(Exception):
-                await media.storage.delete(key)
+                await asyncio.shield(delete_if_unreferenced(media.pool, media.storage, key))
             raise
     return {"streamUrl": url, "size": size, "reused": False}
 

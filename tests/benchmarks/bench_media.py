@@ -319,7 +319,9 @@ async def bench_upload_export(db_url: str, work: Path, use_s3: bool, only: str |
 
 async def _wait_job(session: aiohttp.ClientSession, base: str, job_id: int) -> dict[str, Any]:
     final: dict[str, Any] = {}
-    async with session.get(f"{base}/jobs/{job_id}/events") as resp:
+    # Jobs are read by their owner only (media/http.py): the same trusted caller that uploaded.
+    headers = {"Authorization": f"Bearer {KEY}", "X-Plyr-Did": OWNER}
+    async with session.get(f"{base}/jobs/{job_id}/events", headers=headers) as resp:
         async for line in resp.content:
             if line.startswith(b"data: "):
                 final = orjson.loads(line[6:])

@@ -44,6 +44,9 @@ def appview_settings(**overrides: Any) -> AppviewSettings:
         freshness_interval=0.05,
         play_dedupe_seconds=1800,
         public_max_age=5,
+        # Off unless a test asks for it: most tests read right after writing and expect to see it
+        # (production's default is 1 s; test_appview_viewcache.py covers the cache itself).
+        view_cache_seconds=0,
     )
     return dataclasses.replace(base, **overrides)
 

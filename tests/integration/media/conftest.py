@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +24,13 @@ from media.http import create_app
 from media.ingest import MediaContext
 from media.jobs import Job, get_job
 from media.settings import MediaSettings
-from media.storage import LocalStorage, Storage
+from media.storage import LocalStorage, S3Storage, Storage
 from media.worker import Worker
 
 SERVER_KEY = "test-server-key-0123456789"
 OWNER = "did:plc:testartist000000000000000"
+BUCKET = "plyr-media-test"
+S3_CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
 def media_settings(data_dir: Path, **overrides: Any) -> MediaSettings:
@@ -161,3 +163,25 @@ async def wait_for(predicate: Callable[[], Any], within: float = 10.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """A real S3-protocol server on loopback (moto), one per test module."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+def make_s3(moto_url: str, **kw: Any) -> S3Storage:
+    return S3Storage(
+        bucket=kw.pop("bucket", BUCKET), endpoint_url=moto_url, region="us-east-1",
+        public_url=kw.pop("public_url", None), media_url=kw.pop("media_url", "http://media.test"),
+        part_bytes=kw.pop("part_bytes", 5 * 1024 * 1024), client_kwargs=S3_CREDS, **kw,
+    )

@@ -3,51 +3,26 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
-from moto.server import ThreadedMotoServer
 
 from integration.media.conftest import (
+    BUCKET,
     MediaServer,
     leftover_temp_files,
+    make_s3,
     media_settings,
     start_media_server,
 )
 from media.ingest import stream_key
 from media.storage import S3Storage, StorageError
 
-BUCKET = "plyr-media-test"
 MB = 1024 * 1024
-CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
-def make_s3(moto_url: str, **kw: Any) -> S3Storage:
-    return S3Storage(
-        bucket=kw.pop("bucket", BUCKET), endpoint_url=moto_url, region="us-east-1",
-        public_url=kw.pop("public_url", None), media_url=kw.pop("media_url", "http://media.test"),
-        part_bytes=kw.pop("part_bytes", 5 * MB), client_kwargs=CREDS, **kw,
-    )
 
 
 @pytest.fixture

@@ -64,7 +64,7 @@ async def test_serves_uploads_and_runs_jobs(database_url: str, tmp_path: Path, s
                 assert resp.status == 201
                 body = await resp.json()
             final = None
-            async with session.get(f"{base}/jobs/{body['jobId']}/events") as resp:
+            async with session.get(f"{base}/jobs/{body['jobId']}/events", headers=headers) as resp:
                 async for line in resp.content:
                     if line.startswith(b"data: "):
                         final = orjson.loads(line[6:])

@@ -97,7 +97,7 @@ async def test_progress_over_sse_and_json(media_server: MediaServer, tmp_path: P
     events: list[tuple[str, dict[str, Any]]] = []
 
     async def listen() -> None:
-        async with media_server.session.get(f"{media_server.url}/jobs/{job_id}/events") as resp:
+        async with media_server.session.get(f"{media_server.url}/jobs/{job_id}/events", headers=media_server.headers) as resp:
             assert resp.headers["Content-Type"].startswith("text/event-stream")
             name = None
             async for raw in resp.content:
@@ -116,10 +116,10 @@ async def test_progress_over_sse_and_json(media_server: MediaServer, tmp_path: P
     progress = [e["progress"] for n, e in events if n == "progress" and e["status"] == "running"]
     assert any(0 < p < 1 for p in progress), events
     assert progress == sorted(progress)
-    async with media_server.session.get(f"{media_server.url}/jobs/{job_id}") as resp:
+    async with media_server.session.get(f"{media_server.url}/jobs/{job_id}", headers=media_server.headers) as resp:
         state = await resp.json()
         assert state["status"] == "done" and state["progress"] == 1
-    async with media_server.session.get(f"{media_server.url}/jobs/999999/events") as resp:
+    async with media_server.session.get(f"{media_server.url}/jobs/999999/events", headers=media_server.headers) as resp:
         assert resp.status == 404
     async with media_server.session.get(f"{media_server.url}/jobs/abc") as resp:
         assert resp.status == 404

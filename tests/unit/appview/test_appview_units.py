@@ -64,6 +64,19 @@ def test_settings_defaults_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         AppviewSettings.from_env()
 
 
+def test_view_cache_default_is_the_same_built_directly_or_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PLYR_APPVIEW_VIEW_CACHE_SECONDS", raising=False)
+    from_env = AppviewSettings.from_env()
+    direct = AppviewSettings(
+        host="127.0.0.1", port=0, public_url="http://x.test", service_did="did:web:x.test",
+        cors_origins=(), max_body_bytes=1024, microcache_seconds=0, top_cache_seconds=0,
+        stats_cache_seconds=0, freshness_interval=1, play_dedupe_seconds=0, public_max_age=0,
+    )
+    assert direct.view_cache_seconds == from_env.view_cache_seconds == 1.0
+    monkeypatch.setenv("PLYR_APPVIEW_VIEW_CACHE_SECONDS", "0")
+    assert AppviewSettings.from_env().view_cache_seconds == 0
+
+
 class _Req:
     def __init__(self, inm: str | None) -> None:
         self.headers = {"If-None-Match": inm} if inm else {}
