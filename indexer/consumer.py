@@ -3,15 +3,19 @@
 One `Consumer` drives one source. Per frame it calls the decoder (which returns None for the
 ~99.9% of frames that do not concern us); events that matter are handled in stream order:
 
-- `#commit` with fm.plyr.* ops: verified (CIDs, signature) into RecordOps, added to the batch;
-  failures become dead letters (with the raw frame) and the stream goes on. Repos we index are
-  followed on every commit: a `since` that does not match the rev we hold, or a `tooBig`
-  commit, marks the repo for resync (the backfill fetches it).
+- `#commit` with fm.plyr.* ops: verified (rev not in the future, CIDs, signature, MST
+  inversion against `prevData`; see indexer/verify.py) into RecordOps, added to the batch;
+  failures become dead letters (with the raw frame) and the stream goes on; a failed inversion
+  also marks the repo for resync. Repos we index are followed on every commit: a `since` that
+  does not match the rev we hold, or a `tooBig` commit, marks the repo for resync (the backfill
+  fetches it). A commit whose rev is in the future is rejected before its rev is tracked.
 - `#identity`: the cached DID document is dropped; for indexed actors the handle is re-verified
   in the background.
 - `#account` for an indexed actor: the batch so far is written, then the status change with
   the cursor at that event.
-- `#sync` of an indexed repo: marked for resync.
+- `#sync` of an indexed repo: ignored when its rev is not newer than the one we hold (spec);
+  otherwise its signed commit is verified and only then is the repo marked for resync (a
+  `#sync` that fails is counted and ignored).
 - `#info OutdatedCursor` and the `FutureCursor` error mean events were (or may have been) lost:
   every indexed repo is marked for resync.
 
@@ -55,7 +59,7 @@ from indexer.frames import (
 )
 from indexer.records import RecordOp
 from indexer.sources import Source
-from indexer.verify import Verifier, VerifyError
+from indexer.verify import Verifier, VerifyError, check_rev
 from indexer.writer import (
     AccountChange,
     CursorUpdate,
@@ -258,9 +262,7 @@ class Consumer:
         elif isinstance(ev, SyncEvent):
             self._count("sync")
             if ev.did in self.decoder.watched:
-                self._mark_resync(ev.did, f"#sync event at seq {ev.seq}")
-                if ev.rev:
-                    self.decoder.watched[ev.did] = ev.rev
+                await self._on_sync(ev)
         elif isinstance(ev, InfoEvent):
             self._count("info")
             if ev.name == "OutdatedCursor":
@@ -278,6 +280,12 @@ class Consumer:
 
     async def _on_commit(self, ev: CommitEvent) -> None:
         did = ev.repo
+        try:
+            # Before the rev is tracked: a far-future rev would stall the repo's rev chain.
+            check_rev(ev.rev)
+        except VerifyError as exc:
+            self._reject_commit(ev, exc)
+            return
         watched = self.decoder.watched
         if did in watched:
             known = watched[did]
@@ -302,15 +310,11 @@ class Consumer:
             try:
                 ops = await self.verifier.commit_ops(ev)
             except VerifyError as exc:
-                self.stats.verify_failures += 1
-                metrics.VERIFY_FAILURES.labels(exc.kind).inc()
-                log.warning(
-                    "commit failed verification",
-                    extra={"seq": ev.seq, "did": did, "kind": exc.kind, "reason": str(exc)},
-                )
-                self._letters.append(
-                    DeadLetter(reason=f"{exc.kind}: {exc}", seq=ev.seq, did=did, rev=ev.rev, raw=ev.frame)
-                )
+                self._reject_commit(ev, exc)
+                if exc.kind == "inversion":
+                    # A signed commit whose diff and ops do not add up: our copy of the repo
+                    # cannot be trusted to follow from it; fetch the whole repo.
+                    self._mark_resync(did, f"commit at seq {ev.seq} failed MST inversion: {exc}")
                 return
             if did not in watched:
                 watched[did] = ev.rev
@@ -318,6 +322,48 @@ class Consumer:
             self._add_ops(ops)
         finally:
             self._inflight = None
+
+    def _reject_commit(self, ev: CommitEvent, exc: VerifyError) -> None:
+        """Count a commit that failed verification and keep it as a dead letter; nothing of it
+        is applied."""
+        self.stats.verify_failures += 1
+        metrics.VERIFY_FAILURES.labels(exc.kind).inc()
+        log.warning(
+            "commit failed verification",
+            extra={"seq": ev.seq, "did": ev.repo, "kind": exc.kind, "reason": str(exc)},
+        )
+        raw = ev.frame or None  # Jetstream events carry no frame
+        self._letters.append(
+            DeadLetter(reason=f"{exc.kind}: {exc}", seq=ev.seq, did=ev.repo, rev=ev.rev, raw=raw)
+        )
+
+    async def _on_sync(self, ev: SyncEvent) -> None:
+        known = self.decoder.watched.get(ev.did)
+        if ev.rev is not None and known is not None and ev.rev <= known:
+            # Sync spec: #sync events with a rev not above the last one processed are ignored.
+            log.info(
+                "stale #sync ignored",
+                extra={"seq": ev.seq, "did": ev.did, "rev": ev.rev, "known": known},
+            )
+            return
+        # Batches cut while the commit is verified (an await) stop below this event.
+        self._inflight = ev.seq
+        try:
+            await self.verifier.sync_commit(ev)
+        except VerifyError as exc:
+            # Not trusted, so it causes no work; no dead letter either (nothing to replay).
+            self.stats.verify_failures += 1
+            metrics.VERIFY_FAILURES.labels(f"sync_{exc.kind}").inc()
+            log.warning(
+                "#sync failed verification; ignored",
+                extra={"seq": ev.seq, "did": ev.did, "kind": exc.kind, "reason": str(exc)},
+            )
+            return
+        finally:
+            self._inflight = None
+        self._mark_resync(ev.did, f"#sync event at seq {ev.seq}")
+        if ev.rev:
+            self.decoder.watched[ev.did] = ev.rev
 
     def _add_ops(self, ops: list[RecordOp]) -> None:
         self.stats.matched_ops += len(ops)

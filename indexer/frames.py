@@ -48,6 +48,8 @@ class CommitEvent:
     frame: bytes  # the raw message, for dead letters
     # Jetstream commits arrive as records already (nothing to verify).
     records: list[RecordOp] | None = None
+    prev_data: bytes | None = None  # `prevData`: MST root of the previous commit (sync 1.1)
+    all_ops: list[dict[str, Any]] | None = None  # every op of the message, for MST inversion
 
 
 @dataclass(slots=True)
@@ -73,6 +75,7 @@ class SyncEvent:
     did: str
     rev: str | None
     time: str | None
+    blocks: bytes = b""  # CAR slice holding the signed commit (checked before it is trusted)
 
 
 @dataclass(slots=True)
@@ -172,10 +175,12 @@ class FrameDecoder:
                     return BadFrame("account active/status of the wrong type", seq, frame)
                 return AccountEvent(seq, did, time, active, status)
             if t == "#sync":
-                rev = body.get("rev")
+                rev, blocks = body.get("rev"), body.get("blocks")
                 if rev is not None and not isinstance(rev, str):
                     return BadFrame("sync rev is not a string", seq, frame)
-                return SyncEvent(seq, did, rev, time)
+                if blocks is not None and not isinstance(blocks, bytes):
+                    return BadFrame("sync blocks are not bytes", seq, frame)
+                return SyncEvent(seq, did, rev, time, blocks or b"")
             return BadFrame(f"unknown message type {t!r:.40}", seq, frame)
         except (KeyError, TypeError, AttributeError) as exc:
             seq = body.get("seq") if isinstance(body, dict) else None
@@ -196,6 +201,7 @@ def _commit_event(seq: int, body: dict[str, Any], ops: list[dict[str, Any]], fra
     (this path is rare, so it can afford the checks the hot path skips)."""
     repo, rev, since, time = body["repo"], body["rev"], body.get("since"), body.get("time")
     commit, blocks, too_big = body.get("commit"), body.get("blocks"), body.get("tooBig", False)
+    prev_data = body.get("prevData")
     if not (
         isinstance(repo, str)
         and isinstance(rev, str)
@@ -204,12 +210,16 @@ def _commit_event(seq: int, body: dict[str, Any], ops: list[dict[str, Any]], fra
         and (commit is None or isinstance(commit, bytes))
         and (blocks is None or isinstance(blocks, bytes))
         and type(too_big) is bool
+        and (prev_data is None or isinstance(prev_data, bytes))
     ):
         return BadFrame("commit fields of the wrong type", seq, frame)
     for op in ops:
         if not isinstance(op, dict):
             return BadFrame("commit op is not a map", seq, frame)
-    return CommitEvent(seq, repo, rev, since, time, commit, blocks or b"", ops, too_big, frame)
+    return CommitEvent(
+        seq, repo, rev, since, time, commit, blocks or b"", ops, too_big, frame,
+        prev_data=prev_data, all_ops=body["ops"],
+    )  # fmt: skip
 
 
 def _undecodable(frame: bytes) -> BadFrame:

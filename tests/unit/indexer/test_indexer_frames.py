@@ -192,7 +192,7 @@ def test_cid_mismatch_missing_block_and_wrong_commit(repo: MiniRepo) -> None:
     ok = repo.commit([("create", "fm.plyr.track", "3kt3", track_record())])
     err = _verify(FrameDecoder().decode(commit_frame(3, ok, repo="did:plc:other234567abcdefghijklm")), resolver, False)
     assert err.kind == "commit"
-    err = _verify(FrameDecoder().decode(commit_frame(4, ok, rev="3zzzzzzzzzzzz")), resolver, False)
+    err = _verify(FrameDecoder().decode(commit_frame(4, ok, rev="3jzfcijpj2z2a")), resolver, False)
     assert err.kind == "commit"
     err = _verify(FrameDecoder().decode(commit_frame(5, ok, car=b"\x01\x02")), resolver, False)
     assert err.kind == "car"
