@@ -1,4 +1,5 @@
-"""The bytes of a streamed repo CAR, kept for the MST walk: in memory, then in a temporary file.
+"""The bytes of a streamed repo CAR, kept for the MST walk: the first 16 MB in memory as received,
+the rest in a temporary file.
 
 Both section indexes (`car_index.NativeCarIndex`, `car_index_python.PythonCarIndex`) store what
 they are fed here and read blocks back by offset; they differ only in how they frame sections
@@ -134,33 +135,32 @@ class CarStore:
     # ---- storage ----
 
     def _store(self, chunk: bytes) -> None:
-        if self._file is not None:
-            self._file.write(chunk)
-            return
-        assert self._chunks is not None
-        if self._held + len(chunk) <= self._memory_limit:
+        # The first `memory_limit` bytes stay in memory as received; the rest goes to a
+        # temporary file (deleted on close). Only the overflow is ever written out.
+        if self._file is None and self._held + len(chunk) <= self._memory_limit:
+            assert self._chunks is not None
             self._chunk_starts.append(self._held)
             self._chunks.append(bytes(chunk))  # (no copy when it already is bytes)
             self._held += len(chunk)
             return
-        # Too big to keep in memory: move what we have to a temporary file (deleted on close).
-        self._file = tempfile.TemporaryFile(dir=self._spill_dir, prefix="plyr-car-")  # noqa: SIM115
-        self._file.writelines(self._chunks)
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(dir=self._spill_dir, prefix="plyr-car-")  # noqa: SIM115
         self._file.write(chunk)
-        self._chunks = None
-        self._chunk_starts = []
 
     def _read(self, offset: int, length: int) -> bytes:
         if self._whole is not None:
             return self._whole[offset : offset + length]
-        if self._file is not None:
+        held = self._held
+        if offset >= held:
+            if self._file is None:
+                return b""
             self._file.flush()
-            return os.pread(self._file.fileno(), length, offset)
+            return os.pread(self._file.fileno(), length, offset - held)
+        if offset + length > held:  # across the memory/file boundary
+            return self._read(offset, held - offset) + self._read(held, offset + length - held)
         assert self._chunks is not None
         chunks, starts = self._chunks, self._chunk_starts
         i = bisect.bisect_right(starts, offset) - 1
-        if i < 0:
-            return b""
         rel = offset - starts[i]
         if rel + length <= len(chunks[i]):
             return chunks[i][rel : rel + length]
@@ -174,13 +174,12 @@ class CarStore:
         return b"".join(pieces)
 
     def _open_stored(self) -> BinaryIO:
+        """All the stored bytes as one readable stream (memory part, then the spill file)."""
         if self._whole is not None:
             return io.BytesIO(self._whole)
         if self._file is not None:
             self._file.flush()
-            return os.fdopen(os.dup(self._file.fileno()), "rb")
-        assert self._chunks is not None
-        return io.BytesIO(b"".join(self._chunks))
+        return io.BufferedReader(_StoredReader(self))
 
     # ---- verified reads ----
 
@@ -207,3 +206,20 @@ class CarStore:
         """The verified root (commit) block, or None when the CAR does not hold it."""
         assert self.roots
         return self.get_verified(self.roots[0])
+
+
+class _StoredReader(io.RawIOBase):
+    """Sequential reads over a CarStore's stored bytes, through `CarStore._read`."""
+
+    def __init__(self, store: CarStore) -> None:
+        self._store = store
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._store._read(self._pos, min(len(buffer), self._store.size - self._pos))
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
