@@ -66,6 +66,17 @@ def env_bool(name: str, default: bool) -> bool:
     raise ConfigError(f"{name}={raw!r} is not a boolean (use true or false)")
 
 
+ALLOW_PRIVATE_NETWORK_VAR = "PLYR_ALLOW_PRIVATE_NETWORK"
+
+
+def allow_private_network() -> bool:
+    """PLYR_ALLOW_PRIVATE_NETWORK (default false): whether fetches that network data points at
+    (DID documents, handles, PDS endpoints) may reach loopback, private and other non-public
+    addresses, and did:web:localhost over plain http. Only for tests and a PDS on your own
+    machine: anyone can publish a DID document naming such an address (see core/net.py)."""
+    return env_bool(ALLOW_PRIVATE_NETWORK_VAR, False)
+
+
 def default_data_dir() -> Path:
     import platformdirs
 
@@ -82,6 +93,7 @@ class CoreSettings:
     log_level: str
     log_format: str
     http_host: str
+    allow_private_network: bool = False
 
     @classmethod
     def from_env(cls) -> CoreSettings:
@@ -101,4 +113,5 @@ class CoreSettings:
             log_level=(env_str("PLYR_LOG_LEVEL", "INFO") or "INFO").upper(),
             log_format=log_format,
             http_host=env_str("PLYR_HTTP_HOST", "127.0.0.1") or "127.0.0.1",
+            allow_private_network=allow_private_network(),
         )

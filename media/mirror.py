@@ -10,11 +10,14 @@ track still carries the same blob.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 
+from core.net import guard_refusal, outbound_connector
 from media.ingest import BadMedia, ingest_audio
 from media.receive import TooLarge, receive
 from media.transcode import needs_transcode
@@ -59,6 +62,24 @@ async def _pds_endpoint(ctx: JobContext, did: str) -> str:
     return str(doc.pds_endpoint).rstrip("/")
 
 
+@contextlib.asynccontextmanager
+async def _get_blob(
+    session: aiohttp.ClientSession, pds: str, did: str, blob_cid: str
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """The getBlob response; a PDS at a refused (non-public) address fails the job for good."""
+    try:
+        resp = await session.get(
+            f"{pds}/xrpc/com.atproto.sync.getBlob", params={"did": did, "cid": blob_cid}
+        )
+    except aiohttp.ClientConnectorError as exc:
+        refused = guard_refusal(exc)
+        if refused is not None:
+            raise JobFailed(f"cannot fetch the blob from {pds}: {refused.strerror}") from None
+        raise
+    async with resp:
+        yield resp
+
+
 async def run_mirror(ctx: JobContext) -> dict[str, Any]:
     payload = ctx.job.payload
     track_uri, did, blob_cid = payload["track_uri"], payload["did"], payload["blob_cid"]
@@ -73,9 +94,11 @@ async def run_mirror(ctx: JobContext) -> dict[str, Any]:
         pds = await _pds_endpoint(ctx, did)
         await ctx.progress(0.02, "downloading")
         timeout = aiohttp.ClientTimeout(total=media.settings.fetch_timeout_s, sock_connect=15)
-        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(
-            f"{pds}/xrpc/com.atproto.sync.getBlob", params={"did": did, "cid": blob_cid}
-        ) as resp:
+        # The PDS endpoint comes from a DID document: no private addresses (core/net.py).
+        async with (
+            aiohttp.ClientSession(timeout=timeout, connector=outbound_connector()) as session,
+            _get_blob(session, pds, did, blob_cid) as resp,
+        ):
             if resp.status in (400, 404):
                 raise JobFailed(f"the PDS has no such blob (HTTP {resp.status})")
             if resp.status != 200:

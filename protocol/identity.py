@@ -8,12 +8,16 @@ endpoint, #atproto signing key, in both the current Multikey and the legacy key 
 
 Every remote answer is treated as hostile: responses are size-limited and time-limited, results
 are cached with a TTL (bounded in size), and concurrent lookups of the same key share one
-request so a burst of events from one account costs one fetch.
+request so a burst of events from one account costs one fetch. Unless PLYR_ALLOW_PRIVATE_NETWORK
+is on, did:web and well-known handle lookups are https only (redirects included) and no request
+reaches a loopback, private or otherwise non-public address (core/net.py), since a published DID
+document or handle decides where we connect.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 import time
@@ -21,12 +25,16 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
 import orjson
 from prometheus_client import Counter
 
+from core.errors import ConfigError
+from core.net import blocked_reason, guard_refusal, outbound_connector
+from core.settings import ALLOW_PRIVATE_NETWORK_VAR
+from core.settings import allow_private_network as private_network_allowed
 from protocol.crypto import (
     LEGACY_KEY_TYPES,
     KeyFormatError,
@@ -61,6 +69,7 @@ _LOOPBACK_HOSTS = frozenset({"localhost"})
 
 MAX_DOCUMENT_BYTES = 1_000_000
 MAX_WELL_KNOWN_BYTES = 4096  # a DID is at most 2048 characters
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
 class IdentityError(Exception):
@@ -199,8 +208,12 @@ def parse_did_document(did: str, doc: dict[str, Any]) -> DidDocument:
     return result
 
 
-def did_web_url(did: str, *, allow_localhost: bool = True) -> str:
-    """The URL of a did:web document (hostname-level only; http only for localhost)."""
+def did_web_url(did: str, *, allow_private_network: bool = False) -> str:
+    """The URL of a did:web document (hostname-level only, https).
+
+    did:web:localhost (plain http, any port) only with `allow_private_network`, for tests and
+    local development.
+    """
     ident = did[len("did:web:") :]
     if ":" in ident:
         raise IdentityError(f"{did}: path-based did:web is not supported", kind="unsupported")
@@ -208,8 +221,11 @@ def did_web_url(did: str, *, allow_localhost: bool = True) -> str:
     hostname, _, port = host.partition(":")
     hostname = hostname.lower()
     if hostname in _LOOPBACK_HOSTS:
-        if not allow_localhost:
-            raise IdentityError(f"{did}: localhost did:web is not allowed here", kind="unsupported")
+        if not allow_private_network:
+            raise IdentityError(
+                f"{did}: did:web on localhost is refused ({ALLOW_PRIVATE_NETWORK_VAR} is off)",
+                kind="unsupported",
+            )
         if port and not port.isdigit():
             raise IdentityError(f"{did}: bad port", kind="invalid")
         return f"http://{host}/.well-known/did.json"
@@ -258,7 +274,10 @@ class IdentityResolver:
     `refresh_floor`: a `fresh=True` lookup is served from cache if the cached answer is younger
     than this many seconds, so a flood of bad signatures cannot turn into a flood of PLC requests.
     `negative_ttl`: how long "not found" answers are remembered.
-    `allow_localhost`: accept did:web:localhost (plain http), for development and tests only.
+    `allow_private_network`: None follows PLYR_ALLOW_PRIVATE_NETWORK (default off). On, it
+    accepts did:web:localhost over plain http, http redirects, and loopback/private addresses:
+    for development and tests only. A `session` passed in is used as given: guard it with
+    `core.net.outbound_connector` (the resolver still applies its https rules).
     """
 
     def __init__(
@@ -273,7 +292,7 @@ class IdentityResolver:
         refresh_floor: float = 5.0,
         max_document_bytes: int = MAX_DOCUMENT_BYTES,
         max_cache_entries: int = 100_000,
-        allow_localhost: bool = True,
+        allow_private_network: bool | None = None,
         dns_resolver: Any = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -284,7 +303,9 @@ class IdentityResolver:
         self.negative_ttl = negative_ttl
         self.refresh_floor = refresh_floor
         self.max_document_bytes = max_document_bytes
-        self.allow_localhost = allow_localhost
+        self.allow_private_network = (
+            private_network_allowed() if allow_private_network is None else allow_private_network
+        )
         self._session = session
         self._own_session = session is None
         self._dns_resolver = dns_resolver
@@ -310,7 +331,9 @@ class IdentityResolver:
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=300),
+                connector=outbound_connector(
+                    allow_private_network=self.allow_private_network, limit=100, ttl_dns_cache=300
+                ),
                 headers={"User-Agent": "plyr-appview (identity resolver)"},
             )
             self._own_session = True
@@ -397,7 +420,7 @@ class IdentityResolver:
                 raise IdentityError(f"{did}: not a valid did:plc identifier", kind="invalid")
             url = f"{self.plc_url}/{did}"
         else:
-            url = did_web_url(did, allow_localhost=self.allow_localhost)
+            url = did_web_url(did, allow_private_network=self.allow_private_network)
         status, body = await self._get(url, limit=self.max_document_bytes, redirects=0, what=did)
         if status in (404, 410):
             # PLC answers 410 for tombstoned DIDs.
@@ -426,42 +449,84 @@ class IdentityResolver:
     # ---- HTTP ----
 
     async def _get(self, url: str, *, limit: int, redirects: int, what: str) -> tuple[int, bytes]:
-        """GET `url`; returns (status, body). The body is read only for 2xx and capped at `limit`."""
+        """GET `url`; returns (status, body). The body is read only for 2xx and capped at `limit`.
+
+        Up to `redirects` redirects are followed, each target checked by `_redirect_target`.
+        """
         session = self._http()
         try:
             async with asyncio.timeout(self.timeout):
-                async with session.get(
-                    url,
-                    allow_redirects=redirects > 0,
-                    max_redirects=max(redirects, 1),
-                    headers={
-                        "Accept": "application/did+ld+json, application/json, text/plain;q=0.9, */*;q=0.1"
-                    },
-                ) as resp:
-                    if not 200 <= resp.status < 300:
-                        return resp.status, b""
-                    if resp.content_length is not None and resp.content_length > limit:
-                        raise IdentityError(
-                            f"{what}: response from {url} is too large ({resp.content_length} bytes)",
-                            kind="too_large",
-                        )
-                    body = bytearray()
-                    async for chunk in resp.content.iter_chunked(65536):
-                        body += chunk
-                        if len(body) > limit:
+                for _hop in range(redirects + 1):
+                    async with session.get(
+                        url,
+                        allow_redirects=False,
+                        headers={
+                            "Accept": "application/did+ld+json, application/json, text/plain;q=0.9, */*;q=0.1"
+                        },
+                    ) as resp:
+                        if redirects and resp.status in _REDIRECT_STATUSES:
+                            url = self._redirect_target(resp, what)
+                            continue
+                        if not 200 <= resp.status < 300:
+                            return resp.status, b""
+                        if resp.content_length is not None and resp.content_length > limit:
                             raise IdentityError(
-                                f"{what}: response from {url} exceeds {limit} bytes",
+                                f"{what}: response from {url} is too large ({resp.content_length} bytes)",
                                 kind="too_large",
                             )
-                    return resp.status, bytes(body)
+                        body = bytearray()
+                        async for chunk in resp.content.iter_chunked(65536):
+                            body += chunk
+                            if len(body) > limit:
+                                raise IdentityError(
+                                    f"{what}: response from {url} exceeds {limit} bytes",
+                                    kind="too_large",
+                                )
+                        return resp.status, bytes(body)
+                raise IdentityError(f"{what}: more than {redirects} redirects", kind="unreachable")
         except TimeoutError:
             raise IdentityError(
                 f"{what}: {url} did not answer within {self.timeout:g}s", kind="timeout"
             ) from None
         except aiohttp.ClientError as exc:
+            refused = guard_refusal(exc)
+            if refused is not None:
+                # Not transient: the document or handle names an address we never fetch from.
+                raise IdentityError(
+                    f"{what}: {url}: {refused.strerror}", kind="unsupported"
+                ) from None
             raise IdentityError(
                 f"{what}: cannot reach {url}: {exc.__class__.__name__}: {exc}", kind="unreachable"
             ) from None
+
+    def _redirect_target(self, resp: aiohttp.ClientResponse, what: str) -> str:
+        """Where a redirect points; https only unless private networks are allowed (an http hop
+        would let anyone on the path answer for the handle)."""
+        location = resp.headers.get("Location")
+        if not location:
+            raise IdentityError(
+                f"{what}: redirect from {resp.url} without a Location", kind="unreachable"
+            )
+        target = urljoin(str(resp.url), location)
+        try:
+            parts = urlsplit(target)
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError:
+            parts = None
+        allowed = ("http", "https") if self.allow_private_network else ("https",)
+        if (
+            parts is None
+            or parts.scheme not in allowed
+            or not parts.hostname
+            or parts.username is not None
+            or parts.password is not None
+        ):
+            raise IdentityError(
+                f"{what}: redirect from {resp.url} to {target[:200]!r} is refused "
+                f"(only {' or '.join(allowed)}, without credentials)",
+                kind="unsupported",
+            )
+        return target
 
     # ---- handles ----
 
@@ -595,11 +660,43 @@ def did_from_well_known(body: bytes) -> str | None:
 
 
 def resolver_from_env(*, session: aiohttp.ClientSession | None = None) -> IdentityResolver:
-    """A resolver configured by PLYR_PLC_URL and PLYR_HANDLE_RESOLVER_URL."""
+    """A resolver configured by PLYR_PLC_URL, PLYR_HANDLE_RESOLVER_URL and
+    PLYR_ALLOW_PRIVATE_NETWORK.
+
+    A directory or resolver URL naming localhost or a non-public IP while private networks are
+    refused is a ConfigError now rather than a refused request on every lookup later.
+    """
     from core.settings import env_str
 
+    allow_private = private_network_allowed()
+    plc_url = env_str("PLYR_PLC_URL", "https://plc.directory") or "https://plc.directory"
+    handle_resolver_url = env_str("PLYR_HANDLE_RESOLVER_URL")
+    if not allow_private:
+        for name, value in (
+            ("PLYR_PLC_URL", plc_url),
+            ("PLYR_HANDLE_RESOLVER_URL", handle_resolver_url),
+        ):
+            reason = _non_public_literal(value) if value else None
+            if reason is not None:
+                raise ConfigError(
+                    f"{name}={value} is {reason} address, which outbound requests refuse; "
+                    f"set {ALLOW_PRIVATE_NETWORK_VAR}=true for a local PLC or PDS (development only)"
+                )
     return IdentityResolver(
-        env_str("PLYR_PLC_URL", "https://plc.directory") or "https://plc.directory",
+        plc_url,
         session=session,
-        handle_resolver_url=env_str("PLYR_HANDLE_RESOLVER_URL"),
+        handle_resolver_url=handle_resolver_url,
+        allow_private_network=allow_private,
     )
+
+
+def _non_public_literal(url: str) -> str | None:
+    """Why the host of `url` is not public when that shows without DNS (localhost, an IP)."""
+    host = (urlsplit(url).hostname or "").rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return "a loopback"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None  # a name: the connector checks what it resolves to
+    return blocked_reason(host)

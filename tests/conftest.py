@@ -19,7 +19,12 @@ import pytest
 
 from core import db
 from core.migrate import apply_migrations
-from core.settings import CoreSettings
+from core.settings import ALLOW_PRIVATE_NETWORK_VAR, CoreSettings
+
+# Every test server (fake PLC/PDS, the e2e PDS, plyr subprocesses) listens on loopback, which
+# outbound fetches refuse by default (core/net.py); tests of that guard pass
+# allow_private_network=False themselves.
+os.environ[ALLOW_PRIVATE_NETWORK_VAR] = "true"
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"

@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+from core.net import guard_refusal
+
 log = logging.getLogger("plyr.backfill")
 
 T = TypeVar("T")
@@ -254,6 +256,9 @@ class PoliteClient:
                 f"{what}: response cut short ({exc.__class__.__name__})", transient=True
             ) from exc
         except aiohttp.ClientConnectionError as exc:
+            refused = guard_refusal(exc)
+            if refused is not None:  # a non-public address: retrying cannot help
+                raise FetchError(f"{what}: {refused.strerror}", transient=False) from exc
             raise FetchError(
                 f"{what}: cannot reach {_origin(url)} ({exc})", transient=True
             ) from exc

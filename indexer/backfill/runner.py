@@ -19,6 +19,7 @@ import aiohttp
 import asyncpg
 
 from core.errors import DatabaseError, PlyrError
+from core.net import outbound_connector
 from indexer.backfill import state
 from indexer.backfill.discovery import Discovery, discover
 from indexer.backfill.extract import DEFAULT_MEMORY_LIMIT
@@ -103,7 +104,8 @@ async def open_syncer(
     from indexer.writer import default_lexicons
 
     rules = politeness or Politeness()
-    connector = aiohttp.TCPConnector(limit=rules.concurrency * 2, ttl_dns_cache=300)
+    # PDS endpoints come from DID documents: no private addresses unless the setting allows them.
+    connector = outbound_connector(limit=rules.concurrency * 2, ttl_dns_cache=300)
     async with aiohttp.ClientSession(
         connector=connector, headers={"User-Agent": USER_AGENT}
     ) as session:

@@ -38,7 +38,7 @@ from protocol.cid import cid_for_cbor  # noqa: E402
 from protocol.commit import encode_commit, sign_commit  # noqa: E402
 from protocol.crypto import PrivateKey  # noqa: E402
 from protocol.mst import build_mst  # noqa: E402
-from tests.unit.backfill.repo_factory import mixed_repo, post, tid, track  # noqa: E402
+from tests.support.repo_builder import mixed_repo, post, tid, track  # noqa: E402
 
 DID = "did:plc:benchbenchbenchbenchbenc"
 

@@ -24,6 +24,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+# The PLC and PDS of this benchmark listen on loopback, which outbound fetches refuse by default.
+os.environ["PLYR_ALLOW_PRIVATE_NETWORK"] = "true"
 
 import asyncpg  # noqa: E402
 

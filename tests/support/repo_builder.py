@@ -16,18 +16,29 @@ records, the new MST nodes and the proof nodes needed for MST inversion.
 It is incremental: a commit re-encodes only the MST nodes on the changed paths, so building
 firehose traffic on a 100k-record repo is cheap. Put 100k records then commit once to build a
 big repo quickly.
+
+For a repo at one commit in a chosen CAR block order (the backfill tests and benchmarks):
+
+    repo = build_repo("did:plc:abc", [("fm.plyr.track", tid(1), track(1)), ...])
+    repo.car("shuffled")          # or "tree": commit, MST nodes, records
+    repo.plyr_records()           # "collection/rkey" -> CID string of each fm.plyr.* record
+
+`tid(n)`, `track`, `like` and `post` make stable keys and small records for those.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from protocol.car import write_car
-from protocol.cid import cid_for_cbor
+from protocol.car import car_header, car_section, write_car
+from protocol.cid import cid_for_cbor, cid_to_str
 from protocol.commit import encode_commit, sign_commit
+from protocol.crypto import PrivateKey
 from protocol.data_model import Link, encode_dag_cbor_exact, json_to_dag_cbor
 from protocol.mst import Node, TreeBuilder, proof_nodes
 
@@ -246,9 +257,139 @@ class RepoBuilder:
                 out.append((item, records[item]))
         return out
 
+    def records(self) -> dict[str, tuple[bytes, bytes]]:
+        """Every committed record: "collection/rkey" -> (record CID, block), in key order."""
+        return {key.decode(): (cid, self._records[cid]) for key, cid in self._tree.items()}
+
+    def mst_nodes(self) -> dict[bytes, bytes]:
+        """Every MST node of the committed tree: CID -> block."""
+        root = self._tree.root
+        return {} if root is None else {node.cid: node.block for node in root.iter_nodes()}
+
     def blocks(self) -> dict[bytes, bytes]:
         """All blocks of the current repo (commit, MST nodes, records), by CID."""
         root = self._tree.root
         if root is None or self.head is None:
             return {}
         return dict(self._ordered_blocks(root))
+
+
+# ---------------------------------------------------------------- one-commit repos and records
+
+# 2023-11-14 in microseconds: `tid(n)` keys sort in `n` order and never change between runs.
+_TID_BASE_MICROS = 1_700_000_000_000_000
+
+
+def tid(n: int) -> str:
+    """A fixed, valid TID whose order follows `n` (record keys and revs for tests)."""
+    return tid_from_micros(_TID_BASE_MICROS + (n >> 10), n & 0x3FF)
+
+
+def track(i: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "$type": "fm.plyr.track",
+        "title": f"Track {i}",
+        "artist": "Someone",
+        "fileType": "mp3",
+        "audioUrl": f"https://cdn.example.com/a/{i}.mp3",
+        "createdAt": "2024-05-01T12:00:00.000Z",
+        **extra,
+    }
+
+
+def like(subject_uri: str, subject_cid: str) -> dict[str, Any]:
+    return {
+        "$type": "fm.plyr.like",
+        "subject": {"uri": subject_uri, "cid": subject_cid},
+        "createdAt": "2024-05-02T12:00:00.000Z",
+    }
+
+
+def post(i: int, rng: random.Random) -> dict[str, Any]:
+    return {
+        "$type": "app.bsky.feed.post",
+        "text": f"post {i} " + "lorem ipsum dolor sit amet " * rng.randint(1, 8),
+        "createdAt": "2024-05-01T12:00:00.000Z",
+        "langs": ["en"],
+    }
+
+
+@dataclass
+class BuiltRepo:
+    """A repo at one signed commit (from `build_repo`), written as a CAR in a chosen block order."""
+
+    did: str
+    key: PrivateKey
+    rev: str
+    commit_cid: bytes
+    commit_block: bytes
+    root: bytes  # MST root CID
+    nodes: dict[bytes, bytes]  # MST node CID -> block
+    records: dict[str, tuple[bytes, bytes]]  # "collection/rkey" -> (record CID, block)
+
+    def plyr_records(self) -> dict[str, str]:
+        """ "collection/rkey" -> CID string of every fm.plyr.* record."""
+        return {k: cid_to_str(c) for k, (c, _b) in self.records.items() if k.startswith("fm.plyr.")}
+
+    def sections(self, order: str = "shuffled", seed: int = 7) -> list[tuple[bytes, bytes]]:
+        """(CID, block) of every distinct block, commit first. "tree": MST nodes, then records;
+        "shuffled": the rest in a seeded random order (a CAR reader cannot rely on any order)."""
+        if order not in ("tree", "shuffled"):
+            raise ValueError(f"unknown block order {order!r}")
+        seen: set[bytes] = set()
+        body: list[tuple[bytes, bytes]] = []
+        for cid, block in [*self.nodes.items(), *self.records.values()]:
+            if cid not in seen:  # records with the same content share one block
+                seen.add(cid)
+                body.append((cid, block))
+        if order == "shuffled":
+            random.Random(seed).shuffle(body)
+        return [(self.commit_cid, self.commit_block), *body]
+
+    def car(self, order: str = "shuffled") -> bytes:
+        return b"".join(self.iter_car(order))
+
+    def iter_car(self, order: str = "shuffled") -> Iterator[bytes]:
+        yield car_header([self.commit_cid])
+        for cid, block in self.sections(order):
+            yield car_section(cid, block)
+
+
+def build_repo(
+    did: str,
+    records: Iterable[tuple[str, str, dict[str, Any] | bytes]],
+    *,
+    key: PrivateKey | None = None,
+    rev: str | None = None,
+) -> BuiltRepo:
+    """A repo holding `records` ((collection, rkey, value) triples) at one commit signed by `key`
+    (a new K-256 key by default), at `rev` (default `tid(10_000_000)`)."""
+    key = key or PrivateKey.generate("k256")
+    builder = RepoBuilder(did, key)
+    for collection, rkey, value in records:
+        builder.put(collection, rkey, value)
+    head = builder.commit(rev=rev or tid(10_000_000))
+    return BuiltRepo(
+        did=did,
+        key=key,
+        rev=head.rev,
+        commit_cid=head.commit_cid,
+        commit_block=head.commit_block,
+        root=head.data,
+        nodes=builder.mst_nodes(),
+        records=builder.records(),
+    )
+
+
+def mixed_repo(
+    did: str, total: int, plyr_every: int = 100, seed: int = 1, key: PrivateKey | None = None
+) -> BuiltRepo:
+    """`total` records, one in `plyr_every` an fm.plyr.track, the rest bsky posts."""
+    rng = random.Random(seed)
+    recs: list[tuple[str, str, dict[str, Any] | bytes]] = []
+    for i in range(total):
+        if i % plyr_every == 0:
+            recs.append(("fm.plyr.track", tid(i), track(i)))
+        else:
+            recs.append(("app.bsky.feed.post", tid(i), post(i, rng)))
+    return build_repo(did, recs, key=key)

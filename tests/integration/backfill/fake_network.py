@@ -1,6 +1,6 @@
 """A local aiohttp server on 127.0.0.1 playing PLC directory, PDS and relay for backfill tests.
 
-Repos are real signed CARs (tests/unit/backfill/repo_factory.py). Each DID can misbehave:
+Repos are real signed CARs (tests/support/repo_builder.py). Each DID can misbehave:
 `mode` is one of good, truncated (CAR cut inside a section, served as a complete response),
 tampered (a plyr record's bytes changed), badsig (commit signed by another key), html, 500,
 429 (refused `fail_times` times with Retry-After: 1, then served), cut (the connection drops
@@ -22,7 +22,7 @@ from protocol.car import car_header, car_section
 from protocol.cid import cid_for_cbor, cid_to_str
 from protocol.commit import Commit, encode_commit, parse_commit
 from protocol.crypto import PrivateKey
-from tests.unit.backfill.repo_factory import BuiltRepo
+from tests.support.repo_builder import BuiltRepo
 
 
 def random_did() -> str:

@@ -17,7 +17,7 @@ from indexer.records import RecordOp
 from indexer.writer import apply_batch, default_lexicons
 from tests.integration.backfill.conftest import FAST
 from tests.integration.backfill.fake_network import FakeNetwork, random_did
-from tests.unit.backfill.repo_factory import build_repo, tid, track
+from tests.support.repo_builder import build_repo, tid, track
 
 SNAP_REV = tid(10_000_000)
 OLDER = tid(9_000_000)

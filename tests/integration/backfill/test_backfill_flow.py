@@ -11,7 +11,7 @@ from indexer.backfill.runner import BackfillOptions, run_backfill
 from protocol.cid import cid_to_str
 from tests.integration.backfill.conftest import FAST
 from tests.integration.backfill.fake_network import FakeNetwork, random_did
-from tests.unit.backfill.repo_factory import BuiltRepo, build_repo, like, post, tid, track
+from tests.support.repo_builder import BuiltRepo, build_repo, like, post, tid, track
 
 INDEX_ROWS = """
 SELECT uri, cid FROM tracks WHERE did = $1 UNION ALL SELECT uri, cid FROM likes WHERE did = $1

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -16,13 +18,14 @@ from aiohttp import web
 
 from integration.media.conftest import (
     MediaServer,
+    free_port,
     leftover_temp_files,
     media_settings,
     partial_objects,
     start_media_server,
 )
 from media import jobs
-from media.auth import LXM_UPLOAD_AUDIO
+from media.auth import LXM_GET_JOB, LXM_UPLOAD_AUDIO
 from media.ingest import stream_key
 from protocol.cid import cid_for_raw, cid_to_str
 from protocol.crypto import PrivateKey
@@ -101,7 +104,7 @@ async def pds() -> AsyncIterator[FakePds]:
 
 @pytest.fixture
 async def resolver() -> AsyncIterator[IdentityResolver]:
-    r = IdentityResolver("http://127.0.0.1:9", allow_localhost=True)
+    r = IdentityResolver("http://127.0.0.1:9", allow_private_network=True)
     yield r
     await r.close()
 
@@ -296,3 +299,96 @@ async def test_pds_dropping_the_connection_mid_blob_is_retried_and_leaves_nothin
     await media_server.run_jobs(media_server.worker(resolver=resolver))
     job = await media_server.job(job_id)
     assert job.status == "done" and job.attempts == 2, job.error
+
+
+@dataclass
+class Account:
+    did: str
+    key: PrivateKey
+
+    def auth(self, lxm: str) -> dict[str, str]:
+        return {"Authorization": "Bearer " + create_service_jwt(self.key, iss=self.did, aud=MEDIA_DID, lxm=lxm)}
+
+
+@pytest.fixture
+async def other_account() -> AsyncIterator[Account]:
+    """A second did:web account (its own DID document on its own loopback port)."""
+    port = free_port()
+    account = Account(did=f"did:web:localhost%3A{port}", key=PrivateKey.generate("k256"))
+
+    async def did_doc(_request: web.Request) -> web.Response:
+        return web.json_response({
+            "@context": ["https://www.w3.org/ns/did/v1"],
+            "id": account.did,
+            "verificationMethod": [{
+                "id": f"{account.did}#atproto", "type": "Multikey", "controller": account.did,
+                "publicKeyMultibase": account.key.public_key().multibase(),
+            }],
+        })
+
+    app = web.Application()
+    app.router.add_get("/.well-known/did.json", did_doc)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield account
+    await runner.cleanup()
+
+
+async def test_a_job_is_read_by_its_uploaders_only(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path, pds: FakePds, resolver: IdentityResolver,
+    other_account: Account, samples: dict[str, Path],
+) -> None:
+    settings = media_settings(tmp_path / "data", service_did=MEDIA_DID)  # and the server key
+    runner, server, events = await start_media_server(pool, database_url, settings, resolver=resolver)
+    uploader = Account(did=pds.did, key=pds.key)
+    try:
+        data = samples["tone.aiff"].read_bytes()  # lossless: a transcode job
+        status, body = await server.upload("audio", data, headers=uploader.auth(LXM_UPLOAD_AUDIO))
+        assert status == 201 and body["jobId"], body
+        job_url = f"{server.url}/jobs/{body['jobId']}"
+
+        async def get(url: str, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+            async with server.session.get(url, headers=headers) as resp:
+                return resp.status, await resp.json()
+
+        for url in (job_url, job_url + "/events"):
+            status, err = await get(url, {})
+            assert status == 401 and err["error"] == "AuthenticationRequired" and err["message"], err
+            status, err = await get(url, other_account.auth(LXM_GET_JOB))
+            assert status == 403 and err == {"error": "Forbidden", "message": "this job belongs to another account"}
+            status, err = await get(url, uploader.auth("fm.plyr.media.somethingElse"))  # not a method that reads jobs
+            assert status == 401 and err["error"] == "BadJwtLexiconMethod", err
+        # The uploader reads it with the token they uploaded with, or one for getJob; so does a trusted caller.
+        for headers in (uploader.auth(LXM_UPLOAD_AUDIO), uploader.auth(LXM_GET_JOB), server.headers):
+            status, state = await get(job_url, headers)
+            assert status == 200 and state["id"] == body["jobId"] and state["kind"] == "transcode", state
+        status, _ = await get(f"{server.url}/jobs/999999", uploader.auth(LXM_GET_JOB))
+        assert status == 404
+
+        # The other account uploads the same bytes while the job is live: it is handed the same
+        # job (one per sha-256) and may now follow it.
+        status, second = await server.upload("audio", data, headers=other_account.auth(LXM_UPLOAD_AUDIO))
+        assert status == 200 and second["jobId"] == body["jobId"], second
+        status, state = await get(job_url, other_account.auth(LXM_GET_JOB))
+        assert status == 200 and state["status"] == "queued"
+
+        # The uploader's progress stream works to the end.
+        names: list[str] = []
+
+        async def listen() -> None:
+            async with server.session.get(job_url + "/events", headers=uploader.auth(LXM_UPLOAD_AUDIO)) as resp:
+                assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+                async for raw in resp.content:
+                    if raw.startswith(b"event: "):
+                        names.append(raw[7:].decode().strip())
+
+        listener = asyncio.create_task(listen())
+        await asyncio.sleep(0.3)
+        assert await server.run_jobs() == 1
+        await asyncio.wait_for(listener, 20)
+        assert names[0] == "progress" and names[-1] == "done", names
+    finally:
+        await server.session.close()
+        await runner.cleanup()
+        await events.stop()

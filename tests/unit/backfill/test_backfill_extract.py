@@ -10,7 +10,7 @@ from indexer.backfill.extract import ExtractError, extract_from_bytes, extract_r
 from protocol.car import CarError, car_header, car_section
 from protocol.cid import cid_for_cbor, cid_to_str
 from protocol.crypto import PrivateKey
-from tests.unit.backfill.repo_factory import build_repo, like, mixed_repo, post, tid, track
+from tests.support.repo_builder import build_repo, like, mixed_repo, post, tid, track
 
 DID = "did:plc:abcdefghijklmnopqrstuvwx"
 

@@ -20,7 +20,7 @@ from indexer.backfill.extract import extract_from_bytes
 from protocol.car import CarError, car_header, car_section, read_car
 from protocol.cid import cid_for_cbor
 from protocol.data_model import _decode_json_item, block_to_json
-from tests.unit.backfill.repo_factory import build_repo, post, tid, track
+from tests.support.repo_builder import build_repo, post, tid, track
 
 DID = "did:plc:abcdefghijklmnopqrstuvwx"
 

@@ -278,7 +278,7 @@ async def test_resolve_did_web_on_localhost(
     key, server.web_doc = _key_doc(did, handle="web.test")
     doc = await resolver.resolve_did(did)
     assert doc.did == did and doc.signing_key == key.public_key() and doc.handle == "web.test"
-    strict = IdentityResolver(server.url, allow_localhost=False)
+    strict = IdentityResolver(server.url, allow_private_network=False)
     with pytest.raises(IdentityError) as info:
         await strict.resolve_did(did)
     assert info.value.kind == "unsupported"
