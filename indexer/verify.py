@@ -23,8 +23,9 @@ taken from the CAR's first root) before it may mark the repo for resync (`sync_c
 
 Signing keys come from the IdentityResolver (did:plc and did:web, cached). A failed check is
 retried once with a freshly resolved key (the repo may have rotated it); `#identity` events
-invalidate the cached document. With `verify_signatures=False` (`--no-verify`) signatures are
-not checked; everything else still is.
+invalidate the cached document. With `verify_signatures=False` (`--no-verify`) neither the
+signature nor the inversion (which proves the ops against the signed root, so means nothing
+without it) is checked; everything else still is.
 
 Failures raise VerifyError; its `kind` (car, commit, signature, identity, future_rev,
 inversion) is the metric label and tells the consumer what to do (an `inversion` failure marks
@@ -235,7 +236,10 @@ class Verifier:
         except (CarError, ValueError) as exc:
             raise VerifyError("car", f"bad CAR slice: {exc}") from None
         commit = await self._signed_commit(car, ev.commit, ev.repo, ev.rev)
-        if ev.prev_data is not None:
+        # The inversion proves the ops against the *signed* tree root: with signatures off
+        # (--no-verify) nothing anchors that root, so the check would prove nothing and it is
+        # skipped too (it costs about as much as the signature check, in Python).
+        if ev.prev_data is not None and self.verify_signatures:
             all_ops = ev.all_ops if ev.all_ops is not None else ev.ops
             check_inversion(commit.data, ev.prev_data, all_ops, car.blocks)
 
