@@ -286,42 +286,51 @@ class Consumer:
         except VerifyError as exc:
             self._reject_commit(ev, exc)
             return
-        watched = self.decoder.watched
-        if did in watched:
-            known = watched[did]
-            if known is None or ev.rev > known:
-                if known is not None and ev.since is not None and ev.since != known:
-                    self._mark_resync(did, f"commit at seq {ev.seq} has since={ev.since}, we hold rev {known}")
-                watched[did] = ev.rev
-                self._revs[did] = ev.rev
         if ev.too_big:
+            self._track_rev(ev)
             self._mark_resync(did, f"tooBig commit at seq {ev.seq}")
             return
         if ev.records is not None:  # Jetstream: no blocks, nothing to verify
-            if did not in watched:
-                watched[did] = ev.rev
-                self._revs[did] = ev.rev
+            self._track_rev(ev, start=True)
             self._add_ops(ev.records)
             return
         if not ev.ops:
+            # A commit of a repo we index without plyr ops: followed for its rev, not verified.
+            self._track_rev(ev)
             return
         self._inflight = ev.seq
         try:
             try:
                 ops = await self.verifier.commit_ops(ev)
             except VerifyError as exc:
+                # Its rev is not tracked either: the next commit's `since` then shows the gap.
                 self._reject_commit(ev, exc)
                 if exc.kind == "inversion":
                     # A signed commit whose diff and ops do not add up: our copy of the repo
                     # cannot be trusted to follow from it; fetch the whole repo.
                     self._mark_resync(did, f"commit at seq {ev.seq} failed MST inversion: {exc}")
                 return
-            if did not in watched:
-                watched[did] = ev.rev
-                self._revs[did] = ev.rev
+            self._track_rev(ev, start=True)
             self._add_ops(ops)
         finally:
             self._inflight = None
+
+    def _track_rev(self, ev: CommitEvent, *, start: bool = False) -> None:
+        """Follow the repo's newest rev (and see gaps: a `since` that is not the rev we hold).
+
+        `start`: also begin following a repo not watched yet (its first plyr commit)."""
+        did, watched = ev.repo, self.decoder.watched
+        if did not in watched:
+            if start:
+                watched[did] = ev.rev
+                self._revs[did] = ev.rev
+            return
+        known = watched[did]
+        if known is None or ev.rev > known:
+            if known is not None and ev.since is not None and ev.since != known:
+                self._mark_resync(did, f"commit at seq {ev.seq} has since={ev.since}, we hold rev {known}")
+            watched[did] = ev.rev
+            self._revs[did] = ev.rev
 
     def _reject_commit(self, ev: CommitEvent, exc: VerifyError) -> None:
         """Count a commit that failed verification and keep it as a dead letter; nothing of it

@@ -126,8 +126,11 @@ async def test_tampered_commits_and_syncs_are_rejected_and_the_stream_goes_on(
         r["did"]: r
         for r in await pool.fetch("SELECT did, repo_rev, needs_resync, resync_reason FROM actors")
     }
-    # Inversion failures: the whole repo is fetched again.
-    assert actors[ALICE]["needs_resync"] and "MST inversion" in actors[ALICE]["resync_reason"]
+    # Inversion failures: the whole repo is fetched again (the last reason recorded may be the
+    # gap the refused commits left: the next commit's `since` is a rev we never took).
+    assert actors[ALICE]["needs_resync"]
+    reason = actors[ALICE]["resync_reason"]
+    assert "MST inversion" in reason or f"since={missing_op['rev']}" in reason
     # A future rev is refused before it is tracked: Bob's rev stays where it was, no resync.
     assert actors[BOB]["repo_rev"] == b1.rev and not actors[BOB]["needs_resync"]
     # The forged and the stale #sync caused nothing.
@@ -143,3 +146,29 @@ async def test_tampered_commits_and_syncs_are_rejected_and_the_stream_goes_on(
     assert row["needs_resync"] and "#sync event at seq 11" in row["resync_reason"]
     assert c.stats.verify_failures == 0
     assert await pool.fetchval("SELECT seq FROM cursors WHERE source = 'capture:s.bin'") == 12
+
+
+async def test_a_commit_that_fails_verification_does_not_move_the_repo_rev(
+    pool, database_url, tmp_path, identity
+) -> None:
+    server, resolver = identity
+    carol = repo(server, CAROL)
+    c1 = commit_with(carol, "C1")
+    forger = RepoBuilder(CAROL, PrivateKey.generate("k256"))
+    forger.put("fm.plyr.track", "3ktforged", track_record("Forged"))
+    forged = forger.commit()
+    assert forged.rev > c1.rev
+    c2 = commit_with(carol, "C2")
+    assert c2.rev > forged.rev
+    before = failures("signature")
+    frames = [c1.firehose_frame(1, TIME), forged.firehose_frame(2, TIME)]
+    c = await replay(pool, database_url, tmp_path, frames, resolver, name="f.bin")
+    assert c.stats.verify_failures == 1 and failures("signature") - before == 1
+    # The forged commit's newer rev is not Carol's rev: it was never verified.
+    row = await pool.fetchrow("SELECT repo_rev, needs_resync FROM actors WHERE did = $1", CAROL)
+    assert row["repo_rev"] == c1.rev and not row["needs_resync"]
+    # Carol's next real commit follows the rev we hold: no gap, no resync.
+    c = await replay(pool, database_url, tmp_path, [c2.firehose_frame(3, TIME)], resolver, name="f.bin")
+    row = await pool.fetchrow("SELECT repo_rev, needs_resync FROM actors WHERE did = $1", CAROL)
+    assert row["repo_rev"] == c2.rev and not row["needs_resync"]
+    assert sorted(r["title"] for r in await pool.fetch("SELECT title FROM tracks")) == ["C1", "C2"]
