@@ -153,6 +153,23 @@ class Indexer:
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
 
+    def connections(self) -> int:
+        """How many times the indexer processes logged a firehose connection so far."""
+        if not self.log.exists():
+            return 0
+        return self.log.read_text(errors="replace").count('"msg":"connected"')
+
+    async def restart_and_wait_connected(self, limit_s: float = 60) -> None:
+        """Start again and return once connected, so that a machine slow to start Python (a
+        loaded CI box) cannot make every kill land before the stream is even reached."""
+        before = self.connections()
+        await self.start()
+        deadline = asyncio.get_running_loop().time() + limit_s
+        while self.connections() <= before:
+            assert self.alive(), self.tail()
+            assert asyncio.get_running_loop().time() < deadline, "indexer did not reconnect"
+            await asyncio.sleep(0.05)
+
     async def dump(self) -> list[dict[str, Any]]:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "core.cli", "records", "dump", cwd=ROOT, env=self.env,
@@ -476,13 +493,13 @@ async def test_sigkill_during_a_stream_of_writes(
             await indexer.kill()
             kill_cursors.append(await pool.fetchval("SELECT coalesce(max(seq), 0) FROM cursors"))
             await committed_state_is_consistent(pool)
-            await indexer.start()  # resumes from the stored cursor
+            await indexer.restart_and_wait_connected()  # resumes from the stored cursor
         await writer
     finally:
         writer.cancel()
     assert writes_done >= 2000, writes_done
     assert len(set(kill_cursors)) >= 3, (
-        f"the kills did not land during the stream: cursors {kill_cursors}"
+        f"the kills did not land during the stream: cursors {kill_cursors}\n{indexer.tail()}"
     )
     assert kill_cursors == sorted(kill_cursors), f"the cursor went back: {kill_cursors}"
     await eventually(lambda: caught_up(pool, pds, users), "the indexer to catch up", 180)
