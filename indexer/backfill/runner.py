@@ -21,6 +21,7 @@ import asyncpg
 from core.errors import DatabaseError, PlyrError
 from core.net import outbound_connector
 from indexer.backfill import state
+from indexer.backfill.car_index import NATIVE_FRAMING
 from indexer.backfill.discovery import Discovery, discover
 from indexer.backfill.extract import DEFAULT_MEMORY_LIMIT
 from indexer.backfill.http import FetchError, PoliteClient, Politeness
@@ -104,6 +105,13 @@ async def open_syncer(
     from indexer.writer import default_lexicons
 
     rules = politeness or Politeness()
+    if NATIVE_FRAMING:
+        log.info("CAR framing: C section index (protocol._car_index)")
+    else:
+        log.warning(
+            "CAR framing: pure Python (protocol._car_index was not built: no C compiler at "
+            "install, or PLYR_CAR_INDEX=python); backfill works, about 4x slower per repo"
+        )
     # PDS endpoints come from DID documents: no private addresses unless the setting allows them.
     connector = outbound_connector(limit=rules.concurrency * 2, ttl_dns_cache=300)
     async with aiohttp.ClientSession(
