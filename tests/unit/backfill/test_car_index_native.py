@@ -202,3 +202,28 @@ def test_constructor_arguments_are_checked() -> None:
         SectionIndex(10, 1 << 30)
     with pytest.raises(TypeError):
         SectionIndex(10, MAX_SECTION).feed("text")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(_cids, _blocks), max_size=6),
+    st.binary(max_size=200),
+    st.integers(0, 10_000),
+    st.lists(st.integers(1, 300), max_size=6),
+)
+def test_garbage_is_refused_or_framed_like_the_reference(
+    sections: list[tuple[bytes, bytes]], garbage: bytes, at: int, cuts: list[int]
+) -> None:
+    """Any bytes spliced into a CAR: a ValueError, or the same framing as the reference.
+    (tests/fuzz/fuzz_car_index.py runs the long version, also under AddressSanitizer.)"""
+    data, start = _car(sections)
+    at = start + at % (len(data) - start + 1)
+    data = data[:at] + garbage + data[at:]
+    try:
+        index = _fed(data, start, cuts)
+    except ValueError:
+        return
+    expected = reference_sections(data, start)
+    assert index.sections == len(expected)
+    for cid, offset, length in expected:
+        assert (offset, length) in index.find(cid)
