@@ -74,6 +74,9 @@ from protocol.syntax import InvalidSyntax, parse_datetime
 
 log = logging.getLogger("plyr.indexer")
 
+# Verification failures after which the stream cannot give us the repo's state back.
+_RESYNC_ON = frozenset({"inversion", "car"})
+
 
 @dataclass
 class Stats:
@@ -305,10 +308,11 @@ class Consumer:
             except VerifyError as exc:
                 # Its rev is not tracked either: the next commit's `since` then shows the gap.
                 self._reject_commit(ev, exc)
-                if exc.kind == "inversion":
-                    # A signed commit whose diff and ops do not add up: our copy of the repo
-                    # cannot be trusted to follow from it; fetch the whole repo.
-                    self._mark_resync(did, f"commit at seq {ev.seq} failed MST inversion: {exc}")
+                if exc.kind in _RESYNC_ON:
+                    # A diff whose ops do not add up (inversion) or whose blocks are missing or
+                    # corrupt (car): replaying the same bytes cannot help, so the repo is fetched
+                    # whole from its PDS.
+                    self._mark_resync(did, f"commit at seq {ev.seq} failed verification ({exc.kind}): {exc}")
                 return
             self._track_rev(ev, start=True)
             self._add_ops(ops)

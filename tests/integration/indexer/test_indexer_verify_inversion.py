@@ -130,7 +130,7 @@ async def test_tampered_commits_and_syncs_are_rejected_and_the_stream_goes_on(
     # gap the refused commits left: the next commit's `since` is a rev we never took).
     assert actors[ALICE]["needs_resync"]
     reason = actors[ALICE]["resync_reason"]
-    assert "MST inversion" in reason or f"since={missing_op['rev']}" in reason
+    assert "(inversion)" in reason or f"since={missing_op['rev']}" in reason
     # A future rev is refused before it is tracked: Bob's rev stays where it was, no resync.
     assert actors[BOB]["repo_rev"] == b1.rev and not actors[BOB]["needs_resync"]
     # The forged and the stale #sync caused nothing.
@@ -172,3 +172,27 @@ async def test_a_commit_that_fails_verification_does_not_move_the_repo_rev(
     row = await pool.fetchrow("SELECT repo_rev, needs_resync FROM actors WHERE did = $1", CAROL)
     assert row["repo_rev"] == c2.rev and not row["needs_resync"]
     assert sorted(r["title"] for r in await pool.fetch("SELECT title FROM tracks")) == ["C1", "C2"]
+
+
+async def test_a_corrupt_record_block_marks_the_repo_for_resync(
+    pool, database_url, tmp_path, identity
+) -> None:
+    """Replaying the same bytes cannot bring the record back: the repo is fetched whole."""
+    from protocol.car import read_car
+
+    server, resolver = identity
+    dave = repo(server, "did:plc:dave234567abcdefghijklmn")
+    d1 = commit_with(dave, "D1")
+    body = d1.firehose_body(1, TIME)
+    car = read_car(d1.car_bytes, verify=False)
+    track_cid = next(op.cid for op in d1.ops if op.path.startswith("fm.plyr.track/"))
+    blocks = dict(car.blocks)
+    blocks[track_cid] = blocks[track_cid].replace(b"D1", b"XX")  # same CID, other bytes
+    body["blocks"] = write_car(car.roots, list(blocks.items()))
+    c = await replay(pool, database_url, tmp_path, [frame_of(body)], resolver, name="d.bin")
+    assert c.stats.verify_failures == 1
+    assert await pool.fetchval("SELECT count(*) FROM tracks") == 0
+    row = await pool.fetchrow(
+        "SELECT needs_resync, resync_reason FROM actors WHERE did = $1", dave.did
+    )
+    assert row is not None and row["needs_resync"] and "(car)" in row["resync_reason"]
