@@ -25,6 +25,7 @@ dicts for libipld.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterable, Iterator
@@ -59,6 +60,13 @@ def key_height(key: str | bytes) -> int:
     """Height ("depth" in the spec) of a key: leading zero bits of its SHA-256, divided by 2."""
     if isinstance(key, str):
         key = key.encode("utf-8")
+    return _bytes_key_height(key)
+
+
+@functools.lru_cache(maxsize=65536)
+def _bytes_key_height(key: bytes) -> int:
+    # Cached: the firehose inversion and the backfill walk see the same upper-node keys of a
+    # repo over and over (a hit costs a tenth of the hash).
     digest = _sha256(key).digest()
     return (256 - int.from_bytes(digest, "big").bit_length()) >> 1
 
@@ -540,7 +548,15 @@ class _Inverter:
         raw = self._get_block(ref)
         if raw is None:
             raise MissingBlock(ref)
-        left, keys, values, trees = _decode_node(ref, raw)
+        return self.from_decoded(ref, _decode_node(ref, raw), height)
+
+    @staticmethod
+    def from_decoded(
+        ref: bytes,
+        decoded: tuple[bytes | None, list[bytes], list[bytes], list[bytes | None]],
+        height: int,
+    ) -> _Partial:
+        left, keys, values, trees = decoded
         for k in keys:
             if key_height(k) != height:
                 raise MstError("MST key height does not match its node's height")
@@ -680,9 +696,10 @@ def invert_ops(
     raw = get_block(data)
     if raw is None:
         raise MissingBlock(data)
-    _left, keys, _values, _trees = _decode_node(data, raw)
+    decoded = _decode_node(data, raw)
+    keys = decoded[1]
     height = key_height(keys[0]) if keys else 0
-    root = inv.load(data, height)
+    root = inv.from_decoded(data, decoded, height)
     if not root.keys and root.children[0] is not None:
         raise MstError("MST root is an empty node pointing to a subtree")
     tree: _Partial | None = root if root.keys else None
