@@ -52,7 +52,7 @@ FIRST_SWEEP_DELAY_S = 300.0  # after start: a process restarted often still swee
 
 
 async def _sweep_orphans_forever(ctx: MediaContext) -> None:
-    from media.sweep import sweep_exclusively
+    from media.sweep import sweep_exclusively, sweep_temp_files
 
     interval = ctx.settings.sweep_interval_s
     if interval <= 0:
@@ -60,6 +60,10 @@ async def _sweep_orphans_forever(ctx: MediaContext) -> None:
     await asyncio.sleep(min(interval, FIRST_SWEEP_DELAY_S))
     while True:
         try:
+            # This process's own temporary folder first (not shared: no lock needed).
+            await asyncio.to_thread(
+                sweep_temp_files, ctx.settings.tmp_dir, grace_s=ctx.settings.orphan_grace_s
+            )
             report = await sweep_exclusively(ctx.pool, ctx.storage, grace_s=ctx.settings.orphan_grace_s)
             if report is None:
                 log.info("orphan sweep skipped: another media process is sweeping")

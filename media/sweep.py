@@ -13,7 +13,9 @@ at a time (never the whole listing in memory) and deletes an object when it is
   the result of an export job that has not expired (the only tables that name storage keys).
 
 Writes that never completed (local `.partial` files, S3 multipart uploads neither completed nor
-aborted) older than the grace period are discarded too.
+aborted) older than the grace period are discarded too, and so are the `plyr-*` temporary files
+a crashed process left in its own PLYR_DATA_DIR/tmp (`sweep_temp_files`, run by every media
+process on its own folder, since that folder is not shared).
 
 Content-named keys can be reused: an upload whose bytes match an orphan finds the key already
 stored and keeps it, while the sweep may have decided to delete it. Both sides take a Postgres
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,7 +52,8 @@ SWEEP_LOCK_CLASS = 0x706C7973
 
 SWEEP_DELETED = Counter(
     "plyr_media_sweep_deleted_total",
-    "Unreferenced storage objects (object) and interrupted writes (unfinished_write) the sweep deleted",
+    "Unreferenced storage objects (object), interrupted writes (unfinished_write) and leftover"
+    " temporary files (temp_file) the sweep deleted",
     ["what"],
 )
 SWEEP_DELETED_BYTES = Counter("plyr_media_sweep_deleted_bytes_total", "Bytes of the orphan objects the sweep deleted")
@@ -212,3 +216,29 @@ async def sweep_exclusively(
             return await sweep(pool, storage, grace_s=grace_s, dry_run=dry_run, on_orphan=on_orphan)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1::int, 0)", SWEEP_LOCK_CLASS)
+
+
+def sweep_temp_files(tmp_dir: Path, *, grace_s: float, now: float | None = None) -> int:
+    """Delete this process's leftover temporary files (`plyr-*` in `tmp_dir`, see
+    media.receive.temp_path) older than `grace_s`; returns how many. Files in use are younger:
+    an upload or transcode in progress writes to its file all along."""
+    cutoff = (time.time() if now is None else now) - grace_s
+    removed = 0
+    try:
+        entries = list(os.scandir(tmp_dir))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        try:
+            if (
+                entry.name.startswith("plyr-")
+                and entry.is_file(follow_symlinks=False)
+                and entry.stat(follow_symlinks=False).st_mtime < cutoff
+            ):
+                os.unlink(entry.path)
+                removed += 1
+                SWEEP_DELETED.labels("temp_file").inc()
+                log.info("leftover temporary file deleted", extra={"path": entry.path})
+        except FileNotFoundError:
+            continue  # removed meanwhile by its owner
+    return removed

@@ -93,3 +93,21 @@ def test_claimed_lxm() -> None:
     assert _claimed_lxm(_jwt(["not", "an", "object"])) is None
     assert _claimed_lxm("a.%%%.c") is None
     assert _claimed_lxm("nodots") is None
+
+
+def test_temp_files_left_by_a_crash_are_removed_after_the_grace(tmp_path) -> None:
+    import time
+
+    from media.sweep import sweep_temp_files
+
+    now = time.time()
+    old, young, foreign = tmp_path / "plyr-a.part", tmp_path / "plyr-b.part", tmp_path / "x.part"
+    for path in (old, young, foreign):
+        path.write_bytes(b"x")
+    (tmp_path / "plyr-dir").mkdir()
+    for path in (old, foreign, tmp_path / "plyr-dir"):
+        os.utime(path, (now - 7200, now - 7200))
+    assert sweep_temp_files(tmp_path, grace_s=3600, now=now) == 1
+    assert not old.exists() and young.exists() and foreign.exists()
+    assert (tmp_path / "plyr-dir").is_dir()
+    assert sweep_temp_files(tmp_path / "missing", grace_s=3600) == 0
