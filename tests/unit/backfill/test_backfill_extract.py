@@ -171,3 +171,21 @@ def test_commit_anywhere_in_the_car_even_after_a_decoy(index_cls, repo, chunk: i
     index.finish()
     snap = extract_records(index, DID, repo.key.public_key())
     assert _by_key(snap) == repo.plyr_records()
+
+
+def test_a_second_pass_reads_the_spilled_bytes_too(index_cls) -> None:
+    # The Python index rescans memory part + spill file as one stream; the C index needs none.
+    odd = {"$type": "com.example.other", "x": 1}
+    recs = [("fm.plyr.track", tid(1), track(1)), ("fm.plyr.like", tid(2), odd)]
+    rng = __import__("random").Random(4)
+    recs += [("app.bsky.feed.post", tid(i), post(i, rng)) for i in range(3, 400)]
+    built = build_repo(DID, recs)
+    data = built.car()
+    index = index_cls(memory_limit=5000)
+    for i in range(0, len(data), 777):
+        index.feed(data[i : i + 777])
+    index.finish()
+    assert index.spilled
+    snap = extract_records(index, DID, built.key.public_key())
+    index.close()
+    assert _by_key(snap) == built.plyr_records()
