@@ -54,9 +54,8 @@ class NativeCarIndex(CarStore):
                 return
             self.roots, start = parsed
             self._sections = SectionIndex(start, self._max_section)
-            rest = memoryview(self._header)[start:]
-            self._frame(rest)
-            rest.release()
+            with memoryview(self._header) as header:
+                self._frame(header[start:])
             self._header = bytearray()
             return
         self._frame(chunk)
