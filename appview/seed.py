@@ -74,10 +74,10 @@ async def seed(
         progress(f"actors: {size.artists}")
         await conn.execute(
             """
-            INSERT INTO actors (did, handle, display_name, avatar_url, pds_url)
+            INSERT INTO actors (did, handle, display_name, avatar_url, pds_url, handle_check_wanted)
             SELECT pg_temp.artist_did($1, n), 'artist' || n || '-' || $1 || '.plyr.test',
                    pg_temp.artist_name(n), 'https://cdn.plyr.test/avatars/' || n || '.jpg',
-                   'https://pds.plyr.test'
+                   'https://pds.plyr.test', 0  -- synthetic: nothing to look up
             FROM generate_series(1, $2) n
             ON CONFLICT (did) DO NOTHING""",
             salt, size.artists,

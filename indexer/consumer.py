@@ -6,11 +6,12 @@ One `Consumer` drives one source. Per frame it calls the decoder (which returns 
 - `#commit` with fm.plyr.* ops: verified (rev not in the future, CIDs, signature, MST
   inversion against `prevData`; see indexer/verify.py) into RecordOps, added to the batch;
   failures become dead letters (with the raw frame) and the stream goes on; a failed inversion
-  also marks the repo for resync. Repos we index are followed on every commit: a `since` that
+  or a missing/corrupt block also marks the repo for resync. Repos we index are followed on every commit: a `since` that
   does not match the rev we hold, or a `tooBig` commit, marks the repo for resync (the backfill
   fetches it). A commit whose rev is in the future is rejected before its rev is tracked.
-- `#identity`: the cached DID document is dropped; for indexed actors the handle is re-verified
-  in the background.
+- `#identity`: the cached DID document is dropped; for indexed actors a handle check is
+  requested with the batch (same transaction as the cursor), and `indexer/handles.py` looks it
+  up in the background (new actors want one too).
 - `#account` for an indexed actor: the batch so far is written, then the status change with
   the cursor at that event.
 - `#sync` of an indexed repo: ignored when its rev is not newer than the one we hold (spec);
@@ -57,6 +58,7 @@ from indexer.frames import (
     JetstreamDecoder,
     SyncEvent,
 )
+from indexer.handles import HandleChecker
 from indexer.records import RecordOp
 from indexer.sources import Source
 from indexer.verify import Verifier, VerifyError, check_rev
@@ -67,7 +69,6 @@ from indexer.writer import (
     apply_account,
     apply_batch,
     read_cursor,
-    update_handle,
     write_cursor,
 )
 from protocol.syntax import InvalidSyntax, parse_datetime
@@ -128,8 +129,8 @@ class Consumer:
         self._revs: dict[str, str] = {}
         self._resync: dict[str, str] = {}
         self._opened: float | None = None  # monotonic time the open batch started
-        self._background: set[asyncio.Task[None]] = set()
-        self._handle_slots = asyncio.Semaphore(8)
+        self._handle_checks: set[str] = set()
+        self.handles = HandleChecker(pool, resolver) if resolver is not None else None
         self._published = Stats()
         self.done = asyncio.Event()
 
@@ -157,6 +158,8 @@ class Consumer:
             "consuming",
             extra={"source": self.source.name, "cursor": start, "watched_repos": len(watched)},
         )
+        if self.handles is not None:
+            self.handles.start()  # also the checks a previous run requested and did not finish
         timer = asyncio.create_task(self._batch_timer())
         status = asyncio.create_task(self._status_loop())
         consume = asyncio.create_task(self._consume_all())
@@ -168,18 +171,18 @@ class Consumer:
                 await asyncio.gather(consume, return_exceptions=True)
                 timer.result()
             consume.result()
-            if self._background:  # handle lookups started by the last batches
+            if self.handles is not None:  # lookups requested by the last batches
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(10):
-                        await asyncio.gather(*self._background, return_exceptions=True)
+                        await self.handles.wait_idle()
             self.done.set()
         finally:
             consume.cancel()
             timer.cancel()
             status.cancel()
-            for task in list(self._background):
-                task.cancel()
-            await asyncio.gather(consume, timer, status, *self._background, return_exceptions=True)
+            await asyncio.gather(consume, timer, status, return_exceptions=True)
+            if self.handles is not None:
+                await self.handles.close()
             self._publish_metrics()
             self._log_status(final=True)
 
@@ -255,7 +258,7 @@ class Consumer:
             self._count("identity")
             self.verifier.invalidate(ev.did)
             if ev.did in self.decoder.watched:
-                self._spawn(self._refresh_handle(ev.did))
+                self._handle_checks.add(ev.did)
         elif isinstance(ev, AccountEvent):
             self._count("account")
             # Inactive statuses are stored even for DIDs we have not indexed yet: a backfill
@@ -440,24 +443,6 @@ class Consumer:
         else:
             log.warning("relay error frame", extra={"error": ev.error, "detail": ev.message})
 
-    # ---- handles ------------------------------------------------------------------------------
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _refresh_handle(self, did: str) -> None:
-        if self.resolver is None:
-            return
-        async with self._handle_slots:
-            try:
-                self.resolver.invalidate(did)
-                handle = await self.resolver.verified_handle(did)
-                await update_handle(self.pool, did, handle)
-            except Exception as exc:  # noqa: BLE001 - a handle lookup must never stop the stream
-                log.info("handle refresh failed", extra={"did": did, "error": str(exc)})
-
     # ---- batches ------------------------------------------------------------------------------
 
     @dataclass
@@ -468,6 +453,7 @@ class Consumer:
         letters: list[DeadLetter]
         revs: dict[str, str]
         resync: dict[str, str]
+        handle_checks: set[str]
 
     def _cut(self, upto: int | None = None) -> Consumer._Batch | None:
         """Take the open batch (synchronously, so it and its cursor match), or None if empty."""
@@ -476,14 +462,16 @@ class Consumer:
             seq = self._inflight - 1
         self._opened = None
         if seq < 0 or (
-            seq == self.committed and not (self._ops or self._letters or self._revs or self._resync)
+            seq == self.committed
+            and not (self._ops or self._letters or self._revs or self._resync or self._handle_checks)
         ):
             return None
         batch = Consumer._Batch(
             seq, _parse_time(self.decoder.last_time) if seq == self.decoder.last_seq else None,
-            self._ops, self._letters, self._revs, self._resync,
+            self._ops, self._letters, self._revs, self._resync, self._handle_checks,
         )  # fmt: skip
         self._ops, self._letters, self._revs, self._resync = [], [], {}, {}
+        self._handle_checks = set()
         return batch
 
     async def flush(self, upto: int | None = None) -> None:
@@ -538,6 +526,7 @@ class Consumer:
                 result = await apply_batch(
                     conn, batch.ops, lexicons=self.lexicons, cursor=cursor, source=self.source.name,
                     dead_letters=batch.letters, repo_revs=batch.revs, resync=batch.resync,
+                    handle_checks=batch.handle_checks,
                 )  # fmt: skip
             if _CRASH_ARMED:
                 crashpoints.hit("after_commit_before_ack")
@@ -554,7 +543,8 @@ class Consumer:
         s.dead_letters += result.dead_letters
         for did in result.new_dids:
             self.decoder.watched.setdefault(did, None)
-            self._spawn(self._refresh_handle(did))
+        if self.handles is not None and (batch.handle_checks or result.new_dids):
+            self.handles.poke()  # new actors want a check (column default), and these were asked
         if result.invalid:
             log.warning("records dead-lettered", extra={"count": result.invalid, "seq": batch.seq})
 

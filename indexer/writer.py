@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -49,6 +49,7 @@ import orjson
 
 from indexer import crashpoints
 from indexer.crashpoints import ARMED as _CRASH_ARMED
+from indexer.handles import request_checks
 from indexer.records import (
     COMMENT,
     INDEXED_COLLECTIONS,
@@ -384,12 +385,14 @@ async def apply_batch(
     dead_letters: Sequence[DeadLetter] = (),
     repo_revs: Mapping[str, str] | None = None,
     resync: Mapping[str, str] | None = None,
+    handle_checks: Collection[str] = (),
 ) -> BatchResult:
     """Apply `ops` (in stream order) in ONE transaction with the cursor; see the module doc.
 
     `dead_letters`: frame-level failures found before this call, stored in the same transaction.
     `repo_revs`: newest commit rev seen per DID (also from commits without plyr ops).
     `resync`: DIDs to mark `needs_resync`, with the reason.
+    `handle_checks`: indexed DIDs whose handle must be verified again (indexer/handles.py).
     """
     result = BatchResult()
     letters = list(dead_letters)
@@ -434,6 +437,7 @@ async def apply_batch(
             await lock_dids(conn, actor_dids)
             newest_rev = await _apply_winners(conn, winners, actor_dids, result)
             await _finish(conn, result, actor_dids, newest_rev, repo_revs, resync, letters, source, cursor)
+            await request_checks(conn, handle_checks)
         return result
     except _DATA_ERRORS as exc:
         if not winners:
@@ -460,6 +464,7 @@ async def apply_batch(
                 if newest_rev.get(did, "") < rev:
                     newest_rev[did] = rev
         await _finish(conn, result, actor_dids, newest_rev, repo_revs, resync, letters, source, cursor)
+        await request_checks(conn, handle_checks)
     return result
 
 
