@@ -112,7 +112,6 @@ class Consumer:
         self.source = source
         self.lexicons = lexicons
         self.verifier = verifier
-        self.resolver = resolver
         self.batch_size = batch_size
         self.batch_delay = batch_delay
         self.start_cursor = start_cursor

@@ -102,8 +102,9 @@ def check_rev(rev: str | None, *, now: float | None = None) -> None:
         raise VerifyError("commit", f"rev {rev!r:.40} is not a TID")
     # TIDs sort as strings in time order: one comparison with the latest acceptable TID (made
     # at most once a second) instead of decoding every rev; decode only to explain a refusal.
-    if rev > _latest_acceptable_tid(int(time.time() if now is None else now)):
-        limit = int(((time.time() if now is None else now) + MAX_REV_DRIFT_S) * 1_000_000)
+    now_s = time.time() if now is None else now
+    if rev > _latest_acceptable_tid(int(now_s)):
+        limit = int((now_s + MAX_REV_DRIFT_S) * 1_000_000)
         ahead = (tid_to_micros(rev) - limit) / 1_000_000 + MAX_REV_DRIFT_S
         raise VerifyError("future_rev", f"rev {rev} is {ahead:.0f} s ahead of our clock")
 
