@@ -137,3 +137,23 @@ def redact(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return parts._replace(netloc=netloc).geturl()
     return url
+
+
+# SQLSTATE classes that mean "the database is not there right now", not "this query is wrong":
+# 08 connection exception, 53 insufficient resources, 57P0x operator intervention (shutdown,
+# cannot connect now), 58 system error.
+_UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P", "58")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when `exc` says the database cannot be reached or cannot serve now (transient).
+
+    Callers answer these with 503 + Retry-After and never show the message to clients (it can
+    name hosts and databases)."""
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = getattr(exc, "sqlstate", None) or ""
+        return sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES)
+    if isinstance(exc, asyncpg.InterfaceError):
+        # "connection is closed", "pool is closing", ... : the connection died under us.
+        return True
+    return isinstance(exc, (ConnectionError, TimeoutError, OSError))
