@@ -23,6 +23,7 @@ from prometheus_client import Counter, Histogram
 
 from appview.auth import Authenticator
 from appview.caches import TtlCache
+from appview.client_json import client_json_problem
 from appview.context import AppState, Call, Route
 from appview.errors import XRPCError, invalid_request
 from appview.http import etag_of, not_modified
@@ -195,8 +196,10 @@ class XrpcEndpoint:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise invalid_request("the body is not valid JSON") from None
-        if _has_nul(body):
-            raise invalid_request("strings in the body must not contain NUL characters")
+        # Depth, size and NUL at every level, before the schema check walks it.
+        problem = client_json_problem(body)
+        if problem is not None:
+            raise invalid_request(problem)
         schema = (method.input or {}).get("schema")
         if schema is not None:
             problems = self.lexicons.check_input(method, body)
@@ -241,15 +244,3 @@ def accepted_encodings(header: str) -> set[str]:
             accepted.add(coding.strip())
     return accepted
 
-
-def _has_nul(value: Any, depth: int = 0) -> bool:
-    """Whether a JSON value holds a NUL character in any string or key (jsonb refuses them)."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if depth > 64:
-        return False  # deeper than any lexicon allows: the schema check refuses it anyway
-    if isinstance(value, dict):
-        return any("\x00" in k or _has_nul(v, depth + 1) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v, depth + 1) for v in value)
-    return False

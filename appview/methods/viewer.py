@@ -7,10 +7,14 @@ A viewer who never saved anything is at revision 0.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from appview.client_json import client_json_problem
 from appview.context import Call, Route
 from appview.errors import XRPCError
+
+log = logging.getLogger("plyr.appview")
 
 _DEFAULTS: dict[str, dict[str, Any]] = {"queue": {"items": []}, "preferences": {}}
 
@@ -21,7 +25,13 @@ async def _get(call: Call, kind: str) -> dict[str, Any]:
     )
     if row is None:
         return {kind: _DEFAULTS[kind], "revision": 0}
-    return {kind: row["value"], "revision": row["revision"]}
+    value = row["value"]
+    if client_json_problem(value, max_bytes=None) is not None:
+        # Stored before puts were checked, and unservable (too deep to encode): answer the
+        # default at the current revision so the viewer can replace it.
+        log.warning("unservable viewer state", extra={"did": call.viewer, "kind": kind})
+        value = _DEFAULTS[kind]
+    return {kind: value, "revision": row["revision"]}
 
 
 async def _put(call: Call, kind: str) -> dict[str, Any]:
