@@ -4,6 +4,10 @@ The binary is PLYR_FFMPEG when set, else the static build shipped by the `imagei
 Every run passes `-protocol_whitelist file,pipe` so a crafted input (a playlist, a concat list)
 cannot make ffmpeg open network URLs. A run that overstays its limit is killed, and so is one
 whose caller is cancelled: no orphan ffmpeg outlives its job.
+
+Nothing is read out of ffmpeg's free text: it logs at `error` level only (no input description,
+so no tags an uploader wrote), and how far it got comes from the `-progress` key=value lines,
+which carry numbers only.
 """
 
 from __future__ import annotations
@@ -67,12 +71,15 @@ async def run_ffmpeg(
     on_progress: Callable[[float], Awaitable[None]] | None = None,
     total_s: float | None = None,
     check: bool = True,
+    on_time: Callable[[float], None] | None = None,
 ) -> tuple[int, str]:
-    """Run `exe args...`; return (exit code, stderr). `-progress pipe:1` lines feed `on_progress`.
+    """Run `exe args...`; return (exit code, stderr). `-progress pipe:1` lines feed `on_progress`
+    (a fraction of `total_s`, at most twice a second) and `on_time` (every output time, seconds).
 
     Raises FFmpegError when it exits non-zero (with `check`), or is killed after `timeout_s`.
     """
-    cmd = [exe, "-hide_banner", "-nostdin", *args]
+    # `-loglevel error`: stderr holds ffmpeg's errors only, never the input's tags.
+    cmd = [exe, "-hide_banner", "-nostdin", "-loglevel", "error", *args]
     try:
         proc = await asyncio.create_subprocess_exec(
             *cmd,
@@ -100,11 +107,16 @@ async def run_ffmpeg(
         last_sent = 0.0
         while line := await proc.stdout.readline():
             key, _, value = line.decode(errors="replace").strip().partition("=")
-            if key == "out_time_us" and on_progress and total_s:
-                try:
-                    fraction = min(1.0, max(0.0, int(value) / 1e6 / total_s))
-                except ValueError:
-                    continue
+            if key != "out_time_us":
+                continue
+            try:
+                seconds = int(value) / 1e6
+            except ValueError:
+                continue  # "N/A" before the first packet
+            if on_time is not None:
+                on_time(seconds)
+            if on_progress and total_s:
+                fraction = min(1.0, max(0.0, seconds / total_s))
                 now = time.monotonic()
                 if now - last_sent >= 0.5:  # progress is a hint: at most two updates a second
                     last_sent = now

@@ -104,7 +104,7 @@ async def ingest_audio(
 ) -> dict[str, Any]:
     sniffed = identify(received, "audio")
     try:
-        probe = await probe_file(ctx.ffmpeg, received.path, fmt=sniffed.format)
+        probe = await probe_file(received.path, fmt=sniffed.format)
     except ProbeError as exc:
         raise BadMedia(422, f"the {sniffed.format} file cannot be read: {exc}") from None
     if probe.codec is None:

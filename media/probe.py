@@ -1,26 +1,31 @@
-"""Duration and technical metadata of a media file, read by `ffmpeg -i` (no ffprobe in the wheel).
+"""Duration and technical metadata of a media file, read from the container's own structures.
 
-`ffmpeg -i FILE` with no output prints the input's description and exits 1; the description is
-stable enough to parse: the Duration line, one line per stream, and the metadata blocks.
+libavformat (through PyAV) opens the file and we read numbers and codec ids from its structs:
+nothing is parsed out of text, so a tag an uploader wrote (a title reading "Duration:
+99:59:59.00" or "Stream #0:1: Audio: flac") stays a tag. The probe runs in a child process
+(`python -m media.probe FORMAT PATH`, JSON on stdout): a crafted file that crashes or hangs a
+demuxer takes down the child, never the server, and the child is killed past its time limit.
 """
 
 from __future__ import annotations
 
-import re
+import asyncio
+import contextlib
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from media.ffmpeg import FFmpegError, input_args, run_ffmpeg
+import orjson
 
-_DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
-_BITRATE = re.compile(r"bitrate: (\d+) kb/s")
-_STREAM = re.compile(r"Stream #\d+:\d+[^:]*: (Audio|Video|Data|Subtitle): (.*)")
-_META = re.compile(r"^\s{4,}(\w[\w ]*?)\s*: (.*)$")
+from media.ffmpeg import DEMUXERS
+
+TAG_KEYS = ("title", "artist", "album", "album_artist", "date", "genre", "track")
+_OUTPUT_LIMIT = 256 * 1024  # the child's JSON; more means something is wrong
 
 
 class ProbeError(ValueError):
-    """ffmpeg could not read the file as media."""
+    """The file could not be read as media."""
 
 
 @dataclass
@@ -29,7 +34,7 @@ class Probe:
     bit_rate: int | None = None          # bits per second, whole file
     codec: str | None = None             # of the first audio stream: mp3, aac, alac, flac, pcm_s16le, ...
     sample_rate: int | None = None
-    channels: str | None = None          # mono, stereo, 5.1, ...
+    channels: str | None = None          # mono, stereo, 5.1(side), ...
     has_cover: bool = False              # an attached picture stream
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -37,54 +42,86 @@ class Probe:
         return asdict(self)
 
 
-def parse_probe(text: str) -> Probe:
+def read_probe(path: str, fmt: str | None) -> Probe:
+    """Open `path` with libavformat (the demuxer of sniffed format `fmt`) and describe it.
+
+    Runs in the child process; raises whatever PyAV raises for an unreadable file.
+    """
+    import av
+
     probe = Probe()
-    if match := _DURATION.search(text):
-        h, m, s = match.groups()
-        probe.duration_s = int(h) * 3600 + int(m) * 60 + float(s)
-    if match := _BITRATE.search(text):
-        probe.bit_rate = int(match.group(1)) * 1000
-    in_input_meta = False
-    for line in text.splitlines():
-        if line.startswith("Input #"):
-            in_input_meta = False
-        elif line.strip() == "Metadata:" and line.startswith("  Metadata"):
-            in_input_meta = True  # the container's metadata (2-space indent), not a stream's
-            continue
-        elif line.lstrip().startswith(("Duration:", "Stream #", "Chapter")):
-            in_input_meta = False
-        if in_input_meta and (meta := _META.match(line)):
-            key = meta.group(1).strip().lower()
-            if key in ("title", "artist", "album", "album_artist", "date", "genre", "track"):
-                probe.tags.setdefault(key, meta.group(2).strip()[:500])
-        if stream := _STREAM.search(line):
-            kind, desc = stream.groups()
-            if kind == "Video" and "attached pic" in desc:
+    with av.open(
+        path,
+        format=DEMUXERS.get(fmt or ""),  # named demuxer: the content cannot pick a playlist one
+        options={"protocol_whitelist": "file"},  # no network, no pipes, whatever the file says
+        metadata_errors="replace",  # tags in a broken encoding are text, not a failure
+    ) as container:
+        if container.duration is not None and container.duration > 0:
+            probe.duration_s = container.duration / av.time_base
+        probe.bit_rate = int(container.bit_rate) or None
+        for key, value in container.metadata.items():
+            name = key.lower()
+            if name in TAG_KEYS:
+                probe.tags.setdefault(name, str(value).strip()[:500])
+        for stream in container.streams:
+            if stream.type == "video" and stream.disposition & av.stream.Disposition.attached_pic:
                 probe.has_cover = True
-            if kind == "Audio" and probe.codec is None:
-                parts = [p.strip() for p in desc.split(",")]
-                probe.codec = parts[0].split(" ")[0]
-                for part in parts[1:]:
-                    if part.endswith(" Hz"):
-                        probe.sample_rate = int(part[:-3])
-                    elif part in ("mono", "stereo") or re.fullmatch(r"\d\.\d(\(\w+\))?|\d+ channels", part):
-                        probe.channels = part
+            elif stream.type == "audio" and probe.codec is None:
+                ctx = stream.codec_context
+                probe.codec = ctx.codec.canonical_name  # "mp3", not the decoder's "mp3float"
+                probe.sample_rate = int(ctx.sample_rate) or None
+                probe.channels = ctx.layout.name[:40] or None
+                if probe.duration_s is None and stream.duration and stream.time_base:
+                    probe.duration_s = float(stream.duration * stream.time_base)
     return probe
 
 
-async def probe_file(exe: str, path: Path, *, fmt: str | None = None, timeout_s: float = 60.0) -> Probe:
-    """Probe `path` (read as sniffed format `fmt`); raise ProbeError when ffmpeg cannot read it."""
+async def probe_file(path: Path, *, fmt: str | None = None, timeout_s: float = 60.0) -> Probe:
+    """Probe `path` (read as sniffed format `fmt`); raise ProbeError when it cannot be read."""
     try:
-        _, text = await run_ffmpeg(exe, input_args(str(path), fmt), timeout_s=timeout_s, check=False)
-    except FFmpegError as exc:
-        raise ProbeError(str(exc)) from None
-    # Exit 1 with "At least one output file must be specified" is the normal outcome; anything
-    # else means ffmpeg could not open the input.
-    if "Input #0" not in text:
-        raise ProbeError(f"not a readable media file: {_last_error(text)}")
-    return parse_probe(text)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "media.probe", fmt or "-", str(path),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,  # libav's log is free text: never read
+        )
+    except OSError as exc:
+        raise ProbeError(f"cannot start the probe: {exc}") from exc
+    assert proc.stdout is not None
+    try:
+        out = await asyncio.wait_for(proc.stdout.read(_OUTPUT_LIMIT), timeout_s)
+        await asyncio.wait_for(proc.wait(), timeout_s)
+    except TimeoutError:
+        raise ProbeError(f"reading the file took longer than {timeout_s:g} s") from None
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            with contextlib.suppress(Exception):
+                await proc.wait()
+    try:
+        answer = orjson.loads(out)
+    except orjson.JSONDecodeError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise ProbeError(f"the probe stopped without an answer (exit {proc.returncode})")
+    if "error" in answer:
+        raise ProbeError(str(answer["error"])[:300])
+    return Probe(**answer["probe"])
 
 
-def _last_error(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1][:300] if lines else "ffmpeg printed nothing"
+def _main(argv: list[str]) -> int:
+    fmt, path = argv
+    try:
+        probe = read_probe(path, None if fmt == "-" else fmt)
+    except Exception as exc:
+        # PyAV's message ends with the path (a temp file name): say only what is wrong.
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        sys.stdout.buffer.write(orjson.dumps({"error": f"not a readable media file: {reason}"}))
+        return 1
+    sys.stdout.buffer.write(orjson.dumps({"probe": probe.to_json()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -10,7 +10,6 @@ it is complete and plausibly whole (its length matches the master's).
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -113,7 +112,7 @@ async def transcode_to_mp3(
     # Measure what was written (the Xing/Info frame gives the exact length) rather than trust
     # ffmpeg's report, which counts the cover's video frame too.
     try:
-        out_time = (await probe_file(exe, output, fmt="mp3")).duration_s
+        out_time = (await probe_file(output, fmt="mp3")).duration_s
     except ProbeError as exc:
         raise FFmpegError(f"ffmpeg wrote no readable MP3: {exc}") from None
     _check_length(out_time, duration_s)
@@ -134,8 +133,18 @@ async def decode_check(
     Raises FFmpegError when decoding fails or stops well short of the declared duration.
     """
     args = [*input_args(str(source), fmt), "-map", "0:a:0", "-f", "null", "-progress", "pipe:1", "-nostats", "-"]
-    _, stderr = await run_ffmpeg(exe, args, timeout_s=timeout_s, on_progress=on_progress, total_s=duration_s or None)
-    decoded = _final_time(stderr)
+    # The decoded length is the last output time of the progress lines (numbers only), not a
+    # `time=` found in ffmpeg's log, which a tag could spell out.
+    latest: list[float] = []
+
+    def seen(seconds: float) -> None:
+        latest[:] = [seconds]
+
+    await run_ffmpeg(
+        exe, args, timeout_s=timeout_s, on_progress=on_progress, total_s=duration_s or None,
+        on_time=seen,
+    )
+    decoded = latest[0] if latest else None
     _check_length(decoded, duration_s)
     return decoded
 
@@ -146,12 +155,3 @@ def _check_length(decoded: float | None, declared: float | None) -> None:
             f"the audio decodes to {decoded:.1f} s of the {declared:.1f} s its header declares: "
             "the file is truncated or corrupt"
         )
-
-
-def _final_time(stderr: str) -> float | None:
-    """The last `time=HH:MM:SS.xx` of ffmpeg's report (printed once at the end with -nostats)."""
-    found = re.findall(r"time=(\d+):(\d\d):(\d\d(?:\.\d+)?)", stderr)
-    if not found:
-        return None
-    h, m, s = found[-1]
-    return int(h) * 3600 + int(m) * 60 + float(s)

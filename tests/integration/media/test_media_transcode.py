@@ -25,7 +25,7 @@ NEEDS_STREAM = ["tone.wav", "tone.aiff", "tone.aifc", "tone.flac", "tone-alac.m4
 
 
 async def _mp3_info(exe: str, path: Path) -> Any:
-    return await probe_file(exe, path)
+    return await probe_file(path)
 
 
 async def test_stream_rendition_is_mp3_320_cbr_with_tags_and_cover(media_server: MediaServer, samples: dict[str, Path], tmp_path: Path) -> None:

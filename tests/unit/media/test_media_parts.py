@@ -20,31 +20,33 @@ from media.exports import _safe_name, export_filename
 from media.ffmpeg import FFmpegError, run_ffmpeg
 from media.images import ImageError, process_image
 from media.jobs import backoff_s
-from media.probe import parse_probe
+from media.probe import read_probe
 from media.receive import TooLarge, receive
 from media.settings import MediaSettings
 from media.storage import LocalStorage, StorageError, valid_key
 from media.transcode import is_lossless, mp3_command, needs_transcode
 
-FFMPEG_I = """Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'x.m4a':
-  Metadata:
-    major_brand     : M4A
-    title           : A Song
-    artist          : Someone
-  Duration: 00:03:25.50, start: 0.000000, bitrate: 1030 kb/s
-  Stream #0:0[0x1](und): Audio: alac (alac / 0x63616C61), 48000 Hz, stereo, s32p (24 bit), 1027 kb/s (default)
-    Metadata:
-      handler_name    : SoundHandler
-      title           : not the track title
-  Stream #0:1[0x0]: Video: mjpeg (Baseline), yuvj420p(pc), 600x600, 90k tbn (attached pic)
-At least one output file must be specified
-"""
 
+def test_read_probe_from_the_container(tmp_path: Path) -> None:
+    """ALAC in M4A with a cover and tags, read from libavformat's structs (see media/probe.py)."""
+    import subprocess
 
-def test_parse_probe() -> None:
-    p = parse_probe(FFMPEG_I)
-    assert p.duration_s == pytest.approx(205.5)
-    assert (p.codec, p.sample_rate, p.channels, p.bit_rate) == ("alac", 48000, "stereo", 1030000)
+    from unit.media.samples import FFMPEG
+
+    out = tmp_path / "x.m4a"
+    subprocess.run(
+        [FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", "sine=duration=2.5:sample_rate=48000",
+         "-f", "lavfi", "-i", "testsrc=size=32x32:duration=1:rate=1",
+         "-map", "0", "-map", "1", "-ac", "2", "-c:a", "alac", "-c:v", "mjpeg",
+         "-disposition:v", "attached_pic", "-metadata", "title=A Song", "-metadata", "artist=Someone",
+         "-metadata:s:a", "title=not the track title", str(out)],
+        check=True,
+    )
+    p = read_probe(str(out), "m4a")
+    assert p.duration_s == pytest.approx(2.5, abs=0.05)
+    assert (p.codec, p.sample_rate, p.channels) == ("alac", 48000, "stereo")
+    assert p.bit_rate and p.bit_rate > 0
     assert p.has_cover
     assert p.tags == {"title": "A Song", "artist": "Someone"}
 
