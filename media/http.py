@@ -8,7 +8,9 @@
     GET  /media/{key}            stored objects (local backend: Range, ETag, caching; S3: redirect)
     GET  /health, /metrics
 
-Every error a client can cause is a JSON body {"error", "message"} with a 4xx status.
+Every error is a JSON body {"error", "message"}: 4xx for what a client can cause, 503 with
+Retry-After when the database or the machine (disk, memory) is not available now, and a bare
+500 InternalServerError for anything unexpected (the details go to the log only).
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import unicodedata
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 from prometheus_client import Counter
 
+from core.db import is_unavailable
 from core.metrics import metrics_handler
 from media import jobs
 from media.auth import (
@@ -34,6 +39,7 @@ from media.auth import (
     Caller,
     Unauthorized,
 )
+from media.errors import RETRY_AFTER_S, describe, exhausted_errno
 from media.events import JobEvents
 from media.ingest import BadMedia, MediaContext, ingest_audio, ingest_image
 from media.receive import Received, TooLarge, receive
@@ -62,6 +68,57 @@ def _error(status: int, error: str, message: str) -> web.Response:
 
 
 _ERROR_NAMES = {400: "InvalidRequest", 413: "PayloadTooLarge", 415: "UnsupportedMediaType", 422: "InvalidMedia"}
+_HTTP_NAMES = {404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}
+MAX_TEXT_PARAM = 1000  # characters of ?title= / ?artist=
+
+
+def _unavailable(error: str, message: str) -> web.Response:
+    resp = _error(503, error, message)
+    resp.headers["Retry-After"] = str(RETRY_AFTER_S)
+    resp.force_close()  # the request body may be unread: do not parse it as the next request
+    return resp
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every failure leaves as JSON: aiohttp's own text errors, an unavailable database or a
+    full disk (503 + Retry-After), and anything unexpected (500, details in the log only)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        name = _HTTP_NAMES.get(exc.status) or _ERROR_NAMES.get(exc.status) or "Error"
+        return _error(exc.status, name, exc.reason)
+    except Exception as exc:
+        # Resource exhaustion first: an OSError(ENOSPC) would also pass for "database unavailable".
+        if (err := exhausted_errno(exc)) is not None:
+            log.error("out of resources", extra={"path": request.path, "error": describe(err)})
+            return _unavailable("InsufficientStorage" if describe(err).startswith("no space")
+                                else "ResourceExhausted", f"{describe(err)}; try again later")
+        if is_unavailable(exc):
+            # The message can name hosts and databases: the log has it, the client does not.
+            log.warning("database unavailable", extra={"path": request.path, "error": repr(exc)})
+            return _unavailable("DatabaseUnavailable", "the database is unavailable; try again later")
+        log.exception("unhandled error", extra={"path": request.path, "method": request.method})
+        resp = _json({"error": "InternalServerError", "message": "an unexpected error occurred"}, 500)
+        resp.force_close()
+        return resp
+
+
+def _text_param(request: web.Request, name: str) -> str | None:
+    """A free-text query parameter (title, artist): no control characters (a NUL cannot be
+    stored in Postgres nor passed to ffmpeg), bounded length."""
+    value = request.query.get(name) or None
+    if value is None:
+        return None
+    if len(value) > MAX_TEXT_PARAM:
+        raise BadMedia(400, f"{name} is longer than {MAX_TEXT_PARAM} characters")
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise BadMedia(400, f"{name} holds control characters")
+    return value
 
 
 async def _caller(request: web.Request, lxm: str | tuple[str, ...]) -> Caller:
@@ -79,17 +136,27 @@ async def _receive_body(request: web.Request, ctx: MediaContext, limit: int) -> 
     if request.content_length is not None and request.content_length > limit + 64 * 1024:
         raise TooLarge(limit)  # announced too large: refuse before reading anything
     if request.content_type.startswith("multipart/"):
-        reader = await request.multipart()
-        while True:
-            part = await reader.next()
-            if part is None:
-                raise BadMedia(400, 'the multipart body has no "file" field')
-            if getattr(part, "name", None) == "file":
-                break
-            await part.release()  # type: ignore[union-attr]
+        # aiohttp raises ValueError (or its subclasses) for a malformed multipart body: that
+        # is the client's mistake, a 400, not a 500.
+        try:
+            reader = await request.multipart()
+            while True:
+                part = await reader.next()
+                if part is None:
+                    raise BadMedia(400, 'the multipart body has no "file" field')
+                if getattr(part, "name", None) == "file":
+                    break
+                await part.release()  # type: ignore[union-attr]
+        except BadMedia:
+            raise
+        except (ValueError, AssertionError) as exc:
+            raise BadMedia(400, f"malformed multipart body: {exc}") from None
 
         async def read() -> bytes:
-            return await part.read_chunk(READ_PIECE)  # type: ignore[union-attr]
+            try:
+                return await part.read_chunk(READ_PIECE)  # type: ignore[union-attr]
+            except (ValueError, AssertionError) as exc:
+                raise BadMedia(400, f"malformed multipart body: {exc}") from None
     else:
         async def read() -> bytes:
             return await request.content.readany()
@@ -105,6 +172,8 @@ async def _upload(request: web.Request, kind: str) -> web.Response:
     limit = ctx.settings.max_audio_bytes if kind == "audio" else ctx.settings.max_image_bytes
     received: Received | None = None
     try:
+        title = _text_param(request, "title")
+        artist = _text_param(request, "artist")
         try:
             received = await _receive_body(request, ctx, limit)
         except TooLarge as exc:
@@ -120,8 +189,8 @@ async def _upload(request: web.Request, kind: str) -> web.Response:
                 ctx,
                 received,
                 owner=caller.did,
-                title=(request.query.get("title") or None),
-                artist=(request.query.get("artist") or None),
+                title=title,
+                artist=artist,
                 cover_sha256=cover,
             )
         else:
@@ -288,7 +357,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 def create_app(ctx: MediaContext, auth: Authenticator, events: JobEvents) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[json_errors])
     app[CTX] = ctx
     app[AUTH] = auth
     app[EVENTS] = events

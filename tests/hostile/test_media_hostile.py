@@ -82,3 +82,59 @@ async def test_probe_survives_malformed_stream_text_in_metadata(server: MediaSer
     status, body, text = await _post(server, "audio", data)
     assert status == 201, text
     assert (body["codec"], body["sampleRate"]) == ("mp3", 44100)
+
+
+# -- 4. the database going away answers JSON 503 + Retry-After, and names no host or database --
+
+async def test_database_away_answers_json_503(pool: asyncpg.Pool, database_url: str, tmp_path: Path) -> None:
+    from integration.media.conftest import free_port
+
+    runner, srv, events = await start_media_server(pool, database_url, media_settings(tmp_path / "data"))
+    secret_db = "plyr_secret_dbname"
+    dead_port = free_port()  # nothing listens there: every connection is refused
+    dead = await asyncpg.create_pool(f"postgresql://postgres@127.0.0.1:{dead_port}/{secret_db}", min_size=0)
+    srv.ctx.pool = dead
+    try:
+        tone = _ffmpeg(tmp_path / "t.mp3", *_tone(1.0), "-c:a", "libmp3lame")
+        for method, path, data in [
+            ("POST", "/upload/audio", tone),
+            ("GET", "/jobs/1", None),
+            ("POST", "/exports", None),
+            ("GET", "/health", None),
+        ]:
+            async with srv.session.request(method, f"{srv.url}{path}", data=data, headers=srv.headers) as resp:
+                text = await resp.text()
+                assert resp.status == 503, (path, resp.status, text)
+                assert resp.content_type == "application/json", (path, text)
+                assert resp.headers.get("Retry-After"), path
+                body = await resp.json()
+                assert body["error"] == "DatabaseUnavailable", (path, body)
+                for secret in (secret_db, str(dead_port), "127.0.0.1", "Connect call failed"):
+                    assert secret not in text, (path, text)
+        assert list(srv.settings.tmp_dir.iterdir()) == []  # the upload's temp file went too
+    finally:
+        await dead.close()
+        await srv.session.close()
+        await runner.cleanup()
+        await events.stop()
+
+
+# -- 5. what used to answer a plain-text 500 answers a JSON 400; anything unexpected a JSON 500 --
+
+async def test_media_500s_become_json_errors(server: MediaServer, tmp_path: Path) -> None:
+    tone = _ffmpeg(tmp_path / "t.mp3", *_tone(1.0), "-c:a", "libmp3lame")
+    # multipart without a boundary
+    headers = {**server.headers, "Content-Type": "multipart/form-data"}
+    async with server.session.post(f"{server.url}/upload/audio", data=tone, headers=headers) as resp:
+        text = await resp.text()
+        assert resp.status == 400, text
+        assert (await resp.json())["error"] == "InvalidRequest"
+    # a NUL (or any control character) in ?title= / ?artist=
+    for params in ({"title": "a\x00b"}, {"artist": "x\x00"}, {"title": "bell\x07"}):
+        status, body, text = await _post(server, "audio", tone, params)
+        assert status == 400, (params, text)
+        assert set(body) == {"error", "message"}
+    assert await server.ctx.pool.fetchval("SELECT count(*) FROM media_objects") == 0
+    # an unknown route is a JSON 404 too, not aiohttp's text
+    async with server.session.get(f"{server.url}/nowhere") as resp:
+        assert resp.status == 404 and resp.content_type == "application/json"
