@@ -40,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -67,6 +67,7 @@ from indexer.records import (
     track_row,
 )
 from media.jobs import enqueue_blob_mirrors
+from protocol.syntax import is_valid
 
 log = logging.getLogger("plyr.indexer")
 
@@ -106,6 +107,7 @@ class BatchResult:
     applied: int = 0  # rows created, updated or deleted
     stale: int = 0  # ignored by the rev rules (or the actor is deleted)
     invalid: int = 0  # dead-lettered ops
+    hidden: int = 0  # records whose newest version is invalid: removed from the index, like deletes
     skipped: int = 0  # fm.plyr.* collections this index does not store
     new_dids: list[str] = field(default_factory=list)  # actors rows created by this batch
     dead_letters: int = 0  # dead_letters rows written (ops and frames)
@@ -132,20 +134,38 @@ async def lock_dids(conn: asyncpg.Connection, dids: Iterable[str]) -> None:
 
 
 def validate_op(op: RecordOp, lexicons: Any) -> str | None:
-    """The reason `op` cannot be applied, or None. Records are checked against the lexicons."""
+    """The reason `op` cannot be applied, or None. Records and their keys are checked against
+    the lexicons (the key type too: `tid`, `literal:self`, ...)."""
+    if op.problem is not None:
+        return op.problem
     problem = check_op(op)
     if problem is not None or op.action == "delete":
-        return problem
-    problems = lexicons.validate_record(op.collection, op.record)
+        return problem  # a delete at any well-formed key: it can only remove
+    problems = lexicons.validate_record(op.collection, op.record, op.rkey)
     if problems:
         return "; ".join(problems[:5])
     return None
 
 
+def hides_record(op: RecordOp) -> bool:
+    """Whether an invalid create/update names its record and version well enough to hide the
+    record: the newest version of a record being invalid removes it from the index like a
+    delete (docs/invariants.md), so that two indexes of the same network agree."""
+    return (
+        op.action in ("create", "update")
+        and isinstance(op.did, str)
+        and is_valid("did", op.did)
+        and isinstance(op.rkey, str)
+        and is_valid("record-key", op.rkey)
+        and isinstance(op.rev, str)
+        and bool(op.rev)
+    )
+
+
 _STATE_SQL = """
 SELECT -1 AS k, did AS uri, status AS rev, visible::text AS subject FROM actors
   WHERE did = ANY($7::text[])
-UNION ALL SELECT 0, uri, rev, NULL::text FROM tombstones WHERE uri = ANY($1::text[])
+UNION ALL SELECT 0, uri, rev, hidden_cid FROM tombstones WHERE uri = ANY($1::text[])
 UNION ALL SELECT 1, uri, rev, subject_uri FROM likes WHERE uri = ANY($2::text[])
 UNION ALL SELECT 2, uri, rev, subject_uri FROM comments WHERE uri = ANY($3::text[])
 UNION ALL SELECT 3, uri, rev, CASE WHEN audio_blob_cid IS NULL THEN NULL
@@ -160,16 +180,16 @@ _STATE_KIND = {LIKE: 1, COMMENT: 2, TRACK: 3, LIST: 4, PROFILE: 5}
 _UPSERT_TRACKS = """
 INSERT INTO tracks (uri, did, rkey, cid, rev, title, artist, album, description, file_type,
                     audio_url, audio_blob_cid, image_url, duration_s, labels, record,
-                    created_at, sort_at)
+                    created_at, record_exact, sort_at)
 SELECT u.uri, u.did, u.rkey, u.cid, u.rev, u.title, u.artist, u.album, u.description, u.file_type,
        u.audio_url, u.audio_blob_cid, u.image_url, u.duration_s,
        ARRAY(SELECT jsonb_array_elements_text(u.labels::jsonb)), u.record,
-       u.created_at, least(u.created_at, now())
+       u.created_at, u.record_exact, least(u.created_at, now())
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
             $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
-            $14::int[], $15::text[], $16::jsonb[], $17::timestamptz[])
+            $14::bigint[], $15::text[], $16::jsonb[], $17::timestamptz[], $18::bytea[])
   AS u(uri, did, rkey, cid, rev, title, artist, album, description, file_type, audio_url,
-       audio_blob_cid, image_url, duration_s, labels, record, created_at)
+       audio_blob_cid, image_url, duration_s, labels, record, created_at, record_exact)
 ON CONFLICT (uri) DO UPDATE SET
   cid = excluded.cid, rev = excluded.rev, title = excluded.title, artist = excluded.artist,
   album = excluded.album, description = excluded.description, file_type = excluded.file_type,
@@ -182,52 +202,55 @@ ON CONFLICT (uri) DO UPDATE SET
                    ELSE excluded.audio_url END,
   audio_blob_cid = excluded.audio_blob_cid,
   image_url = excluded.image_url, duration_s = excluded.duration_s, labels = excluded.labels,
-  record = excluded.record, created_at = excluded.created_at,
+  record = excluded.record, created_at = excluded.created_at, record_exact = excluded.record_exact,
   sort_at = least(excluded.created_at, tracks.indexed_at)
 WHERE tracks.rev < excluded.rev
 """
 
 _UPSERT_LIKES = """
 INSERT INTO likes (uri, did, rkey, cid, rev, subject_uri, subject_cid, record, created_at,
-                   sort_at)
+                   record_exact, sort_at)
 SELECT u.*, least(u.created_at, now())
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::jsonb[], $9::timestamptz[])
-  AS u(uri, did, rkey, cid, rev, subject_uri, subject_cid, record, created_at)
+            $8::jsonb[], $9::timestamptz[], $10::bytea[])
+  AS u(uri, did, rkey, cid, rev, subject_uri, subject_cid, record, created_at, record_exact)
 ON CONFLICT (uri) DO UPDATE SET
   cid = excluded.cid, rev = excluded.rev, subject_uri = excluded.subject_uri,
   subject_cid = excluded.subject_cid, record = excluded.record, created_at = excluded.created_at,
-  sort_at = least(excluded.created_at, likes.indexed_at)
+  record_exact = excluded.record_exact, sort_at = least(excluded.created_at, likes.indexed_at)
 WHERE likes.rev < excluded.rev
 """
 
 _UPSERT_COMMENTS = """
 INSERT INTO comments (uri, did, rkey, cid, rev, subject_uri, subject_cid, text, timestamp_ms,
-                      record, created_at, updated_at, sort_at)
+                      record, created_at, updated_at, record_exact, sort_at)
 SELECT u.*, least(u.created_at, now())
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::text[], $9::bigint[], $10::jsonb[], $11::timestamptz[], $12::timestamptz[])
+            $8::text[], $9::bigint[], $10::jsonb[], $11::timestamptz[], $12::timestamptz[],
+            $13::bytea[])
   AS u(uri, did, rkey, cid, rev, subject_uri, subject_cid, text, timestamp_ms, record,
-       created_at, updated_at)
+       created_at, updated_at, record_exact)
 ON CONFLICT (uri) DO UPDATE SET
   cid = excluded.cid, rev = excluded.rev, subject_uri = excluded.subject_uri,
   subject_cid = excluded.subject_cid, text = excluded.text, timestamp_ms = excluded.timestamp_ms,
   record = excluded.record, created_at = excluded.created_at, updated_at = excluded.updated_at,
-  sort_at = least(excluded.created_at, comments.indexed_at)
+  record_exact = excluded.record_exact, sort_at = least(excluded.created_at, comments.indexed_at)
 WHERE comments.rev < excluded.rev
 """
 
 _UPSERT_LISTS = """
 INSERT INTO lists (uri, did, rkey, cid, rev, name, list_type, item_count, record, created_at,
-                   updated_at, sort_at)
+                   updated_at, record_exact, sort_at)
 SELECT u.*, least(u.created_at, now())
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::int[], $9::jsonb[], $10::timestamptz[], $11::timestamptz[])
-  AS u(uri, did, rkey, cid, rev, name, list_type, item_count, record, created_at, updated_at)
+            $8::int[], $9::jsonb[], $10::timestamptz[], $11::timestamptz[], $12::bytea[])
+  AS u(uri, did, rkey, cid, rev, name, list_type, item_count, record, created_at, updated_at,
+       record_exact)
 ON CONFLICT (uri) DO UPDATE SET
   cid = excluded.cid, rev = excluded.rev, name = excluded.name, list_type = excluded.list_type,
   item_count = excluded.item_count, record = excluded.record, created_at = excluded.created_at,
-  updated_at = excluded.updated_at, sort_at = least(excluded.created_at, lists.indexed_at)
+  updated_at = excluded.updated_at, record_exact = excluded.record_exact,
+  sort_at = least(excluded.created_at, lists.indexed_at)
 WHERE lists.rev < excluded.rev
 """
 
@@ -237,21 +260,24 @@ SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[])
 """
 
 _UPSERT_PROFILES = """
-INSERT INTO profiles (uri, did, cid, rev, avatar_url, bio, record, created_at, updated_at)
+INSERT INTO profiles (uri, did, cid, rev, avatar_url, bio, record, created_at, updated_at,
+                      record_exact)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::jsonb[], $8::timestamptz[], $9::timestamptz[])
+                     $7::jsonb[], $8::timestamptz[], $9::timestamptz[], $10::bytea[])
 ON CONFLICT (uri) DO UPDATE SET
   cid = excluded.cid, rev = excluded.rev, avatar_url = excluded.avatar_url, bio = excluded.bio,
-  record = excluded.record, created_at = excluded.created_at, updated_at = excluded.updated_at
+  record = excluded.record, created_at = excluded.created_at, updated_at = excluded.updated_at,
+  record_exact = excluded.record_exact
 WHERE profiles.rev < excluded.rev
 """
 
 _TABLE = {TRACK: "tracks", LIKE: "likes", COMMENT: "comments", LIST: "lists", PROFILE: "profiles"}
 
 _UPSERT_TOMBSTONES = """
-INSERT INTO tombstones (uri, did, collection, rev)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-ON CONFLICT (uri) DO UPDATE SET rev = excluded.rev, deleted_at = now()
+INSERT INTO tombstones (uri, did, collection, rev, hidden_cid)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+ON CONFLICT (uri) DO UPDATE SET rev = excluded.rev, hidden_cid = excluded.hidden_cid,
+  deleted_at = now()
 WHERE tombstones.rev < excluded.rev
 """
 
@@ -277,10 +303,16 @@ ON CONFLICT (did) DO UPDATE SET
 RETURNING did, (xmax = 0) AS inserted
 """
 
+# A record version already waiting in dead_letters is not stored again (a backfill or a replayed
+# stream meets the same invalid version many times).
 _INSERT_DEAD_LETTERS = """
 INSERT INTO dead_letters (source, seq, uri, did, collection, rev, cid, reason, record, raw)
 SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
                          $7::text[], $8::text[], $9::jsonb[], $10::bytea[])
+  AS d(seq, uri, did, collection, rev, cid, reason, record, raw)
+WHERE d.uri IS NULL OR d.cid IS NULL OR NOT EXISTS (
+  SELECT 1 FROM dead_letters x
+  WHERE x.uri = d.uri AND x.cid = d.cid AND x.replayed_at IS NULL)
 """
 
 
@@ -318,7 +350,7 @@ async def insert_dead_letters(
     records: list[Any] = []
     raws: list[bytes | None] = []
     for d in letters:
-        if d.record is not None and _storable(d.record) is not None:
+        if d.record is not None and _jsonb_problem(d.record) is not None:
             # jsonb cannot hold it either: keep it as JSON bytes when it encodes at all.
             records.append(None)
             try:
@@ -365,14 +397,21 @@ _DATA_ERRORS = (
 
 
 def _storable(record: Any) -> str | None:
-    """Why the database could not hold `record` as jsonb, or None when it can."""
+    """Why `record` cannot be stored at all, or None. (U+0000, which jsonb cannot hold, is
+    stored beside it: indexer/records.storable_record.)"""
     try:
-        encoded = orjson.dumps(record)
+        orjson.dumps(record)
     except TypeError as exc:  # nesting beyond orjson's limit, or a non-JSON value
         return f"record cannot be encoded as JSON ({exc})"
-    if b"\\u0000" in encoded:  # Postgres text and jsonb cannot hold U+0000
-        return "record contains U+0000 (NUL), which the database cannot store"
     return None
+
+
+def _jsonb_problem(record: Any) -> str | None:
+    """Why a dead letter's record cannot go in its jsonb column, or None when it can."""
+    problem = _storable(record)
+    if problem is None and b"\\u0000" in orjson.dumps(record):
+        return "record contains U+0000 (NUL), which jsonb cannot hold"
+    return problem
 
 
 async def apply_batch(
@@ -416,7 +455,9 @@ async def apply_batch(
             letters.append(_op_letter(op, problem))
             if isinstance(op.did, str):
                 dids.add(op.did)
-            continue
+            if not hides_record(op):
+                continue
+            op = replace(op, action="hide")  # competes with the URI's other ops by rev below
         dids.add(op.did)
         uri = op.uri
         previous = winners.get(uri)
@@ -459,6 +500,7 @@ async def apply_batch(
                 letters.append(_op_letter(winner[0], f"database refused the record: {exc}"))
                 continue
             result.applied += one.applied
+            result.hidden += one.hidden
             result.stale += one.stale
             for did, rev in revs.items():
                 if newest_rev.get(did, "") < rev:
@@ -492,6 +534,7 @@ async def _apply_winners(
         by_kind[_STATE_KIND[op.collection]].append(uri)
     actor_state: dict[str, tuple[str, bool]] = {}
     tomb_rev: dict[str, str] = {}
+    tomb_hidden: dict[str, str] = {}  # uri -> cid of the invalid version that hid it
     row_state: dict[str, tuple[str, str | None]] = {}
     for r in await conn.fetch(_STATE_SQL, *by_kind, list(actor_dids)):
         k = r["k"]
@@ -499,12 +542,14 @@ async def _apply_winners(
             actor_state[r["uri"]] = (r["rev"], r["subject"] == "true")
         elif k == 0:
             tomb_rev[r["uri"]] = r["rev"]
+            if r["subject"] is not None:
+                tomb_hidden[r["uri"]] = r["subject"]
         else:
             row_state[r["uri"]] = (r["rev"], r["subject"])
 
     upserts: dict[str, list[Any]] = {c: [] for c in INDEXED_COLLECTIONS}
     deletes: dict[str, list[str]] = {c: [] for c in INDEXED_COLLECTIONS}
-    tombstones: list[tuple[str, str, str, str]] = []
+    tombstones: list[tuple[str, str, str, str, str | None]] = []
     like_delta: dict[str, int] = {}
     comment_delta: dict[str, int] = {}
     newest_rev: dict[str, str] = {}
@@ -516,20 +561,24 @@ async def _apply_winners(
             continue
         stored = row_state.get(uri)
         floor = max(stored[0] if stored else "", tomb_rev.get(uri, ""))
-        if op.rev <= floor:
+        if op.rev <= floor and not _comes_back(op, stored, tomb_hidden):
             result.stale += 1
             continue
-        result.applied += 1
+        if op.action == "hide":
+            result.hidden += 1
+        else:
+            result.applied += 1
         if newest_rev.get(op.did, "") < op.rev:
             newest_rev[op.did] = op.rev
         delta = like_delta if op.collection == LIKE else comment_delta if op.collection == COMMENT else None
         old_subject = stored[1] if stored else None
-        if op.action == "delete":
+        if op.action in ("delete", "hide"):
             if stored is not None:
                 deletes[op.collection].append(uri)
                 if delta is not None and visible and old_subject is not None:
                     delta[old_subject] = delta.get(old_subject, 0) - 1
-            tombstones.append((uri, op.did, op.collection, op.rev))
+            hidden_cid = op.cid if op.action == "hide" else None
+            tombstones.append((uri, op.did, op.collection, op.rev, hidden_cid))
             continue
         upserts[op.collection].append(rows)
         if op.collection == TRACK and rows[11] is not None and visible:
@@ -555,6 +604,23 @@ async def _apply_winners(
     if mirrors:
         await enqueue_blob_mirrors(conn, mirrors)
     return newest_rev
+
+
+def _comes_back(
+    op: RecordOp,
+    stored: tuple[str, str | None] | None,
+    tomb_hidden: Mapping[str, str],
+) -> bool:
+    """A version hidden because our lexicons refused it, now valid (a replay after a lexicon
+    fix): the same cid is the same content, so it returns, unless a row is stored already.
+    (The hiding tombstone keeps its rev, which later backfills may have moved past op.rev:
+    the floor for older writes stays where it was.)"""
+    return (
+        op.action in ("create", "update")
+        and op.cid is not None
+        and tomb_hidden.get(op.uri) == op.cid
+        and stored is None
+    )
 
 
 def _blob_mime(record: Mapping[str, Any] | None) -> str:
@@ -783,10 +849,13 @@ async def dump_records(pool: asyncpg.Pool, collection: str | None = None) -> Asy
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         for coll in collections:
             value = _DUMP_VALUE.get(coll, "t.record")
-            query = f"""SELECT t.uri, t.cid, t.rev, {value} AS value FROM {_TABLE[coll]} t
+            query = f"""SELECT t.uri, t.cid, t.rev, {value} AS value, t.record_exact
+                        FROM {_TABLE[coll]} t
                         JOIN actors a ON a.did = t.did WHERE a.visible ORDER BY t.uri"""
             async for r in conn.cursor(query, prefetch=1000):
-                yield {"uri": r["uri"], "cid": r["cid"], "rev": r["rev"], "value": r["value"]}
+                exact = r["record_exact"]  # the record as published when jsonb could not hold it
+                value = orjson.loads(exact) if exact is not None else r["value"]
+                yield {"uri": r["uri"], "cid": r["cid"], "rev": r["rev"], "value": value}
 
 
 _default_lexicons: Any = None

@@ -260,8 +260,33 @@ def _read_arg(buf: bytes, pos: int, info: int) -> tuple[int, int]:
     raise DataModelError("indefinite or reserved CBOR length")
 
 
+# How deeply data values may nest (maps and arrays). The data-model spec asks parsers to guard
+# against deep nesting; records past this are refused by validation, never half-stored.
+MAX_NESTING = 128
+
+
+def nesting_depth(value: Any) -> int:
+    """How many maps/arrays deep `value` goes (0 for a scalar), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        if deepest > MAX_NESTING:
+            return deepest  # enough to refuse; do not walk the rest
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
 def _decode_json_item(buf: bytes, pos: int, depth: int) -> tuple[Any, int]:
-    if depth > 128:
+    if depth > MAX_NESTING:
         raise DataModelError("nesting too deep")
     ib = buf[pos]
     pos += 1

@@ -30,6 +30,7 @@ import grapheme
 import orjson
 
 from core.errors import PlyrError
+from protocol.data_model import MAX_NESTING, nesting_depth
 from protocol.syntax import is_valid
 
 __all__ = ["LEXICONS_DIR", "LexiconError", "Lexicons"]
@@ -963,10 +964,13 @@ class Lexicons:
             entry = self._record(nsid)
         check, key_type = entry
         problems: list[str] = []
-        try:
-            check(value, "record", problems)
-        except RecursionError:
-            problems.append("record: nested too deeply")
+        if nesting_depth(value) > MAX_NESTING:
+            problems.append(f"record: nested deeper than {MAX_NESTING} levels")
+        else:
+            try:
+                check(value, "record", problems)
+            except RecursionError:
+                problems.append("record: nested too deeply")
         if rkey is not None and not _rkey_fits(key_type, rkey):
             problems.append(f"rkey: {_json(rkey)} does not fit record key type {key_type}")
         return problems

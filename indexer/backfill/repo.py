@@ -29,7 +29,7 @@ from indexer.backfill.extract import (
 )
 from indexer.backfill.http import FetchError, PoliteClient, xrpc_url
 from indexer.records import INDEXED_COLLECTIONS, RecordOp
-from indexer.writer import BatchResult, DeadLetter, apply_batch
+from indexer.writer import BatchResult, apply_batch
 from protocol.car import CarError
 from protocol.identity import IdentityError, IdentityResolver
 from protocol.mst import MstError
@@ -180,48 +180,31 @@ class RepoSyncer:
             did, True, rev=rev, records=len(snapshot.records), car_bytes=snapshot.car_bytes
         )
         async with self.pool.acquire() as conn:
-            known_dead = {
-                (r["uri"], r["cid"])
-                for r in await conn.fetch(
-                    "SELECT uri, cid FROM dead_letters WHERE did = $1 AND replayed_at IS NULL", did
-                )
-            }
             indexed = {r["uri"] for r in await conn.fetch(_INDEXED_URIS, did)}
+        # Every record goes to the writer, invalid ones too: the newest version being invalid
+        # hides the record (the writer keeps one dead letter per version, not one per fetch).
         ops: list[RecordOp] = []
-        letters: list[DeadLetter] = []
         present: set[str] = set()
         for rec in snapshot.records:
-            uri = f"at://{did}/{rec.collection}/{rec.rkey}"
-            present.add(uri)
-            if (uri, rec.cid) in known_dead:
-                continue  # already dead-lettered at this version: do not pile up duplicates
-            if rec.value is None:
-                letters.append(
-                    DeadLetter(
-                        reason=rec.problem or "undecodable record",
-                        uri=uri,
-                        did=did,
-                        collection=rec.collection,
-                        rev=rev,
-                        cid=rec.cid,
-                    )  # fmt: skip
-                )
-                continue
-            ops.append(RecordOp("create", did, rec.collection, rec.rkey, rev, rec.cid, rec.value))
+            present.add(f"at://{did}/{rec.collection}/{rec.rkey}")
+            problem = None if rec.value is not None else rec.problem or "undecodable record"
+            ops.append(
+                RecordOp("create", did, rec.collection, rec.rkey, rev, rec.cid, rec.value,
+                         problem=problem)
+            )  # fmt: skip
         for uri in sorted(indexed - present):
             _, _, rest = uri.partition("at://")
             _, collection, rkey = rest.split("/", 2)
             if collection in INDEXED_COLLECTIONS:
                 ops.append(RecordOp("delete", did, collection, rkey, rev))
                 result.deleted += 1
-        if not ops and not letters:
+        if not ops:
             return result
         for start in range(0, max(len(ops), 1), self.batch_size):
             batch = ops[start : start + self.batch_size]
             async with self.pool.acquire() as conn:
                 res: BatchResult = await apply_batch(
-                    conn, batch, lexicons=self.lexicons, source=SOURCE,
-                    dead_letters=letters if start == 0 else (), repo_revs={did: rev},
+                    conn, batch, lexicons=self.lexicons, source=SOURCE, repo_revs={did: rev},
                 )  # fmt: skip
             result.applied += res.applied
             result.stale += res.stale

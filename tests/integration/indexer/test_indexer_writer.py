@@ -27,6 +27,7 @@ from tests.support.frames import (
     profile_record,
     track_record,
 )
+from tests.support.rkeys import tid_key
 
 ALICE = "did:plc:alice"
 BOB = "did:plc:bob"
@@ -38,11 +39,14 @@ def rev(n: int) -> str:
 
 
 def op(action: str, did: str, collection: str, rkey: str, n: int, record: dict | None = None) -> RecordOp:
-    return RecordOp(action, did, collection, rkey, rev(n), None if action == "delete" else CID, record)
+    """An op on the record named `rkey` (a readable name, turned into a TID key)."""
+    return RecordOp(
+        action, did, collection, tid_key(rkey), rev(n), None if action == "delete" else CID, record
+    )
 
 
 def track_uri(did: str = ALICE, rkey: str = "t1") -> str:
-    return f"at://{did}/fm.plyr.track/{rkey}"
+    return f"at://{did}/fm.plyr.track/{tid_key(rkey)}"
 
 
 async def apply(pool: asyncpg.Pool, ops: list[RecordOp], **kw: object) -> writer.BatchResult:
@@ -144,7 +148,7 @@ async def test_comments_count_and_update(pool: asyncpg.Pool) -> None:
     assert await counts(pool, subject) == (0, 2)
     rec = comment_record(subject, "edited") | {"updatedAt": "2026-01-02T00:00:00Z"}
     await apply(pool, [op("update", BOB, "fm.plyr.comment", "c1", 3, rec)])
-    row = await pool.fetchrow("SELECT text, updated_at FROM comments WHERE rkey = 'c1'")
+    row = await pool.fetchrow("SELECT text, updated_at FROM comments WHERE rkey = $1", tid_key("c1"))
     assert row["text"] == "edited" and row["updated_at"] is not None
     assert await counts(pool, subject) == (0, 2)
 
@@ -160,7 +164,7 @@ async def test_same_uri_twice_in_one_batch(pool: asyncpg.Pool) -> None:
         ],
     )
     assert res.applied == 2
-    assert await pool.fetchval("SELECT array_agg(rkey) FROM likes") == ["l2"]
+    assert await pool.fetchval("SELECT array_agg(rkey) FROM likes") == [tid_key("l2")]
     assert await counts(pool, subject) == (1, 0)
     assert await pool.fetchval("SELECT count(*) FROM tombstones") == 1
 
@@ -177,7 +181,9 @@ async def test_invalid_record_is_dead_lettered_and_the_rest_applies(pool: asyncp
     )
     assert res.applied == 1 and res.invalid == 2
     rows = await pool.fetch("SELECT * FROM dead_letters ORDER BY id")
-    assert [r["uri"] for r in rows] == [track_uri(ALICE, "t2"), f"at://{ALICE}/fm.plyr.like/l1"]
+    assert [r["uri"] for r in rows] == [
+        track_uri(ALICE, "t2"), f"at://{ALICE}/fm.plyr.like/{tid_key('l1')}"
+    ]
     assert rows[0]["seq"] == 42 and rows[0]["source"] == "test"
     assert "title" in rows[0]["reason"] and rows[0]["record"] == {"$type": "fm.plyr.track", "title": 5}
     assert "$type" in rows[1]["reason"]
