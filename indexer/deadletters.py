@@ -17,9 +17,9 @@ from typing import Any
 import asyncpg
 
 from indexer.frames import CommitEvent, FrameDecoder
-from indexer.records import RecordOp, RowError
+from indexer.records import RecordOp
 from indexer.verify import Verifier, VerifyError
-from indexer.writer import ROW_BUILDERS, apply_batch, default_lexicons, validate_op
+from indexer.writer import apply_batch, checked_rows, default_lexicons
 
 
 async def replay_dead_letters(
@@ -88,10 +88,4 @@ async def _ops_for(row: asyncpg.Record, lexicons: Any, verifier: Verifier) -> tu
 
 
 def _problem(op: RecordOp, lexicons: Any) -> str | None:
-    problem = validate_op(op, lexicons)
-    if problem is None and op.action != "delete" and op.collection in ROW_BUILDERS:
-        try:
-            ROW_BUILDERS[op.collection](op)
-        except (RowError, KeyError, TypeError) as exc:
-            problem = f"cannot store record: {exc}"
-    return problem
+    return checked_rows(op, lexicons)[0]

@@ -414,6 +414,21 @@ def _jsonb_problem(record: Any) -> str | None:
     return problem
 
 
+def checked_rows(op: RecordOp, lexicons: Any) -> tuple[str | None, Any]:
+    """(why `op` cannot be applied or None, the rows of its record). One rule for the writer,
+    dead-letter replays and the audit: what our lexicons accept is stored."""
+    problem = validate_op(op, lexicons)
+    if problem is not None or op.action == "delete":
+        return problem, None
+    problem = _storable(op.record)
+    if problem is not None:
+        return problem, None
+    try:
+        return None, ROW_BUILDERS[op.collection](op)
+    except (RowError, KeyError, TypeError) as exc:
+        return f"cannot store record: {exc}", None
+
+
 async def apply_batch(
     conn: asyncpg.Connection,
     ops: Sequence[RecordOp],
@@ -441,15 +456,7 @@ async def apply_batch(
         if op.collection not in INDEXED_COLLECTIONS:
             result.skipped += 1
             continue
-        problem = validate_op(op, lexicons)
-        rows: Any = None
-        if problem is None and op.action != "delete":
-            problem = _storable(op.record)
-            if problem is None:
-                try:
-                    rows = ROW_BUILDERS[op.collection](op)
-                except (RowError, KeyError, TypeError) as exc:
-                    problem = f"cannot store record: {exc}"
+        problem, rows = checked_rows(op, lexicons)
         if problem is not None:
             result.invalid += 1
             letters.append(_op_letter(op, problem))

@@ -1,11 +1,13 @@
 """`plyr audit`: compare the index with what each PDS serves, per repo; optionally repair.
 
 For each audited repo the truth is `com.atproto.repo.listRecords` for every indexed `fm.plyr.*`
-collection (uri -> cid); the index side is the rows of that DID. Differences:
-- missing: served by the PDS, not in the index (records the writer rejected, i.e. unreplayed
-  dead letters at the same cid, are not counted: the index is right not to hold them);
-- extra: in the index, not served;
-- stale: in both, with different cids.
+collection, each record checked with the writer's own rule (`checked_rows`: our lexicons, the
+record key type); the index side is the rows of that DID. It must hold exactly the valid ones:
+- missing: valid on the PDS, not in the index;
+- extra: in the index, not served by the PDS;
+- stale: valid on the PDS, in the index with another cid;
+- invalid: invalid on the PDS (its newest version), yet served by the index.
+`--repair` refetches a drifted repo (getRepo, through the writer), which converges all four.
 Each run is stored in `audit_runs`/`audit_repos`; the last run's figures are Prometheus gauges
 (`plyr_audit_last{figure=...}`), refreshed from the database by the resync loop so that the
 long-running process exposes them too.
@@ -16,13 +18,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 from prometheus_client import Gauge
 
 from indexer.backfill.http import FetchError, xrpc_url
 from indexer.backfill.repo import RepoSyncer
-from indexer.records import INDEXED_COLLECTIONS
+from indexer.records import INDEXED_COLLECTIONS, RecordOp
+from indexer.writer import checked_rows
 from protocol.identity import IdentityError
 
 log = logging.getLogger("plyr.backfill")
@@ -30,7 +34,7 @@ log = logging.getLogger("plyr.backfill")
 AUDIT_LAST = Gauge(
     "plyr_audit_last",
     "Figures of the last drift audit (repos_checked, repos_drifted, repos_failed, missing, extra, "
-    "stale, repaired, finished_timestamp_seconds).",
+    "stale, invalid, repaired, finished_timestamp_seconds).",
     ["figure"],
 )
 _FIGURES = (
@@ -40,6 +44,7 @@ _FIGURES = (
     "missing",
     "extra",
     "stale",
+    "invalid",
     "repaired",
 )
 
@@ -56,12 +61,13 @@ class RepoAudit:
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)  # invalid on the PDS, served here
     error: str | None = None
     repaired: bool = False
 
     @property
     def drifted(self) -> bool:
-        return bool(self.missing or self.extra or self.stale)
+        return bool(self.missing or self.extra or self.stale or self.invalid)
 
 
 @dataclass
@@ -88,16 +94,19 @@ class AuditReport:
             elif r.drifted:
                 tag = " (repaired)" if r.repaired else ""
                 out.append(
-                    f"{r.did}: missing {len(r.missing)}, extra {len(r.extra)}, stale {len(r.stale)}{tag}"
+                    f"{r.did}: missing {len(r.missing)}, extra {len(r.extra)}, "
+                    f"stale {len(r.stale)}, invalid {len(r.invalid)}{tag}"
                 )
                 out.extend(f"  missing {u}" for u in r.missing[:20])
                 out.extend(f"  extra   {u}" for u in r.extra[:20])
                 out.extend(f"  stale   {u}" for u in r.stale[:20])
+                out.extend(f"  invalid {u}" for u in r.invalid[:20])
         repaired = sum(1 for r in self.repos if r.repaired)
         out.append(
             f"audit #{self.run_id}: {len(self.repos)} repo(s) checked, {len(self.drifted)} drifted, "
             f"{len(self.failed)} could not be checked; missing {self.total('missing')}, "
-            f"extra {self.total('extra')}, stale {self.total('stale')}; repaired {repaired}"
+            f"extra {self.total('extra')}, stale {self.total('stale')}, "
+            f"invalid {self.total('invalid')}; repaired {repaired}"
         )
         return out
 
@@ -118,10 +127,18 @@ async def pick_repos(
     return [r["did"] for r in rows]
 
 
-async def served_records(syncer: RepoSyncer, pds_url: str, did: str) -> dict[str, str]:
-    """uri -> cid of every indexed-collection record the PDS serves for `did`."""
+@dataclass(slots=True)
+class Served:
+    """One record as the PDS serves it, judged by the writer's rule."""
+
+    cid: str
+    problem: str | None  # why the index must not serve it, or None when valid
+
+
+async def served_records(syncer: RepoSyncer, pds_url: str, did: str) -> dict[str, Served]:
+    """uri -> what the PDS serves, for every record of an indexed collection of `did`."""
     url = xrpc_url(pds_url, "com.atproto.repo.listRecords")
-    out: dict[str, str] = {}
+    out: dict[str, Served] = {}
     for collection in INDEXED_COLLECTIONS:
         cursor: str | None = None
         seen: set[str] = set()
@@ -136,17 +153,29 @@ async def served_records(syncer: RepoSyncer, pds_url: str, did: str) -> dict[str
                     f"listRecords {collection}: answer has no records list", transient=False
                 )
             for rec in records:
-                if (
-                    isinstance(rec, dict)
-                    and isinstance(rec.get("uri"), str)
-                    and isinstance(rec.get("cid"), str)
-                ):
-                    out[rec["uri"]] = rec["cid"]
+                served = _judge(rec, did, collection, syncer.lexicons)
+                if served is not None:
+                    out[rec["uri"]] = served
             cursor = page.get("cursor")
             if not records or not isinstance(cursor, str) or not cursor or cursor in seen:
                 break
             seen.add(cursor)
     return out
+
+
+def _judge(rec: object, did: str, collection: str, lexicons: Any) -> Served | None:
+    if not isinstance(rec, dict):
+        return None
+    uri, cid = rec.get("uri"), rec.get("cid")
+    if not isinstance(uri, str) or not isinstance(cid, str):
+        return None
+    prefix = f"at://{did}/{collection}/"
+    if not uri.startswith(prefix):
+        return None  # not a record of this repo and collection: not the PDS's to tell
+    value = rec.get("value")
+    op = RecordOp("create", did, collection, uri[len(prefix) :], "audit", cid,
+                  value if isinstance(value, dict) else None)  # fmt: skip
+    return Served(cid, checked_rows(op, lexicons)[0])
 
 
 async def audit_repo(syncer: RepoSyncer, did: str) -> RepoAudit:
@@ -161,23 +190,18 @@ async def audit_repo(syncer: RepoSyncer, did: str) -> RepoAudit:
         return result
     async with syncer.pool.acquire() as conn:
         index = {r["uri"]: r["cid"] for r in await conn.fetch(_INDEX_ROWS, did)}
-        rejected = {
-            (r["uri"], r["cid"])
-            for r in await conn.fetch(
-                "SELECT uri, cid FROM dead_letters WHERE did = $1 AND replayed_at IS NULL", did
-            )
-        }
-    for uri, cid in truth.items():
+    for uri, served in truth.items():
         held = index.get(uri)
-        if held is None:
-            if (uri, cid) not in rejected:
-                result.missing.append(uri)
-        elif held != cid:
+        if served.problem is not None:
+            if held is not None:
+                result.invalid.append(uri)
+        elif held is None:
+            result.missing.append(uri)
+        elif held != served.cid:
             result.stale.append(uri)
     result.extra = [u for u in index if u not in truth]
-    result.missing.sort()
-    result.extra.sort()
-    result.stale.sort()
+    for kind in (result.missing, result.extra, result.stale, result.invalid):
+        kind.sort()
     return result
 
 
@@ -209,23 +233,27 @@ async def run_audit(
         "missing": report.total("missing"),
         "extra": report.total("extra"),
         "stale": report.total("stale"),
+        "invalid": report.total("invalid"),
         "repaired": sum(1 for r in repos if r.repaired),
     }
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             """UPDATE audit_runs SET finished_at = now(), repos_checked = $2, repos_drifted = $3,
-                 repos_failed = $4, missing = $5, extra = $6, stale = $7, repaired = $8 WHERE id = $1""",
+                 repos_failed = $4, missing = $5, extra = $6, stale = $7, invalid = $8,
+                 repaired = $9 WHERE id = $1""",
             run_id, *(figures[f] for f in _FIGURES),
         )  # fmt: skip
         rows = [
-            (run_id, r.did, len(r.missing), len(r.extra), len(r.stale), r.error, r.repaired)
+            (run_id, r.did, len(r.missing), len(r.extra), len(r.stale), len(r.invalid), r.error,
+             r.repaired)  # fmt: skip
             for r in repos
             if r.drifted or r.error
         ]
         if rows:
             await conn.executemany(
-                """INSERT INTO audit_repos (run_id, did, missing, extra, stale, error, repaired)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+                """INSERT INTO audit_repos (run_id, did, missing, extra, stale, invalid, error,
+                                           repaired)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
                 rows,
             )
     await refresh_audit_metrics(pool)

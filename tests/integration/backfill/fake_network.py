@@ -22,6 +22,7 @@ from protocol.car import car_header, car_section
 from protocol.cid import cid_for_cbor, cid_to_str
 from protocol.commit import Commit, encode_commit, parse_commit
 from protocol.crypto import PrivateKey
+from protocol.data_model import block_to_json
 from tests.support.repo_builder import BuiltRepo
 
 
@@ -227,8 +228,8 @@ class FakeNetwork:
                 {"error": "InvalidRequest", "message": "Could not find repo"}, status=400
             )
         items = [
-            {"uri": f"at://{did}/{k}", "cid": cid_to_str(c), "value": {}}
-            for k, (c, _b) in sorted(hosted.repo.records.items())
+            {"uri": f"at://{did}/{k}", "cid": cid_to_str(c), "value": block_to_json(b)}
+            for k, (c, b) in sorted(hosted.repo.records.items())
             if k.startswith(collection + "/")
         ]
         page, nxt = self._page(items, request, 100)

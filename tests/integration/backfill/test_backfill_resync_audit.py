@@ -1,4 +1,5 @@
-"""The resync loop (actors.needs_resync) and `plyr audit` (missing / extra / stale, repair)."""
+"""The resync loop (actors.needs_resync) and `plyr audit` (missing / extra / stale / invalid,
+repair)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from indexer.backfill.audit import pick_repos, run_audit
 from indexer.backfill.resync import run_resync_loop
 from indexer.backfill.runner import BackfillOptions, open_syncer, run_backfill
 from tests.integration.backfill.conftest import FAST
-from tests.integration.backfill.fake_network import FakeNetwork
+from tests.integration.backfill.fake_network import FakeNetwork, random_did
 from tests.integration.backfill.test_backfill_flow import index_of, plyr_repo, truth
+from tests.support.repo_builder import build_repo, tid, track
 
 
 async def test_resync_loop_fetches_marked_repos_and_clears_the_mark(
@@ -170,3 +172,47 @@ async def test_cli_backfill_and_audit(
     assert "(repaired)" in out
     code, out, err = await _plyr("audit", "--sample", "0", env=env)
     assert code == 1 and "--sample must be at least 1" in err
+
+
+async def test_audit_judges_what_the_pds_serves_with_the_writers_rule(
+    pool: asyncpg.Pool, net: FakeNetwork, resolver
+) -> None:
+    """Issue 10: valid records the index dropped are missing, invalid ones it serves are
+    `invalid`; --repair converges both and a second audit is clean."""
+    did = random_did()
+    good, big, empty, badkey = tid(1), tid(2), tid(3), "my-favourite-track"
+    repo = build_repo(did, [
+        ("fm.plyr.track", good, track(1)),
+        ("fm.plyr.track", big, track(2) | {"duration": 3_000_000_000}),
+        ("fm.plyr.track", empty, track(3) | {"title": ""}),
+        ("fm.plyr.track", badkey, track(4)),
+    ])  # fmt: skip
+    net.host(repo)
+    await run_backfill(pool, BackfillOptions(dids=[did], politeness=FAST), resolver=resolver)
+    indexed = set(await index_of(pool, did))
+    assert indexed == {f"at://{did}/fm.plyr.track/{good}", f"at://{did}/fm.plyr.track/{big}"}
+
+    # An index written by the code before the fix, wrong the ways issue 10 found: a valid record
+    # dropped, invalid ones (an earlier valid version of `empty`, a wrong-key record) served,
+    # and no tombstones hiding them.
+    await pool.execute("DELETE FROM tracks WHERE uri = $1", f"at://{did}/fm.plyr.track/{big}")
+    await pool.execute("DELETE FROM tombstones WHERE did = $1", did)
+    for rkey in (empty, badkey):
+        await pool.execute(
+            """INSERT INTO tracks (uri, did, rkey, cid, rev, title, artist, file_type, record,
+                                   created_at, sort_at)
+               VALUES ($1, $2, $3, 'bafyreiold', '2aaaaaaaaaaaa', 'Old', 'A', 'mp3', '{}', now(), now())""",
+            f"at://{did}/fm.plyr.track/{rkey}", did, rkey,
+        )  # fmt: skip
+    async with open_syncer(pool, politeness=FAST, resolver=resolver) as syncer:
+        report = await run_audit(syncer, [did])
+        kinds = ("missing", "extra", "stale", "invalid")
+        assert tuple(report.total(k) for k in kinds) == (1, 0, 0, 2)
+        assert "invalid 2" in report.lines()[-1]
+        repaired = await run_audit(syncer, [did], repair=True)
+        assert all(r.repaired for r in repaired.drifted)
+        clean = await run_audit(syncer, [did])
+        assert not clean.drifted and not clean.failed
+    assert set(await index_of(pool, did)) == indexed
+    row = await pool.fetchrow("SELECT invalid FROM audit_runs ORDER BY id LIMIT 1")
+    assert row["invalid"] == 2
