@@ -9,6 +9,10 @@ Retry-After, instead of calling the upload bad.
 from __future__ import annotations
 
 import errno
+import os
+import shutil
+import signal
+from pathlib import Path
 
 EXHAUSTED_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
 RETRY_AFTER_S = 30
@@ -39,4 +43,29 @@ def exhausted_errno(exc: BaseException | None) -> int | None:
             return exc.errno
         exc = exc.__cause__ or exc.__context__
         seen += 1
+    return None
+
+
+# Below this much free space (or no free inode) a folder counts as full: a write that failed
+# there failed for want of room, whatever message the writer printed.
+FULL_MARGIN_BYTES = 1024 * 1024
+
+
+def folder_is_full(folder: Path) -> bool:
+    try:
+        if shutil.disk_usage(folder).free < FULL_MARGIN_BYTES:
+            return True
+        st = os.statvfs(folder)
+        return st.f_files > 0 and st.f_favail == 0
+    except OSError:
+        return False
+
+
+def subprocess_exhaustion(returncode: int | None, output_dir: Path | None) -> int | None:
+    """Why a child that wrote into `output_dir` failed, when the cause is the machine's: the
+    folder is full (ENOSPC), or the child was SIGKILLed without us asking (the OOM killer)."""
+    if output_dir is not None and folder_is_full(output_dir):
+        return errno.ENOSPC
+    if returncode == -signal.SIGKILL:
+        return errno.ENOMEM
     return None

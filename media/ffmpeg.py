@@ -39,7 +39,14 @@ def input_args(path: str, fmt: str | None) -> list[str]:
 
 
 class FFmpegError(RuntimeError):
-    """ffmpeg failed, hung, or could not be started; the message says which."""
+    """ffmpeg failed, hung, or could not be started; the message says which.
+
+    `returncode` is ffmpeg's exit status when it ran and exited by itself (negative: the signal
+    that killed it), else None."""
+
+    def __init__(self, message: str, returncode: int | None = None) -> None:
+        super().__init__(message)
+        self.returncode = returncode
 
 
 def ffmpeg_exe(configured: str | None = None) -> str:
@@ -141,5 +148,5 @@ async def run_ffmpeg(
     stderr = b"".join(stderr_chunks).decode(errors="replace")
     code = proc.returncode if proc.returncode is not None else -1
     if check and code != 0:
-        raise FFmpegError(f"ffmpeg failed (exit {code}): {_last_lines(stderr)}")
+        raise FFmpegError(f"ffmpeg failed (exit {code}): {_last_lines(stderr)}", returncode=code)
     return code, stderr

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import unicodedata
 from collections.abc import Awaitable, Callable
@@ -72,6 +73,10 @@ _HTTP_NAMES = {404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}
 MAX_TEXT_PARAM = 1000  # characters of ?title= / ?artist=
 
 
+def _exhausted_name(err: int) -> str:
+    return "InsufficientStorage" if err in (errno.ENOSPC, errno.EDQUOT) else "ResourceExhausted"
+
+
 def _unavailable(error: str, message: str) -> web.Response:
     resp = _error(503, error, message)
     resp.headers["Retry-After"] = str(RETRY_AFTER_S)
@@ -96,8 +101,7 @@ async def json_errors(
         # Resource exhaustion first: an OSError(ENOSPC) would also pass for "database unavailable".
         if (err := exhausted_errno(exc)) is not None:
             log.error("out of resources", extra={"path": request.path, "error": describe(err)})
-            return _unavailable("InsufficientStorage" if describe(err).startswith("no space")
-                                else "ResourceExhausted", f"{describe(err)}; try again later")
+            return _unavailable(_exhausted_name(err), f"{describe(err)}; try again later")
         if is_unavailable(exc):
             # The message can name hosts and databases: the log has it, the client does not.
             log.warning("database unavailable", extra={"path": request.path, "error": repr(exc)})
@@ -201,7 +205,9 @@ async def _upload(request: web.Request, kind: str) -> web.Response:
     except StorageError as exc:
         UPLOADS.labels(kind, "storage_error").inc()
         log.error("storage failed during upload", extra={"error": str(exc)})
-        return _error(503, "StorageUnavailable", "storage is unavailable; try again later")
+        if (err := exhausted_errno(exc)) is not None:
+            return _unavailable(_exhausted_name(err), f"{describe(err)}; try again later")
+        return _unavailable("StorageUnavailable", "storage is unavailable; try again later")
     finally:
         if received is not None:
             received.discard()

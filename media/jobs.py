@@ -296,6 +296,38 @@ async def fail(pool: Conn, job: Job, *, worker: str, error: str, retry: bool = T
         return None if row is None else str(row["status"])
 
 
+DEFER_BASE_S = 30.0
+
+
+async def defer(pool: Conn, job: Job, *, worker: str, error: str) -> str | None:
+    """Put a job back because the machine ran out of something (disk, memory): queued again
+    after a backoff that grows with each deferral (payload.deferrals), and the attempt does not
+    count against max_attempts - the input is not at fault, so it never fails for this.
+
+    Returns the new status (None when the lease was lost)."""
+    async with _acquire(pool) as conn:
+        row = await conn.fetchrow(
+            f"""UPDATE media_jobs SET
+                   status = 'queued', phase = 'waiting for resources', error = $3,
+                   attempts = attempts - 1, lease_until = NULL, worker = NULL,
+                   payload = payload || jsonb_build_object(
+                       'deferrals', coalesce((payload->>'deferrals')::int, 0) + 1),
+                   run_after = now() + make_interval(secs => least($5::float8,
+                       $6::float8 * power(2, least(20, coalesce((payload->>'deferrals')::int, 0))))),
+                   updated_at = now()
+               WHERE id = $1 AND worker = $2 AND status = 'running' AND attempts = $4
+               RETURNING {_COLUMNS}""",
+            job.id,
+            worker,
+            error[:2000],
+            job.attempts,
+            BACKOFF_MAX_S,
+            DEFER_BASE_S,
+        )
+        await _notify(conn, row)
+        return None if row is None else str(row["status"])
+
+
 async def release(pool: Conn, job: Job, *, worker: str) -> bool:
     """Give a job back untouched (the worker is shutting down): queued again at once, and the
     interrupted attempt does not count against max_attempts."""

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from media.errors import ResourceExhausted, exhausted_errno, subprocess_exhaustion
 from media.ffmpeg import FFmpegError
 from media.ingest import MediaContext, stream_key
 from media.receive import temp_path
@@ -25,6 +26,20 @@ from media.transcode import decode_check, transcode_to_mp3
 from media.worker import JobContext, JobFailed
 
 log = logging.getLogger("plyr.media.transcode")
+
+
+def _ffmpeg_failure(exc: FFmpegError, output_dir: Path | None) -> Exception:
+    """What a failed ffmpeg run means for the job: the machine's problem (a full disk, the OOM
+    killer: retried later) or the input's (the same input fails the same way: fail now).
+
+    Decided from facts ffmpeg cannot be talked into (the errno of our own failed start, its exit
+    status, the free space of the folder it wrote to), never from the text it printed."""
+    err = exhausted_errno(exc)
+    if err is None:
+        err = subprocess_exhaustion(exc.returncode, output_dir)
+    if err is not None:
+        return ResourceExhausted(err)
+    return JobFailed(str(exc))
 
 
 @contextlib.asynccontextmanager
@@ -97,8 +112,7 @@ async def make_stream(
                 source_format=master["format"],
             )
         except FFmpegError as exc:
-            # The same input and the same ffmpeg fail the same way: no point retrying.
-            raise JobFailed(str(exc)) from None
+            raise _ffmpeg_failure(exc, out.parent) from exc
         size = out.stat().st_size
         await ctx.progress(hi, "storing")
         await media.storage.put_file(key, out, "audio/mpeg")
@@ -155,7 +169,7 @@ async def run_verify(ctx: JobContext) -> dict[str, Any]:
                 on_progress=lambda f: ctx.progress(f),
             )
         except FFmpegError as exc:
-            raise JobFailed(str(exc)) from None
+            raise _ffmpeg_failure(exc, None) from exc
     async with media.pool.acquire() as conn:
         await conn.execute(
             "UPDATE media_objects SET probe = probe || $2 WHERE sha256 = $1",

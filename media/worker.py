@@ -2,9 +2,11 @@
 
 While a handler runs, a heartbeat renews the job's lease; if the lease is lost (the job was
 given to another worker after we stalled) the handler is cancelled. A handler raises JobFailed
-for failures that retrying cannot fix (bad input); any other exception is retried with backoff
-until the job's max_attempts. Every outcome - success, failure, cancellation - goes through
-the handler's own cleanup (temp files, partial objects) before the job is updated.
+for failures that retrying cannot fix (bad input); resource exhaustion (a full disk, no memory:
+media/errors.py) puts the job back for later without using an attempt; any other exception is
+retried with backoff until the job's max_attempts. Every outcome - success, failure,
+cancellation - goes through the handler's own cleanup (temp files, partial objects) before the
+job is updated.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 
 from media import jobs
+from media.errors import describe, exhausted_errno
 from media.ingest import MediaContext
 from media.jobs import Job, LeaseLost
 
@@ -147,6 +150,13 @@ class Worker:
                 outcome = "lease_lost"
                 return
             except Exception as exc:
+                if (err := exhausted_errno(exc)) is not None:
+                    # Disk or memory ran out: not the input's fault, so not an attempt.
+                    status = await jobs.defer(self.media.pool, job, worker=self.name, error=describe(err))
+                    outcome = "deferred"
+                    log.warning("job deferred: out of resources",
+                                extra={"job": job.id, "kind": job.kind, "error": describe(err), "status": status})
+                    return
                 message = str(exc) or type(exc).__name__
                 status = await jobs.fail(self.media.pool, job, worker=self.name, error=message, retry=True)
                 outcome = "retry" if status == "queued" else "failed"

@@ -7,8 +7,9 @@ wall-clock time alone.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +139,76 @@ async def test_media_500s_become_json_errors(server: MediaServer, tmp_path: Path
     # an unknown route is a JSON 404 too, not aiohttp's text
     async with server.session.get(f"{server.url}/nowhere") as resp:
         assert resp.status == 404 and resp.content_type == "application/json"
+
+
+# -- 3. a full disk is transient: 503 + Retry-After for uploads, jobs wait and retry ------------
+
+@contextlib.contextmanager
+def _tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A small tmpfs at `path`: a disk that really fills up (needs root, as tests run here)."""
+    from tests.conftest import skip_unless_required
+
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        skip_unless_required(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _fill(folder: Path, leave: int) -> Path:
+    """Fill `folder`'s filesystem until about `leave` bytes are free."""
+    import shutil
+
+    filler = folder / "filler"
+    free = shutil.disk_usage(folder).free
+    with open(filler, "wb") as out:
+        out.write(b"\0" * max(0, free - leave))
+    return filler
+
+
+async def test_full_disk_is_transient(pool: asyncpg.Pool, database_url: str, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    wav = _ffmpeg(tmp_path / "n.wav", "-f", "lavfi", "-i", "anoisesrc=d=12:a=0.3:sample_rate=44100",
+                  "-ac", "2", "-c:a", "pcm_s16le")  # ~2 MB; its MP3 rendition ~480 KB
+    with _tmpfs(data_dir / "tmp", "8m") as tmp, _tmpfs(data_dir / "media", "16m") as media:
+        runner, srv, events = await start_media_server(pool, database_url, media_settings(data_dir))
+        try:
+            # (a) no room for the upload's temp file
+            filler = _fill(tmp, 512 * 1024)
+            status, body, text = await _post(srv, "audio", wav)
+            assert status == 503, text
+            assert body["error"] == "InsufficientStorage" and "no space left on device" in body["message"]
+            filler.unlink()
+            assert list(tmp.iterdir()) == []
+            # (b) no room in storage: the same answer, not "storage unavailable" without a hint
+            filler = _fill(media, 512 * 1024)
+            async with srv.session.post(f"{srv.url}/upload/audio", data=wav, headers=srv.headers) as resp:
+                text = await resp.text()
+                assert resp.status == 503, text
+                assert resp.headers.get("Retry-After"), resp.headers
+                assert "no space left on device" in (await resp.json())["message"]
+            filler.unlink()
+            # (c) the transcode runs out of room: the job waits and retries, it does not fail
+            status, body, text = await _post(srv, "audio", wav)
+            assert status == 201, text
+            filler = _fill(tmp, 128 * 1024)
+            await srv.run_jobs(limit=1)
+            job = await srv.job(body["jobId"])
+            assert job.status == "queued", (job.status, job.error)
+            assert job.error and "no space left on device" in job.error
+            assert job.attempts == 0  # a full disk costs the job none of its attempts
+            assert job.run_after > job.updated_at  # later, not at once
+            filler.unlink()
+            assert list(tmp.iterdir()) == []
+            await pool.execute("UPDATE media_jobs SET run_after = now() WHERE id = $1", job.id)
+            await srv.run_jobs(limit=1)
+            job = await srv.job(body["jobId"])
+            assert job.status == "done", job.error
+        finally:
+            await srv.session.close()
+            await runner.cleanup()
+            await events.stop()
