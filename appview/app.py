@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import asyncpg
 import orjson
 from aiohttp import web
@@ -10,13 +12,15 @@ from appview import openapi, web_pages
 from appview.auth import Authenticator
 from appview.context import AppState, Route
 from appview.freshness import Freshness
-from appview.http import cors_middleware, errors_middleware
+from appview.http import RETRY_AFTER, cors_middleware, database_unavailable, errors_middleware
 from appview.methods import actor, feed, graph, plays, search, stats, viewer
 from appview.settings import AppviewSettings
 from appview.xrpc import XrpcEndpoint
 from appview.xrpc_schema import LexiconSet
 from core.metrics import metrics_handler
 from protocol.identity import IdentityResolver, resolver_from_env
+
+log = logging.getLogger("plyr.appview")
 
 ROUTES: dict[str, Route] = {
     **feed.ROUTES,
@@ -63,9 +67,13 @@ def build_app(
     async def health(_request: web.Request) -> web.Response:
         try:
             await pool.fetchval("SELECT 1")
-        except (asyncpg.PostgresError, OSError) as exc:
-            body = {"status": "unavailable", "database": str(exc)[:200]}
-            return web.Response(status=503, body=orjson.dumps(body), content_type="application/json")
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            # Nothing about the database in the body: its error text names hosts and databases.
+            log.warning("health: database unavailable", extra={"error": str(exc)[:300]})
+            return web.Response(status=503, body=b'{"status":"unavailable"}', content_type="application/json",
+                                headers={"Cache-Control": "no-store", "Retry-After": RETRY_AFTER})
         body = {"status": "ok", "indexEventTime": freshness.headers()["Plyr-Index-Event-Time"]}
         return web.Response(body=orjson.dumps(body), content_type="application/json",
                             headers={"Cache-Control": "no-store"})

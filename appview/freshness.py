@@ -45,12 +45,15 @@ class Freshness:
         while True:
             try:
                 await self.refresh()
-            except (asyncpg.PostgresError, OSError) as exc:
-                log.warning("could not read index freshness", extra={"error": str(exc)})
+            except Exception as exc:
+                # Whatever the database throws (a dead connection surfaces as asyncpg's
+                # InterfaceError or InternalClientError too), the loop lives on: the header
+                # just stays at its last value until a read succeeds.
+                log.warning("could not read index freshness", extra={"error": str(exc)[:300]})
             await asyncio.sleep(self.interval)
 
     async def start(self) -> None:
-        with contextlib.suppress(asyncpg.PostgresError, OSError):
+        with contextlib.suppress(Exception):  # the loop retries; a start never fails on it
             await self.refresh()
         self._task = asyncio.create_task(self._loop(), name="appview-freshness")
 

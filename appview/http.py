@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from appview.errors import XRPCError
+from core.db import is_unavailable
 
 log = logging.getLogger("plyr.appview")
 
@@ -31,6 +32,41 @@ _STATUS_ERRORS = {
 }
 
 
+# Seconds a client should wait before retrying a 503/429.
+RETRY_AFTER = "1"
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) says the database is not there now: answered with a
+    503 the client may retry, never with the error's text (it names hosts and databases)."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 5:
+        if is_unavailable(current) or isinstance(current, _ALSO_UNAVAILABLE):
+            return True
+        current = current.__cause__  # explicit causes only: a context may be incidental
+        seen += 1
+    return False
+
+
+# Besides core.db's connection classes: a statement cancelled by statement_timeout (overload);
+# what reconnecting says when the database was dropped or its login refused (3D000, 28xxx:
+# raised at connect time only, never by a query); and asyncpg's InternalClientError ("cannot
+# switch to state 12; another operation is in progress"), which is how the next statement on an
+# idle connection fails after the server terminated it (seen in tests/hostile).
+_ALSO_UNAVAILABLE = (
+    asyncpg.QueryCanceledError,
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+def unavailable_response() -> web.Response:
+    return error_response(503, "ServiceUnavailable", "the index is unavailable; retry shortly",
+                          {"Retry-After": RETRY_AFTER})
+
+
 def error_response(status: int, error: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         status=status,
@@ -47,8 +83,12 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except XRPCError as exc:
         # A 401 names the scheme it wants (XRPC spec: 401 carries WWW-Authenticate).
-        auth = {"WWW-Authenticate": 'Bearer realm="plyr-appview"'} if exc.status == 401 else None
-        return error_response(exc.status, exc.error, exc.message, auth)
+        headers: dict[str, str] = {}
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="plyr-appview"'
+        elif exc.status in (429, 503):
+            headers["Retry-After"] = RETRY_AFTER
+        return error_response(exc.status, exc.error, exc.message, headers or None)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -57,12 +97,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status == 404 and request.path.startswith("/xrpc/"):
             return error_response(404, "MethodNotImplemented", "no such XRPC method", headers)
         return error_response(exc.status, _STATUS_ERRORS.get(exc.status, "Error"), message, headers)
-    except (asyncpg.QueryCanceledError, asyncpg.TooManyConnectionsError,
-            asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError, ConnectionError) as exc:
-        log.warning("database unavailable", extra={"path": request.path, "error": str(exc)})
-        return error_response(503, "ServiceUnavailable", "the index is unavailable; retry shortly",
-                              {"Retry-After": "1"})
-    except Exception:
+    except Exception as exc:
+        if database_unavailable(exc):
+            # Logged for operators (the text may name the host); the client learns only "retry".
+            log.warning("database unavailable", extra={"path": request.path, "error": str(exc)[:300]})
+            return unavailable_response()
         log.exception("unexpected error", extra={"path": request.path, "method": request.method})
         return error_response(500, "InternalServerError", "an unexpected error occurred")
 

@@ -26,7 +26,7 @@ from appview.caches import TtlCache
 from appview.client_json import client_json_problem
 from appview.context import AppState, Call, Route
 from appview.errors import XRPCError, invalid_request
-from appview.http import etag_of, not_modified
+from appview.http import database_unavailable, etag_of, not_modified
 from appview.hydrate import add_viewer_state
 from appview.xrpc_schema import LexiconSet, Method
 
@@ -85,6 +85,9 @@ class XrpcEndpoint:
             raise
         except web.HTTPException as exc:
             status = exc.status
+            raise
+        except Exception as exc:
+            status = 503 if database_unavailable(exc) else 500  # as errors_middleware answers
             raise
         finally:
             REQUESTS.labels(nsid, str(status)).inc()
