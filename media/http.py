@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from core.db import is_unavailable
 from core.metrics import metrics_handler
@@ -43,19 +43,51 @@ from media.auth import (
 from media.errors import RETRY_AFTER_S, describe, exhausted_errno
 from media.events import JobEvents
 from media.ingest import BadMedia, MediaContext, ingest_audio, ingest_image
-from media.receive import Received, TooLarge, receive
+from media.receive import Received, TooLarge, UploadTimeout, receive
 from media.storage import LocalStorage, StorageError, valid_key
 
 log = logging.getLogger("plyr.media.http")
 
 UPLOADS = Counter("plyr_media_uploads_total", "Uploads by kind and outcome", ["kind", "outcome"])
+UPLOADS_IN_FLIGHT = Gauge("plyr_media_uploads_in_flight", "Uploads being received or ingested now")
+UPLOAD_RETRY_AFTER_S = 5
 TERMINAL = ("done", "failed")
 READ_PIECE = 1024 * 1024
 _SHA = frozenset("0123456789abcdef")
 
+class UploadSlots:
+    """In-flight uploads of this process, per caller and in all: each holds a connection and a
+    temp file, so a few callers (or many) must not hold them all. One event loop: no lock."""
+
+    def __init__(self, per_caller: int, total: int) -> None:
+        self.per_caller = per_caller
+        self.limit = total
+        self.total = 0
+        self.by_caller: dict[str, int] = {}
+
+    def acquire(self, who: str) -> bool:
+        held = self.by_caller.get(who, 0)
+        if held >= self.per_caller or self.total >= self.limit:
+            return False
+        self.by_caller[who] = held + 1
+        self.total += 1
+        UPLOADS_IN_FLIGHT.inc()
+        return True
+
+    def release(self, who: str) -> None:
+        held = self.by_caller.get(who, 0) - 1
+        if held > 0:
+            self.by_caller[who] = held
+        else:
+            self.by_caller.pop(who, None)
+        self.total -= 1
+        UPLOADS_IN_FLIGHT.dec()
+
+
 CTX = web.AppKey("media_ctx", MediaContext)
 AUTH = web.AppKey("media_auth", Authenticator)
 EVENTS = web.AppKey("media_events", JobEvents)
+UPLOAD_SLOTS = web.AppKey("media_upload_slots", UploadSlots)
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -142,17 +174,22 @@ async def _receive_body(request: web.Request, ctx: MediaContext, limit: int) -> 
     if request.content_type.startswith("multipart/"):
         # aiohttp raises ValueError (or its subclasses) for a malformed multipart body: that
         # is the client's mistake, a 400, not a 500.
+        settings = ctx.settings
         try:
-            reader = await request.multipart()
-            while True:
-                part = await reader.next()
-                if part is None:
-                    raise BadMedia(400, 'the multipart body has no "file" field')
-                if getattr(part, "name", None) == "file":
-                    break
-                await part.release()  # type: ignore[union-attr]
+            # The parts before "file" are read under one deadline: receive() times the rest.
+            async with asyncio.timeout(settings.upload_rate_grace_s + settings.upload_idle_timeout_s):
+                reader = await request.multipart()
+                while True:
+                    part = await reader.next()
+                    if part is None:
+                        raise BadMedia(400, 'the multipart body has no "file" field')
+                    if getattr(part, "name", None) == "file":
+                        break
+                    await part.release()  # type: ignore[union-attr]
         except BadMedia:
             raise
+        except TimeoutError:
+            raise UploadTimeout("the multipart body did not reach its file in time") from None
         except (ValueError, AssertionError) as exc:
             raise BadMedia(400, f"malformed multipart body: {exc}") from None
 
@@ -166,14 +203,35 @@ async def _receive_body(request: web.Request, ctx: MediaContext, limit: int) -> 
             return await request.content.readany()
 
     return await receive(
-        read, tmp_dir=ctx.settings.tmp_dir, limit=limit, chunk_bytes=ctx.settings.chunk_bytes
+        read, tmp_dir=ctx.settings.tmp_dir, limit=limit, chunk_bytes=ctx.settings.chunk_bytes,
+        idle_timeout_s=ctx.settings.upload_idle_timeout_s,
+        min_rate=ctx.settings.upload_min_rate_bytes_s, grace_s=ctx.settings.upload_rate_grace_s,
     )
+
+
+async def _hang_up(request: web.Request, resp: web.Response) -> web.Response:
+    """Send `resp` and close the connection without reading the rest of the body: aiohttp
+    would otherwise keep reading (lingering) for up to 10 s, holding the connection that a
+    stalled or refused upload should free at once."""
+    resp.force_close()
+    await resp.prepare(request)
+    await resp.write_eof()
+    if request.protocol is not None:
+        request.protocol.force_close()
+    return resp
 
 
 async def _upload(request: web.Request, kind: str) -> web.Response:
     ctx = request.app[CTX]
     caller = await _caller(request, LXM_UPLOAD_AUDIO if kind == "audio" else LXM_UPLOAD_IMAGE)
     limit = ctx.settings.max_audio_bytes if kind == "audio" else ctx.settings.max_image_bytes
+    slots = request.app[UPLOAD_SLOTS]
+    who = caller.did or "trusted caller"
+    if not slots.acquire(who):
+        UPLOADS.labels(kind, "too_many").inc()
+        resp = _error(429, "TooManyUploads", "too many uploads in progress; try again later")
+        resp.headers["Retry-After"] = str(UPLOAD_RETRY_AFTER_S)
+        return await _hang_up(request, resp)  # the body is never read
     received: Received | None = None
     try:
         title = _text_param(request, "title")
@@ -182,9 +240,10 @@ async def _upload(request: web.Request, kind: str) -> web.Response:
             received = await _receive_body(request, ctx, limit)
         except TooLarge as exc:
             UPLOADS.labels(kind, "too_large").inc()
-            resp = _error(413, "PayloadTooLarge", str(exc))
-            resp.force_close()  # do not read the rest of a body we refused
-            return resp
+            return await _hang_up(request, _error(413, "PayloadTooLarge", str(exc)))
+        except UploadTimeout as exc:
+            UPLOADS.labels(kind, "timeout").inc()
+            return await _hang_up(request, _error(408, "RequestTimeout", str(exc)))
         if kind == "audio":
             cover = request.query.get("cover")
             if cover is not None and (len(cover) != 64 or not set(cover) <= _SHA):
@@ -209,6 +268,7 @@ async def _upload(request: web.Request, kind: str) -> web.Response:
             return _unavailable(_exhausted_name(err), f"{describe(err)}; try again later")
         return _unavailable("StorageUnavailable", "storage is unavailable; try again later")
     finally:
+        slots.release(who)
         if received is not None:
             received.discard()
     UPLOADS.labels(kind, "ok").inc()
@@ -367,6 +427,8 @@ def create_app(ctx: MediaContext, auth: Authenticator, events: JobEvents) -> web
     app[CTX] = ctx
     app[AUTH] = auth
     app[EVENTS] = events
+    if ctx is not None:
+        app[UPLOAD_SLOTS] = UploadSlots(ctx.settings.uploads_per_caller, ctx.settings.uploads_max)
     app.router.add_post("/upload/audio", upload_audio)
     app.router.add_post("/upload/image", upload_image)
     app.router.add_get("/jobs/{id}", get_job)

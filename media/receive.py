@@ -2,8 +2,11 @@
 
 The body is read in pieces and written out about every `chunk_bytes` (8 MB by default), so an
 upload costs at most one chunk of memory whatever its size. The limit is checked as bytes
-arrive: the first byte over it stops the transfer (the caller answers 413). Whatever happens -
-limit, disconnect, cancellation - the temporary file is removed unless the caller took it.
+arrive: the first byte over it stops the transfer (the caller answers 413). A sender that goes
+quiet for `idle_timeout_s`, or averages less than `min_rate` bytes/s once `grace_s` has passed,
+is cut off (UploadTimeout; the caller answers 408): a stalled or trickling client cannot hold a
+connection and a temp file for long. Whatever happens - limit, timeout, disconnect,
+cancellation - the temporary file is removed unless the caller took it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from media.sniff import HEAD_BYTES
+
+
+class UploadTimeout(Exception):
+    """The sender stalled or is too slow; the message says which."""
 
 
 class TooLarge(ValueError):
@@ -58,11 +65,18 @@ async def receive(
     limit: int,
     chunk_bytes: int,
     on_bytes: Callable[[int], object] | None = None,
+    idle_timeout_s: float | None = None,
+    min_rate: int | None = None,
+    grace_s: float = 0.0,
 ) -> Received:
     """Read pieces from `read()` (an awaitable returning bytes, b"" at the end) into a temp file.
 
-    Raises TooLarge as soon as the total passes `limit`. On any exception the file is gone.
+    Raises TooLarge as soon as the total passes `limit`, UploadTimeout when one read waits more
+    than `idle_timeout_s` or the average rate after `grace_s` is under `min_rate` bytes/s.
+    On any exception the file is gone.
     """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     await asyncio.to_thread(tmp_dir.mkdir, parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="plyr-upload-", suffix=".part")
     path = Path(name)
@@ -74,12 +88,20 @@ async def receive(
     try:
         with os.fdopen(fd, "wb") as out:
             while True:
-                piece = await read()  # type: ignore[misc]
+                try:
+                    async with asyncio.timeout(idle_timeout_s):
+                        piece = await read()  # type: ignore[misc]
+                except TimeoutError:
+                    raise UploadTimeout(f"no data arrived for {idle_timeout_s:g} s") from None
                 if not piece:
                     break
                 size += len(piece)
                 if size > limit:
                     raise TooLarge(limit)
+                if min_rate is not None:
+                    late = loop.time() - started - grace_s
+                    if late > 0 and size < min_rate * late:
+                        raise UploadTimeout(f"the upload is slower than {min_rate} bytes/s")
                 digest.update(piece)
                 if len(head) < HEAD_BYTES:
                     head += piece[: HEAD_BYTES - len(head)]

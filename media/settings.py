@@ -12,6 +12,7 @@ MB = 1024 * 1024
 DEFAULT_ORPHAN_GRACE_S = 3600.0
 DEFAULT_SWEEP_INTERVAL_S = 6 * 3600.0
 MIN_ORPHAN_GRACE_S = 60.0
+KIB = 1024
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,15 @@ class MediaSettings:
     # must exceed the longest time between storing an object and writing its row (seconds).
     orphan_grace_s: float = DEFAULT_ORPHAN_GRACE_S
     sweep_interval_s: float = DEFAULT_SWEEP_INTERVAL_S   # 0: the service never sweeps by itself
+    # An upload whose body stops arriving for upload_idle_timeout_s, or that after
+    # upload_rate_grace_s has averaged less than upload_min_rate_bytes_s, is answered 408: a
+    # 1 GiB upload therefore has at most grace + limit / rate to arrive. In-flight caps (per
+    # caller DID and for the process) answer 429 with Retry-After.
+    upload_idle_timeout_s: float = 60.0
+    upload_min_rate_bytes_s: int = 16 * KIB
+    upload_rate_grace_s: float = 30.0
+    uploads_per_caller: int = 4
+    uploads_max: int = 64
 
     @property
     def media_dir(self) -> Path:
@@ -104,4 +114,16 @@ class MediaSettings:
             s3_part_bytes=part,
             orphan_grace_s=grace,
             sweep_interval_s=sweep_interval,
+            upload_idle_timeout_s=_positive("PLYR_MEDIA_UPLOAD_IDLE_TIMEOUT_S", 60.0),
+            upload_min_rate_bytes_s=env_int("PLYR_MEDIA_UPLOAD_MIN_RATE_BYTES_S", 16 * KIB, minimum=1),
+            upload_rate_grace_s=_positive("PLYR_MEDIA_UPLOAD_RATE_GRACE_S", 30.0),
+            uploads_per_caller=env_int("PLYR_MEDIA_UPLOADS_PER_CALLER", 4, minimum=1),
+            uploads_max=env_int("PLYR_MEDIA_UPLOADS_MAX", 64, minimum=1),
         )
+
+
+def _positive(name: str, default: float) -> float:
+    value = env_float(name, default)
+    if not value > 0:  # also refuses nan
+        raise ConfigError(f"{name}={value:g} must be more than 0")
+    return value

@@ -7,6 +7,7 @@ wall-clock time alone.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -14,11 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
+from aiohttp import web
 from integration.media.conftest import (
+    OWNER,
+    SERVER_KEY,
     MediaServer,
     media_settings,
     start_media_server,
+    wait_for,
 )
 from unit.media.samples import FFMPEG
 
@@ -212,3 +218,101 @@ async def test_full_disk_is_transient(pool: asyncpg.Pool, database_url: str, tmp
             await srv.session.close()
             await runner.cleanup()
             await events.stop()
+
+
+# -- 2. uploads have a read deadline and in-flight caps -----------------------------------------
+
+async def _open_upload(srv: MediaServer, did: str, announced: int, first: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Start a raw upload that announces `announced` bytes and sends only `first`."""
+    port = int(srv.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        (f"POST /upload/audio HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {SERVER_KEY}\r\n"
+         f"X-Plyr-Did: {did}\r\nContent-Length: {announced}\r\n\r\n").encode() + first
+    )
+    await writer.drain()
+    return reader, writer
+
+
+async def _answer(reader: asyncio.StreamReader, within: float = 15.0) -> tuple[int, dict[str, str], Any]:
+    raw = await asyncio.wait_for(reader.read(), within)  # the server closes after answering
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, orjson.loads(body)
+
+
+def _uploads_in_flight(app: web.Application) -> int:
+    from media.http import UPLOAD_SLOTS
+
+    return app[UPLOAD_SLOTS].total
+
+
+async def _in_flight(app: web.Application, want: int) -> None:
+    await wait_for(lambda: _async(_uploads_in_flight(app) == want), within=15)
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+async def test_uploads_have_deadlines_and_caps(pool: asyncpg.Pool, database_url: str, tmp_path: Path) -> None:
+    strict = media_settings(tmp_path / "a", upload_idle_timeout_s=0.5, upload_min_rate_bytes_s=2000,
+                            upload_rate_grace_s=1.0)
+    runner, srv, events = await start_media_server(pool, database_url, strict)
+    try:
+        # A stalled upload: 10 of 100000 bytes, then nothing. Answered 408 once idle too long.
+        reader, writer = await _open_upload(srv, OWNER, 100_000, b"0123456789")
+        await _in_flight(runner.app, 1)
+        started = asyncio.get_running_loop().time()
+        status, headers, body = await _answer(reader)
+        stalled_for = asyncio.get_running_loop().time() - started
+        writer.close()
+        assert (status, body["error"]) == (408, "RequestTimeout"), body
+        assert stalled_for < 5  # the idle timeout is 0.5 s; no lingering read of the rest
+        await _in_flight(runner.app, 0)
+        await wait_for(lambda: _async(list(srv.settings.tmp_dir.iterdir()) == []))
+        # A trickle: a byte every 0.1 s never trips the idle timeout, but falls under the rate.
+        reader, writer = await _open_upload(srv, OWNER, 100_000, b"x")
+        await _in_flight(runner.app, 1)
+        answer = asyncio.create_task(_answer(reader, within=30))
+        sent = 1
+        while not answer.done() and sent < 1000:
+            writer.write(b"x")
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            sent += 1
+            await asyncio.wait({answer}, timeout=0.1)
+        status, headers, body = await answer
+        writer.close()
+        assert (status, body["error"]) == (408, "RequestTimeout"), body
+        assert sent < 200  # stopped within a few seconds of the 1 s grace, not at the end
+        await wait_for(lambda: _async(list(srv.settings.tmp_dir.iterdir()) == []))
+    finally:
+        await srv.session.close()
+        await runner.cleanup()
+        await events.stop()
+
+    capped = media_settings(tmp_path / "b", uploads_per_caller=2, uploads_max=3, upload_idle_timeout_s=60.0)
+    runner, srv, events = await start_media_server(pool, database_url, capped)
+    held = []
+    try:
+        for did in (OWNER, OWNER, "did:plc:another00000000000000000"):
+            held.append(await _open_upload(srv, did, 100_000, b"0123"))
+        await _in_flight(runner.app, 3)
+        # a third upload of the same caller, then a fourth one overall (another caller)
+        for did in (OWNER, "did:plc:third0000000000000000000"):
+            reader, writer = await _open_upload(srv, did, 100_000, b"0123")
+            status, headers, body = await _answer(reader)
+            writer.close()
+            assert (status, body["error"]) == (429, "TooManyUploads"), body
+            assert int(headers["retry-after"]) > 0
+        assert _uploads_in_flight(runner.app) == 3
+        assert len(list(srv.settings.tmp_dir.iterdir())) == 3  # no temp file for the refused
+    finally:
+        for _, writer in held:
+            writer.close()
+        await _in_flight(runner.app, 0)
+        await srv.session.close()
+        await runner.cleanup()
+        await events.stop()
