@@ -12,7 +12,13 @@ from appview import openapi, web_pages
 from appview.auth import Authenticator
 from appview.context import AppState, Route
 from appview.freshness import Freshness
-from appview.http import RETRY_AFTER, cors_middleware, database_unavailable, errors_middleware
+from appview.http import (
+    RETRY_AFTER,
+    add_security_headers,
+    cors_middleware,
+    database_unavailable,
+    errors_middleware,
+)
 from appview.methods import actor, feed, graph, plays, search, stats, viewer
 from appview.settings import AppviewSettings
 from appview.xrpc import XrpcEndpoint
@@ -107,6 +113,7 @@ def build_app(
             response.headers.update(freshness.headers())
 
     app.on_response_prepare.append(add_freshness)
+    app.on_response_prepare.append(add_security_headers)
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app

@@ -106,6 +106,18 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(500, "InternalServerError", "an unexpected error occurred")
 
 
+# For responses that set no policy of their own (JSON, errors): nothing may load or frame them
+# should one ever be rendered as a document. HTML pages set theirs (web_pages.py).
+DEFAULT_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+
+async def add_security_headers(_request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every response, errors and 304s included. nosniff stops a browser
+    from reading JSON (which echoes client text) as HTML or script."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers.setdefault("Content-Security-Policy", DEFAULT_CSP)
+
+
 def cors_middleware(origins: tuple[str, ...]) -> web.middleware:
     """Allow the configured origins. With "*", any origin may read public data but no
     credentials are allowed; a listed origin is echoed back and may send credentials."""

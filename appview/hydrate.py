@@ -22,6 +22,8 @@ from typing import Any
 
 import asyncpg
 
+from appview.urls import servable_url, servable_url_sql
+
 log = logging.getLogger("plyr.appview")
 
 ViewLoader = Callable[[list[str]], Awaitable[dict[str, dict[str, Any]]]]
@@ -30,21 +32,23 @@ ViewLoader = Callable[[list[str]], Awaitable[dict[str, dict[str, Any]]]]
 # Python objects column by column, which is most of the cost of a page in Python. Absent optional
 # fields are NULL and stripped; times are UTC RFC 3339 with microseconds.
 _TIME = """to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+# A record's URL, or NULL unless http(s) (appview/urls.py): `javascript:` never leaves here.
+_URL = servable_url_sql("({col})")
 TRACK_VIEW_SQL = f"""
 json_strip_nulls(json_build_object(
   'uri', t.uri, 'cid', t.cid, 'id', t.short_id, 'title', t.title, 'artist', t.artist,
   'album', nullif(t.album, ''), 'description', nullif(t.description, ''),
   'author', json_build_object('did', t.did, 'handle', nullif(a.handle, ''),
                               'displayName', nullif(a.display_name, ''),
-                              'avatar', nullif(coalesce(a.avatar_url, p.avatar_url), '')),
+                              'avatar', {_URL.format(col="coalesce(a.avatar_url, p.avatar_url)")}),
   'fileType', t.file_type,
-  'audioUrl', CASE
+  'audioUrl', {_URL.format(col='''CASE
       WHEN t.audio_url <> '' THEN t.audio_url
       WHEN t.audio_blob_cid IS NOT NULL AND a.pds_url <> '' THEN
         rtrim(a.pds_url, '/') || '/xrpc/com.atproto.sync.getBlob?did=' || t.did
         || '&cid=' || t.audio_blob_cid
-    END,
-  'imageUrl', nullif(t.image_url, ''), 'duration', t.duration_s,
+    END''')},
+  'imageUrl', {_URL.format(col="t.image_url")}, 'duration', t.duration_s,
   'likeCount', coalesce(c.like_count, 0), 'commentCount', coalesce(c.comment_count, 0),
   'playCount', coalesce(c.play_count, 0), 'labels', to_json(t.labels),
   'createdAt', {_TIME.format(col="t.created_at")}, 'indexedAt', {_TIME.format(col="t.indexed_at")}
@@ -230,6 +234,7 @@ def artist_view(did: str, handle: str | None, display_name: str | None, avatar: 
         view["handle"] = handle
     if display_name:
         view["displayName"] = display_name
+    avatar = servable_url(avatar)
     if avatar:
         view["avatar"] = avatar
     return view

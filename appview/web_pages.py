@@ -3,6 +3,8 @@ tags and oEmbed discovery) and /embed/track/{id} (a small player for iframes).""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 from html import escape
 from typing import Any
@@ -15,10 +17,40 @@ from appview.context import AppState
 from appview.errors import XRPCError, invalid_request, not_found
 from appview.http import etag_of, not_modified
 from appview.hydrate import hydrate_tracks
+from appview.urls import servable_url
 
 EMBED_WIDTH = 480
 EMBED_HEIGHT = 160
 _TRACK_PATH = re.compile(r"/(?:embed/)?track/([1-9][0-9]{0,17})/?")
+
+TRACK_STYLE = """body{font:16px system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}
+img{border-radius:8px;object-fit:cover}audio{width:100%;margin-top:1rem}"""
+EMBED_STYLE = f"""
+*{{box-sizing:border-box}}
+html,body{{margin:0;height:100%;overflow:hidden;font:14px system-ui,sans-serif;background:#111;color:#eee}}
+.player{{display:flex;gap:12px;align-items:center;height:100%;max-height:{EMBED_HEIGHT}px;padding:12px}}
+.cover{{width:120px;height:120px;flex:none;border-radius:6px;object-fit:cover;background:#333}}
+.meta{{flex:1;min-width:0}}
+.title{{font-weight:600;font-size:16px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}}
+.artist{{color:#aaa;margin:2px 0 10px}}
+audio{{width:100%}}
+"""
+
+
+def _csp(style: str, frame_ancestors: str) -> str:
+    """A policy that allows only what the page uses: its one inline style (by hash), images and
+    audio over http(s), no script, no plugins, no forms, no <base>."""
+    digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+    return (
+        f"default-src 'none'; img-src https: http:; media-src https: http:; "
+        f"style-src 'sha256-{digest}'; base-uri 'none'; form-action 'none'; "
+        f"frame-ancestors {frame_ancestors}"
+    )
+
+
+# The track page is never framed; the embed is made to be framed by any site.
+TRACK_CSP = _csp(TRACK_STYLE, "'none'")
+EMBED_CSP = _csp(EMBED_STYLE, "*")
 
 
 async def _track_by_id(state: AppState, raw_id: str) -> dict[str, Any]:
@@ -92,18 +124,20 @@ def add_routes(app: web.Application, state: AppState) -> None:
             "height": height,
             "cache_age": 3600,
         }
-        if track.get("imageUrl"):
-            body["thumbnail_url"] = track["imageUrl"]
+        thumbnail = servable_url(track.get("imageUrl"))
+        if thumbnail:
+            body["thumbnail_url"] = thumbnail
         return _public(request, orjson.dumps(body), "application/json")
 
     async def track_page(request: web.Request) -> web.Response:
         track = await _track_by_id(state, request.match_info["id"])
-        return _public(request, render_track_page(track, public_url).encode(), "text/html")
+        csp = {"Content-Security-Policy": TRACK_CSP}
+        return _public(request, render_track_page(track, public_url).encode(), "text/html", csp)
 
     async def embed_page(request: web.Request) -> web.Response:
         track = await _track_by_id(state, request.match_info["id"])
-        # Embeds live in other sites' iframes: allow any frame ancestor.
-        csp = {"Content-Security-Policy": "frame-ancestors *"}
+        # Embeds live in other sites' iframes: any frame ancestor, nothing else loosened.
+        csp = {"Content-Security-Policy": EMBED_CSP}
         return _public(request, render_embed_page(track).encode(), "text/html", csp)
 
     app.router.add_get("/oembed", oembed)
@@ -122,8 +156,8 @@ def render_track_page(track: dict[str, Any], public_url: str) -> str:
     title = escape(track["title"])
     artist = escape(_artist_name(track))
     description = escape((track.get("description") or f"{track['title']} by {_artist_name(track)}")[:300])
-    image = escape(track.get("imageUrl") or "")
-    audio = escape(track.get("audioUrl") or "")
+    image = escape(servable_url(track.get("imageUrl")) or "")
+    audio = escape(servable_url(track.get("audioUrl")) or "")
     meta = [
         ("og:type", "music.song"),
         ("og:site_name", "plyr"),
@@ -157,8 +191,7 @@ def render_track_page(track: dict[str, Any], public_url: str) -> str:
 {tags}
 <link rel="alternate" type="application/json+oembed" href="{escape(oembed_url)}" title="{title}">
 <link rel="canonical" href="{escape(page_url)}">
-<style>body{{font:16px system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}}
-img{{border-radius:8px;object-fit:cover}}audio{{width:100%;margin-top:1rem}}</style>
+<style>{TRACK_STYLE}</style>
 </head><body>
 <main>{cover}
 <h1>{title}</h1><p>{artist}</p>
@@ -171,24 +204,15 @@ img{{border-radius:8px;object-fit:cover}}audio{{width:100%;margin-top:1rem}}</st
 def render_embed_page(track: dict[str, Any]) -> str:
     title = escape(track["title"])
     artist = escape(_artist_name(track))
-    image = escape(track.get("imageUrl") or "")
-    audio = escape(track.get("audioUrl") or "")
+    image = escape(servable_url(track.get("imageUrl")) or "")
+    audio = escape(servable_url(track.get("audioUrl")) or "")
     cover = f'<img class="cover" src="{image}" alt="">' if image else '<div class="cover"></div>'
     return f"""<!doctype html>
 <html lang="en"><head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · {artist}</title>
-<style>
-*{{box-sizing:border-box}}
-html,body{{margin:0;height:100%;overflow:hidden;font:14px system-ui,sans-serif;background:#111;color:#eee}}
-.player{{display:flex;gap:12px;align-items:center;height:100%;max-height:{EMBED_HEIGHT}px;padding:12px}}
-.cover{{width:120px;height:120px;flex:none;border-radius:6px;object-fit:cover;background:#333}}
-.meta{{flex:1;min-width:0}}
-.title{{font-weight:600;font-size:16px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}}
-.artist{{color:#aaa;margin:2px 0 10px}}
-audio{{width:100%}}
-</style>
+<style>{EMBED_STYLE}</style>
 </head><body>
 <div class="player">{cover}
 <div class="meta"><div class="title" id="title">{title}</div><div class="artist" id="artist">{artist}</div>

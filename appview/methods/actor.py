@@ -6,6 +6,7 @@ from typing import Any
 
 from appview.context import Call, Route, resolve_actor
 from appview.errors import not_found
+from appview.urls import servable_url
 
 # Per-actor counts walk that actor's index ranges only (tracks_by_artist, likes_by_actor,
 # lists_by_actor): small, bounded work, no platform-wide COUNT.
@@ -33,9 +34,12 @@ async def get_profile(call: Call) -> dict[str, Any]:
         "likeCount": row["like_count"],
         "playCount": int(row["play_count"]),
     }
-    for key, col in (("handle", "handle"), ("displayName", "display_name"), ("avatar", "avatar"), ("bio", "bio")):
+    for key, col in (("handle", "handle"), ("displayName", "display_name"), ("bio", "bio")):
         if row[col]:
             profile[key] = row[col]
+    avatar = servable_url(row["avatar"])  # http(s) only: a record may say javascript:
+    if avatar:
+        profile["avatar"] = avatar
     return {"profile": profile}
 
 

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from appview.app import build_app
 from appview.auth import SERVICE_FRAGMENT, Authenticator
 from appview.errors import XRPCError
+from appview.urls import servable_url, servable_url_sql
 from core import db
 from core.settings import CoreSettings
 from protocol.crypto import PrivateKey, PublicKey
@@ -174,7 +175,6 @@ _HOSTILE_URLS = ("javascript:alert(document.domain)", "data:text/html;base64,PHN
                  "JaVaScRiPt:alert(1)", "vbscript:msgbox(1)")
 
 
-@pytest.mark.xfail(strict=True, reason="issue #11: not fixed yet")
 async def test_web_pages_csp_nosniff_and_http_urls_only(world: World, make_client: AppFactory) -> None:
     client = await make_client()
     mallory = await world.account("mallory", display_name="Mallory", avatar=_HOSTILE_URLS[0])
@@ -235,6 +235,14 @@ async def test_web_pages_csp_nosniff_and_http_urls_only(world: World, make_clien
     assert 'content="https://cdn.plyr.test/c.png"' in html and 'src="https://cdn.plyr.test/a.mp3"' in html
     oembed = await (await client.get("/oembed", params={"url": f"http://appview.test/track/{ids[good_uri]}"})).json()
     assert oembed["thumbnail_url"] == "https://cdn.plyr.test/c.png"
+
+    # The rule is one pattern, applied in Python (pages) and in SQL (views): they agree.
+    servable = ("https://a.test/x", "HTTP://A.TEST", "https://a.test/é?q=1#f", "http://127.0.0.1:8080/t.mp3")
+    refused = (*_HOSTILE_URLS, "https://", "https://a b", " https://a.test", "https://a.test/\n",
+               "https://a.test\n", "ftp://a.test", "//a.test/x", "https:a.test", "")
+    for url in servable + refused:
+        in_sql = await world.pool.fetchval(f"SELECT {servable_url_sql('$1::text')}", url)
+        assert in_sql == servable_url(url) == (url if url in servable else None), url
 
     # nosniff on every response, JSON and errors included.
     for path in ("/health", "/openapi.json", "/xrpc/fm.plyr.feed.getLatestTracks", "/xrpc/no.such.method", "/track/999"):
