@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +43,7 @@ from typing import Any
 
 import asyncpg
 
+from core.logging import get_logger
 from indexer import crashpoints, metrics
 from indexer.crashpoints import ARMED as _CRASH_ARMED
 from indexer.frames import (
@@ -73,7 +73,8 @@ from indexer.writer import (
 )
 from protocol.syntax import InvalidSyntax, parse_datetime
 
-log = logging.getLogger("plyr.indexer")
+# get_logger: extra fields can never collide with LogRecord attributes (core/logging.py).
+log = get_logger("plyr.indexer")
 
 # Verification failures after which the stream cannot give us the repo's state back.
 _RESYNC_ON = frozenset({"inversion", "car"})
@@ -278,7 +279,8 @@ class Consumer:
                 )
                 self._mark_all_resync("OutdatedCursor: relay skipped events")
             else:
-                log.info("relay info", extra={"name": ev.name, "detail": ev.message})
+                # `info_name`: the relay chooses it; `name` is a LogRecord attribute.
+                log.info("relay info", extra={"info_name": ev.name, "detail": ev.message})
         elif isinstance(ev, ErrorFrame):
             self._count("error")
             await self._on_error_frame(ev)
