@@ -54,13 +54,13 @@ def require_auth_configured(settings: MediaSettings) -> None:
         )
 
 
-def _is_did(value: str) -> bool:
+def is_did(value: str) -> bool:
     try:
         from protocol.syntax import is_valid
 
         return bool(is_valid("did", value))
     except ImportError:
-        return bool(_DID.match(value))
+        return bool(_DID.fullmatch(value))
 
 
 def _claimed_lxm(token: str) -> str | None:
@@ -106,7 +106,7 @@ class Authenticator:
             raise Unauthorized("AuthenticationRequired", "send Authorization: Bearer <token>")
         if self.server_key is not None and hmac.compare_digest(token.encode(), self.server_key):
             did = headers.get("X-Plyr-Did") or None
-            if did is not None and not _is_did(did):
+            if did is not None and not is_did(did):
                 raise Unauthorized("InvalidRequest", "X-Plyr-Did is not a DID")
             return Caller(did=did, trusted=True)
         if self.service_did is None or token.count(".") != 2:

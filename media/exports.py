@@ -7,16 +7,21 @@ recompressed: audio is compressed already) written to a temporary file, together
 unguessable key and downloaded through `/exports/{job}/download` as
 `plyr-export-<did>-<YYYY-MM-DD>.zip`. Memory is one read buffer, whatever the total size.
 Finished zips are removed after PLYR_MEDIA_EXPORT_TTL_S (`expire_exports`, run by the service);
-their download then answers 410.
+their download then answers 410. Asking again while nothing changed (same tracks, titles and
+stored masters: `content_state`) returns the finished export instead of storing another zip.
+Entry names keep no control or format characters (bidi overrides, zero-width marks), which
+could make "song\u202egpj.exe" display as something it is not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import re
 import secrets
 import threading
+import unicodedata
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,9 +53,46 @@ ORDER BY t.created_at, t.uri
 """
 
 
+# Unicode categories dropped from entry names: controls (Cc: C0, DEL, C1), format characters
+# (Cf: bidi embeddings/overrides/isolates U+202A-202E, U+2066-2069, LRM/RLM, zero-width
+# joiners...), line and paragraph separators, and unassigned/private/surrogate code points.
+_DROPPED = frozenset({"Cc", "Cf", "Zl", "Zp", "Cn", "Co", "Cs"})
+
+
 def _safe_name(text: str, limit: int = 80) -> str:
-    cleaned = re.sub(r'[\x00-\x1f/\\:*?"<>|]+', " ", text).strip(" .")
-    return re.sub(r"\s+", " ", cleaned)[:limit] or "untitled"
+    visible = "".join(ch for ch in (text or "") if unicodedata.category(ch) not in _DROPPED)
+    cleaned = re.sub(r'[/\\:*?"<>|]+', " ", visible).strip(" .")
+    return re.sub(r"\s+", " ", cleaned)[:limit].strip(" .") or "untitled"
+
+
+def _state_of(rows: list[asyncpg.Record]) -> str:
+    """A digest of everything an export of these rows contains: equal digests, equal zips."""
+    parts = [
+        [r["uri"], r["title"], r["artist"], r["album"], r["created_at"].isoformat(), r["sha256"], r["storage_key"]]
+        for r in rows
+    ]
+    return hashlib.sha256(orjson.dumps(parts)).hexdigest()
+
+
+async def content_state(conn: asyncpg.Connection, did: str) -> str | None:
+    """The digest of what an export of `did` would hold now (None: no tracks)."""
+    rows = await conn.fetch(_TRACKS, did)
+    return _state_of(rows) if rows else None
+
+
+async def reusable_export(conn: asyncpg.Connection, did: str, state: str, *, ttl_s: float) -> int | None:
+    """A finished export of `did` with this exact content and at least half its life left."""
+    return await conn.fetchval(
+        """SELECT id FROM media_jobs
+           WHERE kind = 'export' AND owner = $1 AND status = 'done'
+             AND result->>'state' = $2
+             AND NOT coalesce((result->>'expired')::boolean, false)
+             AND finished_at > now() - make_interval(secs => $3)
+           ORDER BY id DESC LIMIT 1""",
+        did,
+        state,
+        ttl_s / 2,
+    )
 
 
 def export_filename(did: str, day: dt.date) -> str:
@@ -154,6 +196,7 @@ async def run_export(ctx: JobContext) -> dict[str, Any]:
         await media.storage.put_file(key, out, "application/zip")
     return {
         "key": key,
+        "state": _state_of(rows),
         "filename": filename,
         "size": size,
         "tracks": sum(1 for e in manifest if e.get("file")),

@@ -39,9 +39,11 @@ from media.auth import (
     Authenticator,
     Caller,
     Unauthorized,
+    is_did,
 )
 from media.errors import RETRY_AFTER_S, describe, exhausted_errno
 from media.events import JobEvents
+from media.exports import content_state, reusable_export
 from media.ingest import BadMedia, MediaContext, ingest_audio, ingest_image
 from media.receive import Received, TooLarge, UploadTimeout, receive
 from media.storage import LocalStorage, StorageError, valid_key
@@ -367,14 +369,27 @@ async def create_export(request: web.Request) -> web.Response:
     did = caller.did
     if caller.trusted and request.query.get("did"):
         did = request.query["did"]
+        if not is_did(did):
+            return _error(400, "InvalidRequest", "did must be a valid DID")
     if not did:
         return _error(400, "InvalidRequest", "name the account to export (X-Plyr-Did or ?did=)")
     async with ctx.pool.acquire() as conn:
+        # Nothing changed since a recent export: hand that one back rather than store another
+        # zip for PLYR_MEDIA_EXPORT_TTL_S (each request would otherwise cost a full copy).
+        state = await content_state(conn, did)
+        if state is not None:
+            reused = await reusable_export(conn, did, state, ttl_s=ctx.settings.export_ttl_s)
+            if reused is not None:
+                return _json(_export_links(reused) | {"reused": True})
         job_id = await jobs.enqueue(
             conn, kind="export", owner=did, payload={"did": did},
             max_attempts=ctx.settings.job_max_attempts, dedupe_key=did,
         )
-    return _json({"jobId": job_id, "status": f"/jobs/{job_id}", "events": f"/jobs/{job_id}/events"}, status=202)
+    return _json(_export_links(job_id), status=202)
+
+
+def _export_links(job_id: int) -> dict[str, Any]:
+    return {"jobId": job_id, "status": f"/jobs/{job_id}", "events": f"/jobs/{job_id}/events"}
 
 
 async def download_export(request: web.Request) -> web.StreamResponse:

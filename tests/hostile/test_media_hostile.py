@@ -316,3 +316,62 @@ async def test_uploads_have_deadlines_and_caps(pool: asyncpg.Pool, database_url:
         await srv.session.close()
         await runner.cleanup()
         await events.stop()
+
+
+# -- 6. exports: a trusted ?did= is checked, identical exports are reused, names are plain -----
+
+async def _track(pool: asyncpg.Pool, did: str, rkey: str, title: str, audio_url: str) -> None:
+    await pool.execute(
+        """INSERT INTO tracks (uri, did, rkey, cid, rev, title, artist, file_type, audio_url,
+                               record, created_at, sort_at)
+           VALUES ($1, $2, $3, 'bafyreicid', '3k2a', $4, $5, 'mp3', $6, '{}'::jsonb, now(), now())""",
+        f"at://{did}/fm.plyr.track/{rkey}", did, rkey, title, "Art\u200fist\u2066", audio_url,
+    )
+
+
+async def test_exports_check_did_reuse_and_strip_bidi(server: MediaServer, pool: asyncpg.Pool, tmp_path: Path) -> None:
+    import io
+    import unicodedata
+    import zipfile
+
+    async def create(params: dict[str, str] | None = None) -> tuple[int, Any]:
+        async with server.session.post(f"{server.url}/exports", params=params or {}, headers=server.headers) as resp:
+            return resp.status, await resp.json()
+
+    for bad in ("not-a-did", "did:plc:x\n", "did:PLC:abc", "did:plc:" + "a" * 3000):
+        status, body = await create({"did": bad})
+        assert (status, body["error"]) == (400, "InvalidRequest"), (bad, body)
+    assert await pool.fetchval("SELECT count(*) FROM media_jobs") == 0
+
+    tone = _ffmpeg(tmp_path / "t.mp3", *_tone(1.0), "-c:a", "libmp3lame")
+    _, up = await server.upload("audio", tone)
+    await server.run_jobs()
+    await _track(pool, OWNER, "3k001", "\u202eevil\u202c gnp.exe\u2069 \x7f\u0085ok", up["url"])
+    status, first = await create()
+    assert status == 202
+    await server.run_jobs()
+    assert (await server.job(first["jobId"])).status == "done"
+
+    # nothing changed: the same export again, not another zip kept for a week
+    status, again = await create()
+    assert again["jobId"] == first["jobId"] and again.get("reused") is True, again
+    assert await server.run_jobs() == 0
+    # the trusted caller naming the same account gets it too
+    status, named = await create({"did": OWNER})
+    assert named["jobId"] == first["jobId"]
+    # a new track is a new state: a new export
+    await _track(pool, OWNER, "3k002", "Second", up["url"])
+    status, second = await create()
+    assert status == 202 and second["jobId"] != first["jobId"]
+    await server.run_jobs()
+    zips = [p for p in server.settings.media_dir.rglob("*.zip")]
+    assert len(zips) == 2
+
+    async with server.session.get(f"{server.url}/exports/{second['jobId']}/download", headers=server.headers) as resp:
+        assert resp.status == 200
+        data = await resp.read()
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        names = zf.namelist()
+    assert any("evil" in n for n in names), names
+    for name in names:
+        assert not [ch for ch in name if unicodedata.category(ch) in ("Cc", "Cf")], repr(name)
