@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from typing import Any
 
 import asyncpg
 import orjson
@@ -118,11 +119,24 @@ async def add_security_headers(_request: web.Request, response: web.StreamRespon
     response.headers.setdefault("Content-Security-Policy", DEFAULT_CSP)
 
 
+def add_vary(headers: Any, name: str) -> None:
+    """Merge `name` into the Vary header (one header, each name once, whatever the case)."""
+    present = [v.strip() for value in headers.getall("Vary", []) for v in value.split(",") if v.strip()]
+    if name.lower() not in {v.lower() for v in present}:
+        present.append(name)
+    headers["Vary"] = ", ".join(present)
+
+
 def cors_middleware(origins: tuple[str, ...]) -> web.middleware:
     """Allow the configured origins. With "*", any origin may read public data but no
-    credentials are allowed; a listed origin is echoed back and may send credentials."""
+    credentials are allowed; a listed origin is echoed back and may send credentials.
+
+    Whenever CORS is on, every response says `Vary: Origin`, the ones fetched without an Origin
+    too: they lack the CORS headers, and a shared cache must not hand such a copy to a
+    cross-origin request (nor one origin's echoed copy to another)."""
     allowed = frozenset(origins)
     any_origin = "*" in allowed
+    enabled = bool(allowed)
 
     def headers_for(origin: str | None) -> dict[str, str]:
         if not origin:
@@ -132,7 +146,6 @@ def cors_middleware(origins: tuple[str, ...]) -> web.middleware:
                 "Access-Control-Allow-Origin": origin,
                 "Access-Control-Allow-Credentials": "true",
                 "Access-Control-Expose-Headers": "ETag, Plyr-Index-Event-Time, Plyr-Index-Lag",
-                "Vary": "Origin",
             }
         if any_origin:
             return {
@@ -143,11 +156,15 @@ def cors_middleware(origins: tuple[str, ...]) -> web.middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not enabled:
+            return await handler(request)
         origin = request.headers.get("Origin")
         extra = headers_for(origin)
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             if not extra:
-                return web.Response(status=403, text="origin not allowed")
+                refused = web.Response(status=403, text="origin not allowed")
+                add_vary(refused.headers, "Origin")
+                return refused
             extra.update(
                 {
                     "Access-Control-Allow-Methods": "GET, HEAD, POST, OPTIONS",
@@ -156,13 +173,12 @@ def cors_middleware(origins: tuple[str, ...]) -> web.middleware:
                     "Access-Control-Max-Age": "600",
                 }
             )
-            return web.Response(status=204, headers=extra)
+            preflight = web.Response(status=204, headers=extra)
+            add_vary(preflight.headers, "Origin")
+            return preflight
         response = await handler(request)
-        for key, value in extra.items():
-            if key == "Vary" and "Vary" in response.headers:
-                response.headers["Vary"] = response.headers["Vary"] + ", Origin"
-            else:
-                response.headers[key] = value
+        response.headers.update(extra)
+        add_vary(response.headers, "Origin")
         return response
 
     return middleware

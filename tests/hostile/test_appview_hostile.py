@@ -257,7 +257,6 @@ def _vary(headers: Any) -> list[str]:
     return [v.strip().lower() for value in headers.getall("Vary", []) for v in value.split(",") if v.strip()]
 
 
-@pytest.mark.xfail(strict=True, reason="issue #11: not fixed yet")
 async def test_cors_vary_origin_without_origin(world: World, make_client: AppFactory) -> None:
     ann = await world.account("ann")
     for n in range(12):  # a latest page above the compression threshold
