@@ -10,26 +10,48 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 
 import orjson
 from aiohttp import web
 
 from appview.errors import XRPCError
 from protocol.identity import IdentityResolver
-from protocol.service_auth import AuthError, bearer_token, verify_service_jwt
+from protocol.service_auth import (
+    AuthError,
+    IssuerGate,
+    IssuerRateLimited,
+    bearer_token,
+    verify_service_jwt,
+)
 
 SERVICE_FRAGMENT = "#plyr_appview"
+# How long a verified token is taken on trust: short, so a key rotation (or a revoked account)
+# takes effect within this, whatever the token's own `exp` says.
+VERIFIED_TTL = 60.0
 
 
 class Authenticator:
     """Verifies tokens; a token already verified is remembered (by its exact bytes, signature
-    included) until it expires, so a client reusing its token costs no signature check."""
+    included) for at most VERIFIED_TTL seconds and never past its `exp`, so a client reusing its
+    token costs no signature check. Issuer lookups go through one IssuerGate (negative cache,
+    budget for unknown issuers); over the budget is a 429."""
 
-    def __init__(self, service_did: str, resolver: IdentityResolver, *, max_cached: int = 10_000) -> None:
+    def __init__(
+        self,
+        service_did: str,
+        resolver: IdentityResolver,
+        *,
+        max_cached: int = 10_000,
+        issuers: IssuerGate | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.audience = service_did + SERVICE_FRAGMENT
         self.resolver = resolver
         self.max_cached = max_cached
-        self._verified: dict[tuple[str, str], tuple[str, float]] = {}  # (token, lxm) -> (did, exp)
+        self.issuers = issuers or IssuerGate()
+        self._clock = clock
+        self._verified: dict[tuple[str, str], tuple[str, float]] = {}  # (token, lxm) -> (did, until)
 
     async def viewer(self, request: web.Request, nsid: str, *, required: bool) -> str | None:
         """The caller's DID, None when anonymous and allowed; raises a 401 XRPCError."""
@@ -40,8 +62,9 @@ class Authenticator:
             return None
         try:
             token = bearer_token(header)
+            now = self._clock()
             hit = self._verified.get((token, nsid))
-            if hit is not None and hit[1] > time.time():
+            if hit is not None and hit[1] > now:
                 return hit[0]
             did = await verify_service_jwt(
                 token,
@@ -49,12 +72,17 @@ class Authenticator:
                 lxm=nsid,
                 resolver=self.resolver,
                 accept_bare_audience=True,
+                issuers=self.issuers,
             )
+        except IssuerRateLimited as exc:
+            raise XRPCError(429, exc.error, exc.message) from None
         except AuthError as exc:
             raise XRPCError(401, exc.error, exc.message) from None
         if len(self._verified) >= self.max_cached:
             self._verified.clear()
-        self._verified[(token, nsid)] = (did, _expiry(token))
+        lifetime = min(VERIFIED_TTL, _expiry(token) - time.time())
+        if lifetime > 0:
+            self._verified[(token, nsid)] = (did, now + lifetime)
         return did
 
 

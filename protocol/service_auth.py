@@ -5,6 +5,12 @@ signed (ES256K or ES256) by the user's repo signing key, names us in `aud` and t
 in `lxm`. Verification checks the cheap claims first and only then resolves the issuer's key,
 so garbage tokens cost no network; a bad signature is retried once against a freshly fetched
 DID document, because the account may just have rotated its key.
+
+A token may live at most an hour (what the reference PDS's getServiceAuth mints at most), so
+one that leaks, or outlives a key rotation, is not good for long. Key lookups go through an
+`IssuerGate`: issuers that failed to resolve are remembered for a short while (a forged token
+repeated costs no lookup), and lookups of issuers not seen lately draw on a token bucket, so a
+flood of tokens naming random DIDs costs a bounded number of directory fetches.
 """
 
 from __future__ import annotations
@@ -13,6 +19,9 @@ import base64
 import binascii
 import secrets
 import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -25,6 +34,9 @@ MAX_TOKEN_LENGTH = 8192
 _REJECTED_TYPES = frozenset({"at+jwt", "refresh+jwt", "dpop+jwt"})
 # How far in the future `iat` may be (clock skew beyond the leeway is a forged or broken token).
 MAX_IAT_SKEW = 300
+# Longest accepted token life (exp - iat, and exp - now): the reference PDS's getServiceAuth
+# refuses to mint tokens expiring more than an hour ahead.
+MAX_TOKEN_LIFETIME = 3600
 
 
 class AuthError(Exception):
@@ -37,6 +49,96 @@ class AuthError(Exception):
 
     def __repr__(self) -> str:
         return f"AuthError({self.error!r}, {self.message!r})"
+
+
+class IssuerRateLimited(AuthError):
+    """Too many tokens from issuers we do not know right now: refused without a lookup. An
+    HTTP server answers 429 with Retry-After (`retry_after` seconds)."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("RateLimitExceeded", "too many tokens from unknown issuers; retry shortly")
+        self.retry_after = retry_after
+
+
+class IssuerGate:
+    """What resolving token issuers may cost (see the module docstring).
+
+    `known`: issuers whose key was fetched within `known_ttl` (their lookups are free, and the
+    resolver's own cache answers them). `failed`: issuers whose lookup failed within
+    `negative_ttl` (the same error again, no lookup). Any other issuer takes a token from a
+    bucket of `burst`, refilled at `rate` per second; an empty bucket is IssuerRateLimited.
+    """
+
+    def __init__(
+        self,
+        *,
+        rate: float = 5.0,
+        burst: int = 50,
+        negative_ttl: float = 30.0,
+        known_ttl: float = 3600.0,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.negative_ttl = negative_ttl
+        self.known_ttl = known_ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        self._tokens = float(burst)
+        self._refilled = clock()
+        self._known: OrderedDict[str, float] = OrderedDict()  # did -> known until
+        self._failed: OrderedDict[str, tuple[float, AuthError]] = OrderedDict()  # did -> (until, error)
+
+    async def key(self, resolver: IdentityResolver, did: str, *, fresh: bool) -> PublicKey | None:
+        now = self._clock()
+        failed = self._failed.get(did)
+        if failed is not None:
+            if failed[0] > now:
+                raise AuthError(failed[1].error, failed[1].message)
+            del self._failed[did]
+        known_until = self._known.get(did)
+        known = known_until is not None and known_until > now
+        if not known and not self._take(now):
+            raise IssuerRateLimited(retry_after=max(1.0, 1.0 / self.rate) if self.rate > 0 else 60.0)
+        try:
+            key = await _issuer_key(resolver, did, fresh=fresh)
+        except AuthError as exc:
+            # Only issuers without a recent good key: a forged token naming a real account
+            # must not lock that account out when one refetch fails.
+            if not known:
+                self._remember(self._failed, did, (now + self.negative_ttl, exc))
+            raise
+        self._remember(self._known, did, now + self.known_ttl)
+        return key
+
+    def _take(self, now: float) -> bool:
+        self._tokens = min(float(self.burst), self._tokens + (now - self._refilled) * self.rate)
+        self._refilled = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    def _remember(self, table: OrderedDict[str, Any], did: str, value: Any) -> None:
+        table[did] = value
+        table.move_to_end(did)
+        while len(table) > self.max_entries:
+            table.popitem(last=False)
+
+
+# Callers that pass no gate share one per resolver: the budget holds for the whole process.
+_default_gates: weakref.WeakKeyDictionary[Any, IssuerGate] = weakref.WeakKeyDictionary()
+
+
+def default_gate(resolver: IdentityResolver) -> IssuerGate:
+    try:
+        gate = _default_gates.get(resolver)
+        if gate is None:
+            gate = _default_gates[resolver] = IssuerGate()
+    except TypeError:  # a resolver that cannot be weakly referenced: a gate for this call only
+        return IssuerGate()
+    return gate
 
 
 def _b64url_decode(part: str) -> bytes:
@@ -82,13 +184,17 @@ async def verify_service_jwt(
     now: float | None = None,
     leeway: float = 30,
     accept_bare_audience: bool = False,
+    max_lifetime: float = MAX_TOKEN_LIFETIME,
+    issuers: IssuerGate | None = None,
 ) -> str:
     """Verify an inter-service JWT and return the issuer's DID; raises AuthError.
 
     `audience` is our service identity (e.g. "did:web:api.plyr.fm#plyr_appview"); with
     `accept_bare_audience`, a token whose `aud` is just the DID part is accepted too (older
     PDS versions strip the fragment). `lxm` is the XRPC method the token must authorize, or
-    None when the endpoint does not require a method binding.
+    None when the endpoint does not require a method binding. A token may expire at most
+    `max_lifetime` seconds after it was issued and after now. `issuers` bounds the cost of
+    issuer lookups (by default one gate per resolver, shared by every caller).
     """
     if not token:
         raise AuthError("AuthMissing", "Authentication required")
@@ -133,6 +239,11 @@ async def verify_service_jwt(
             raise AuthError("BadJwt", "JWT iat is not a number")
         if iat > current + leeway + MAX_IAT_SKEW:
             raise AuthError("BadJwt", "JWT was issued in the future")
+        if exp - iat > max_lifetime + leeway:
+            raise AuthError("BadJwt", f"JWT lifetime (exp - iat) is over {int(max_lifetime)} seconds")
+    # Without this, a token minted to expire in a century would be good (and cached) that long.
+    if exp > current + max_lifetime + leeway:
+        raise AuthError("BadJwt", f"JWT expires too far in the future (lifetime over {int(max_lifetime)} seconds)")
 
     aud = payload.get("aud")
     if not isinstance(aud, str):
@@ -155,11 +266,12 @@ async def verify_service_jwt(
         raise AuthError("BadJwtSignature", "JWT signature is not base64url") from None
     signing_input = (parts[0] + "." + parts[1]).encode("ascii")
 
-    key = await _issuer_key(resolver, iss_did, fresh=False)
+    gate = issuers if issuers is not None else default_gate(resolver)
+    key = await gate.key(resolver, iss_did, fresh=False)
     if _signature_ok(key, curve, signing_input, sig):
         return iss_did
     # The account may have rotated its key since we cached the document: look again, once.
-    fresh_key = await _issuer_key(resolver, iss_did, fresh=True)
+    fresh_key = await gate.key(resolver, iss_did, fresh=True)
     if fresh_key != key and _signature_ok(fresh_key, curve, signing_input, sig):
         return iss_did
     raise AuthError("BadJwtSignature", "JWT signature does not match the issuer's signing key")

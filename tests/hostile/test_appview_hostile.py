@@ -325,7 +325,6 @@ def _request(token: str) -> Any:
     return make_mocked_request("GET", f"/xrpc/{LXM}", headers={"Authorization": "Bearer " + token})
 
 
-@pytest.mark.xfail(strict=True, reason="issue #11: not fixed yet")
 async def test_service_auth_lifetime_cache_and_unknown_issuers() -> None:
     resolver = StubResolver()
     did = _random_plc()

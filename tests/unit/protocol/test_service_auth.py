@@ -12,7 +12,15 @@ import pytest
 
 from protocol.crypto import PrivateKey
 from protocol.identity import IdentityResolver
-from protocol.service_auth import AuthError, bearer_token, create_service_jwt, verify_service_jwt
+from protocol.service_auth import (
+    MAX_TOKEN_LIFETIME,
+    AuthError,
+    IssuerGate,
+    IssuerRateLimited,
+    bearer_token,
+    create_service_jwt,
+    verify_service_jwt,
+)
 
 from .fake_identity_server import FakeIdentityServer, did_doc, random_plc_did
 
@@ -292,3 +300,48 @@ def test_created_token_claims() -> None:
     assert payload["aud"] == AUD and payload["lxm"] == LXM and len(payload["jti"]) == 32
     other = create_service_jwt(key, iss="did:plc:" + "a" * 24, aud=AUD, lxm=LXM, now=1000)
     assert json.loads(base64.urlsafe_b64decode(other.split(".")[1] + "=="))["jti"] != payload["jti"]
+
+
+async def test_token_lifetime_is_capped(server: FakeIdentityServer, resolver: IdentityResolver) -> None:
+    acct = Account(server)
+    now = time.time()
+    # What a PDS mints (up to an hour) passes; more does not, before any lookup.
+    hour = create_service_jwt(acct.key, iss=acct.did, aud=AUD, lxm=LXM, exp_in=MAX_TOKEN_LIFETIME)
+    assert await _verify(hour, resolver) == acct.did
+    lookups = server.requests[acct.did]
+    for claims in (
+        _claims(acct.did, exp=int(now) + 100 * 365 * 86400),  # a century ahead
+        _claims(acct.did, exp=int(now) + 2 * MAX_TOKEN_LIFETIME, iat=None),  # no iat, far exp
+        _claims(acct.did, exp=int(now) + 600, iat=int(now) - 7200),  # lived 2h10 already
+    ):
+        err = await _rejected(_token(acct.key, {"alg": "ES256K"}, claims), resolver, "BadJwt")
+        assert "lifetime" in err.message
+    assert server.requests[acct.did] == lookups
+
+
+async def test_issuer_gate_bounds_lookups_of_unknown_issuers(server: FakeIdentityServer) -> None:
+    clock = [0.0]
+    gate = IssuerGate(rate=1.0, burst=3, negative_ttl=30, clock=lambda: clock[0])
+    acct = Account(server)
+    async with IdentityResolver(server.url, negative_ttl=0) as res:
+        token = create_service_jwt(acct.key, iss=acct.did, aud=AUD, lxm=LXM)
+        assert await _verify(token, res, issuers=gate) == acct.did  # 1 of the budget
+        forger = PrivateKey.generate("k256")
+        ghosts = [random_plc_did() for _ in range(5)]
+        for ghost in ghosts[:2]:  # the rest of the budget: looked up, not found
+            await _rejected(create_service_jwt(forger, iss=ghost, aud=AUD, lxm=LXM), res,
+                            "BadJwtSignature", issuers=gate)
+        for ghost in ghosts[2:]:  # over it: refused without a lookup
+            with pytest.raises(IssuerRateLimited):
+                await _verify(create_service_jwt(forger, iss=ghost, aud=AUD, lxm=LXM), res, issuers=gate)
+        assert [server.requests[g] for g in ghosts] == [1, 1, 0, 0, 0]
+        # A known issuer is not charged; a failed one is answered from the negative cache.
+        assert await _verify(token, res, issuers=gate) == acct.did
+        await _rejected(create_service_jwt(forger, iss=ghosts[0], aud=AUD, lxm=LXM), res,
+                        "BadJwtSignature", issuers=gate)
+        assert server.requests[ghosts[0]] == 1
+        # The bucket refills with time, and the negative cache expires.
+        clock[0] += 31
+        await _rejected(create_service_jwt(forger, iss=ghosts[0], aud=AUD, lxm=LXM), res,
+                        "BadJwtSignature", issuers=gate)
+        assert server.requests[ghosts[0]] == 2
