@@ -60,7 +60,7 @@ from indexer.frames import (
 )
 from indexer.handles import HandleChecker
 from indexer.records import RecordOp
-from indexer.sources import Source
+from indexer.sources import CaptureUnreadable, Source
 from indexer.verify import Verifier, VerifyError, check_rev
 from indexer.writer import (
     AccountChange,
@@ -209,7 +209,12 @@ class Consumer:
         return seq if seq >= 0 else None
 
     async def _consume_all(self) -> None:
-        await self._consume()
+        try:
+            await self._consume()
+        except CaptureUnreadable:
+            # The frames before the damage were read whole: commit them, then report it.
+            await self.flush()
+            raise
         await self.flush()  # end of a capture: commit everything (after any write in flight)
 
     async def _consume(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import struct
 import time
@@ -33,6 +34,9 @@ log = logging.getLogger("plyr.indexer")
 
 SUBSCRIBE_PATH = "/xrpc/com.atproto.sync.subscribeRepos"
 MAX_MESSAGE = 16 * 1024 * 1024  # relay frames are capped far lower; guard against runaways
+# `plyr capture` records what its websocket accepted (max_size=MAX_MESSAGE): no frame in a
+# capture is longer, so a larger length prefix is corruption, not a frame to buffer.
+MAX_CAPTURE_FRAME = MAX_MESSAGE
 CHUNK = 1 << 20
 Resume = Callable[[], int | None]
 
@@ -63,24 +67,42 @@ def open_capture(path: Path) -> BinaryIO:
 
 
 def split_frames(buf: bytes, start: int) -> tuple[list[bytes], int]:
-    """Whole frames in buf[start:] (4-byte LE length + frame) and where the remainder starts."""
+    """Whole frames in buf[start:] (4-byte LE length + frame) and where the remainder starts.
+    Stops at a length over MAX_CAPTURE_FRAME (corruption: the caller reports it)."""
     out: list[bytes] = []
     n = len(buf)
     pos = start
     unpack = struct.unpack_from
+    limit = MAX_CAPTURE_FRAME  # a local: this loop runs once per frame
     while pos + 4 <= n:
         (length,) = unpack("<I", buf, pos)
         end = pos + 4 + length
-        if end > n:
+        if end > n or length > limit:
             break
         out.append(buf[pos + 4 : end])
         pos = end
     return out, pos
 
 
+class CaptureUnreadable(PlyrError):
+    """A capture that cannot be read past `offset` (a byte offset in the capture format, i.e.
+    of the decompressed stream for .zst): a length prefix over the frame limit, a cut frame, a
+    broken zstd stream. `unread` bytes were not read (None when a broken stream hides it)."""
+
+    def __init__(self, path: Path, offset: int, unread: int | None, reason: str) -> None:
+        self.path, self.offset, self.unread, self.reason = path, offset, unread, reason
+        lost = f"{unread} bytes" if unread is not None else "the rest of the file"
+        super().__init__(
+            f"{path}: capture unreadable from byte {offset} ({reason}): {lost} not read; "
+            "only the frames before it were read"
+        )
+
+
 class CaptureSource:
-    """Frames from a capture file; ends at end of file. A truncated last frame is passed on as
-    it is (the decoder reports it as bad)."""
+    """Frames from a capture file; ends at end of file. Reading is linear in the file size and
+    holds at most about two frames (each at most MAX_CAPTURE_FRAME) and a read chunk. Anything
+    that stops the read before the end (see CaptureUnreadable) is raised after the frames before
+    it have been yielded: a replay never reports success for a file it did not read whole."""
 
     format = "cbor"
     live = False
@@ -89,28 +111,69 @@ class CaptureSource:
         self.path = path
         self.name = name or f"capture:{path.name}"
 
+    def _read(self, stream: BinaryIO, size: int, offset: int) -> bytes:
+        try:
+            return stream.read(size)
+        except Exception as exc:  # zstd raises its own errors for corrupt input
+            raise CaptureUnreadable(self.path, offset, None, f"cannot read: {exc}") from None
+
+    def _unreadable(self, stream: BinaryIO, offset: int, held: int, reason: str) -> CaptureUnreadable:
+        """The error for a read stopped at `offset`, with `held` bytes past it already read."""
+        unread: int | None
+        if self.path.suffix == ".zst":
+            # No size up front: count the rest of the stream (chunk by chunk, nothing kept).
+            unread = held
+            try:
+                while chunk := stream.read(CHUNK):
+                    unread += len(chunk)
+            except Exception:  # noqa: BLE001 - a broken stream after the damage: size unknown
+                unread = None
+        else:
+            unread = os.fstat(stream.fileno()).st_size - offset
+        return CaptureUnreadable(self.path, offset, unread, reason)
+
     async def batches(self, resume: Resume) -> AsyncIterator[list[bytes]]:
         stream = open_capture(self.path)
         try:
+            offset = 0  # capture offset of rest[0]: everything before it has been yielded
             rest = b""
             while True:
-                try:
-                    chunk = stream.read(CHUNK)
-                except Exception as exc:  # zstd raises its own errors for corrupt input
-                    raise PlyrError(f"{self.path}: cannot read capture ({exc})") from None
+                chunk = self._read(stream, CHUNK, offset + len(rest))
                 if not chunk:
                     break
                 buf = rest + chunk if rest else chunk
                 frames, pos = split_frames(buf, 0)
                 rest = buf[pos:]
+                offset += pos
                 if frames:
                     yield frames
+                if len(rest) >= 4:
+                    (length,) = struct.unpack_from("<I", rest)
+                    if length > MAX_CAPTURE_FRAME:
+                        raise self._unreadable(
+                            stream, offset, len(rest),
+                            f"length prefix {length} over the {MAX_CAPTURE_FRAME}-byte frame limit",
+                        )  # fmt: skip
+                    missing = 4 + length - len(rest)
+                    if missing > CHUNK:
+                        # A frame longer than the next chunk: read the rest of it in one go,
+                        # not chunk by chunk re-copying a growing buffer (quadratic).
+                        parts = [rest]
+                        while missing > 0:
+                            part = self._read(stream, missing, offset + len(rest))
+                            if not part:
+                                break
+                            parts.append(part)
+                            missing -= len(part)
+                        rest = b"".join(parts)
+                        if missing == 0:  # whole now (else the file ended: reported below)
+                            yield [rest[4:]]
+                            offset += len(rest)
+                            rest = b""
                 await asyncio.sleep(0)  # let the batch timer and status log run
             if rest:
-                log.warning(
-                    "capture ends inside a frame", extra={"file": str(self.path), "bytes": len(rest)}
-                )
-                yield [rest[4:] if len(rest) > 4 else rest]
+                what = "a frame" if len(rest) >= 4 else "a length prefix"
+                raise self._unreadable(stream, offset, len(rest), f"the file ends inside {what}")
         finally:
             stream.close()
 
