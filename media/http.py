@@ -191,7 +191,7 @@ async def _receive_body(request: web.Request, ctx: MediaContext, limit: int) -> 
         except BadMedia:
             raise
         except TimeoutError:
-            raise UploadTimeout("the multipart body did not reach its file in time") from None
+            raise UploadTimeout("the multipart body did not reach its file in time", idle=False) from None
         except (ValueError, AssertionError) as exc:
             raise BadMedia(400, f"malformed multipart body: {exc}") from None
 
@@ -214,7 +214,8 @@ async def _receive_body(request: web.Request, ctx: MediaContext, limit: int) -> 
 async def _hang_up(request: web.Request, resp: web.Response) -> web.Response:
     """Send `resp` and close the connection without reading the rest of the body: aiohttp
     would otherwise keep reading (lingering) for up to 10 s, holding the connection that a
-    stalled or refused upload should free at once."""
+    stalled upload should free at once. Only for senders that went quiet: closing on a client
+    still sending could reset the connection before it reads the answer."""
     resp.force_close()
     await resp.prepare(request)
     await resp.write_eof()
@@ -233,7 +234,10 @@ async def _upload(request: web.Request, kind: str) -> web.Response:
         UPLOADS.labels(kind, "too_many").inc()
         resp = _error(429, "TooManyUploads", "too many uploads in progress; try again later")
         resp.headers["Retry-After"] = str(UPLOAD_RETRY_AFTER_S)
-        return await _hang_up(request, resp)  # the body is never read
+        # Not read; aiohttp drains what the client still sends for a few seconds before closing,
+        # so that a client busy sending reads this answer instead of a connection reset.
+        resp.force_close()
+        return resp
     received: Received | None = None
     try:
         title = _text_param(request, "title")
@@ -242,10 +246,16 @@ async def _upload(request: web.Request, kind: str) -> web.Response:
             received = await _receive_body(request, ctx, limit)
         except TooLarge as exc:
             UPLOADS.labels(kind, "too_large").inc()
-            return await _hang_up(request, _error(413, "PayloadTooLarge", str(exc)))
+            resp = _error(413, "PayloadTooLarge", str(exc))
+            resp.force_close()  # do not read the rest of a body we refused (beyond aiohttp's drain)
+            return resp
         except UploadTimeout as exc:
             UPLOADS.labels(kind, "timeout").inc()
-            return await _hang_up(request, _error(408, "RequestTimeout", str(exc)))
+            resp = _error(408, "RequestTimeout", str(exc))
+            if exc.idle:
+                return await _hang_up(request, resp)  # it sends nothing: free the connection now
+            resp.force_close()  # still sending (slowly): let aiohttp drain briefly, then close
+            return resp
         if kind == "audio":
             cover = request.query.get("cover")
             if cover is not None and (len(cover) != 64 or not set(cover) <= _SHA):

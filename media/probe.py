@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from media.ffmpeg import DEMUXERS
 
 TAG_KEYS = ("title", "artist", "album", "album_artist", "date", "genre", "track")
 _OUTPUT_LIMIT = 256 * 1024  # the child's JSON; more means something is wrong
+_CODE_ROOT = str(Path(__file__).resolve().parent.parent)  # the child runs this same media/
 
 
 class ProbeError(ValueError):
@@ -84,6 +86,7 @@ async def probe_file(path: Path, *, fmt: str | None = None, timeout_s: float = 6
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,  # libav's log is free text: never read
+            env=_child_env(),
         )
     except OSError as exc:
         raise ProbeError(f"cannot start the probe: {exc}") from exc
@@ -108,6 +111,12 @@ async def probe_file(path: Path, *, fmt: str | None = None, timeout_s: float = 6
     if "error" in answer:
         raise ProbeError(str(answer["error"])[:300])
     return Probe(**answer["probe"])
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_CODE_ROOT, env.get("PYTHONPATH")) if p)
+    return env
 
 
 def _main(argv: list[str]) -> int:

@@ -24,7 +24,11 @@ from media.sniff import HEAD_BYTES
 
 
 class UploadTimeout(Exception):
-    """The sender stalled or is too slow; the message says which."""
+    """The sender stalled (`idle`: sends nothing now) or is too slow; the message says which."""
+
+    def __init__(self, message: str, *, idle: bool) -> None:
+        super().__init__(message)
+        self.idle = idle
 
 
 class TooLarge(ValueError):
@@ -92,7 +96,7 @@ async def receive(
                     async with asyncio.timeout(idle_timeout_s):
                         piece = await read()  # type: ignore[misc]
                 except TimeoutError:
-                    raise UploadTimeout(f"no data arrived for {idle_timeout_s:g} s") from None
+                    raise UploadTimeout(f"no data arrived for {idle_timeout_s:g} s", idle=True) from None
                 if not piece:
                     break
                 size += len(piece)
@@ -101,7 +105,7 @@ async def receive(
                 if min_rate is not None:
                     late = loop.time() - started - grace_s
                     if late > 0 and size < min_rate * late:
-                        raise UploadTimeout(f"the upload is slower than {min_rate} bytes/s")
+                        raise UploadTimeout(f"the upload is slower than {min_rate} bytes/s", idle=False)
                 digest.update(piece)
                 if len(head) < HEAD_BYTES:
                     head += piece[: HEAD_BYTES - len(head)]

@@ -235,10 +235,10 @@ async def _open_upload(srv: MediaServer, did: str, announced: int, first: bytes)
 
 
 async def _answer(reader: asyncio.StreamReader, within: float = 15.0) -> tuple[int, dict[str, str], Any]:
-    raw = await asyncio.wait_for(reader.read(), within)  # the server closes after answering
-    head, _, body = raw.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), within)
+    lines = head.decode().strip().split("\r\n")
     headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), within)
     return int(lines[0].split()[1]), headers, orjson.loads(body)
 
 
@@ -266,6 +266,7 @@ async def test_uploads_have_deadlines_and_caps(pool: asyncpg.Pool, database_url:
         await _in_flight(runner.app, 1)
         started = asyncio.get_running_loop().time()
         status, headers, body = await _answer(reader)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # and hung up, no lingering
         stalled_for = asyncio.get_running_loop().time() - started
         writer.close()
         assert (status, body["error"]) == (408, "RequestTimeout"), body

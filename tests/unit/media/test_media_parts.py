@@ -21,7 +21,7 @@ from media.ffmpeg import FFmpegError, run_ffmpeg
 from media.images import ImageError, process_image
 from media.jobs import backoff_s
 from media.probe import read_probe
-from media.receive import TooLarge, receive
+from media.receive import TooLarge, UploadTimeout, receive
 from media.settings import MediaSettings
 from media.storage import LocalStorage, StorageError, valid_key
 from media.transcode import is_lossless, mp3_command, needs_transcode
@@ -128,6 +128,30 @@ async def test_receive_removes_the_file_when_the_client_goes_away(tmp_path: Path
 
     with pytest.raises(ConnectionResetError):
         await receive(breaks, tmp_dir=tmp_path, limit=10**6, chunk_bytes=10)
+    assert _files(tmp_path) == []
+
+
+async def test_receive_cuts_off_a_stalled_or_trickling_sender(tmp_path: Path) -> None:
+    stall = asyncio.Event()  # never set: the sender stops after one piece
+
+    async def stalls() -> bytes:
+        if stalls.sent:  # type: ignore[attr-defined]
+            await stall.wait()
+        stalls.sent = True  # type: ignore[attr-defined]
+        return b"z" * 100
+
+    stalls.sent = False  # type: ignore[attr-defined]
+    with pytest.raises(UploadTimeout, match="no data arrived for 0.2 s"):
+        await receive(stalls, tmp_dir=tmp_path, limit=10**6, chunk_bytes=10, idle_timeout_s=0.2)
+    assert _files(tmp_path) == []
+
+    async def trickles() -> bytes:
+        await asyncio.sleep(0.02)  # always inside the idle timeout, far under the rate
+        return b"t"
+
+    with pytest.raises(UploadTimeout, match="slower than 1000 bytes/s"):
+        await receive(trickles, tmp_dir=tmp_path, limit=10**6, chunk_bytes=10,
+                      idle_timeout_s=1.0, min_rate=1000, grace_s=0.1)
     assert _files(tmp_path) == []
 
 
