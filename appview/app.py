@@ -8,7 +8,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from appview import openapi, web_pages
+from appview import front_door, openapi, web_pages
 from appview.auth import Authenticator
 from appview.context import AppState, Route
 from appview.freshness import Freshness
@@ -95,6 +95,7 @@ def build_app(
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/openapi.json", openapi_json)
     web_pages.add_routes(app, state)
+    front_door.add_routes(app, state, lexicons, ROUTES)
 
     async def on_startup(_app: web.Application) -> None:
         await freshness.start()
