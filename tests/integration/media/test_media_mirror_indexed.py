@@ -18,6 +18,7 @@ from integration.media.conftest import MediaServer
 from integration.media.test_media_mirror import FakePds, pds, resolver  # noqa: F401 - fixtures
 from media.ingest import stream_key
 from protocol.identity import IdentityResolver
+from tests.support.rkeys import tid_key
 
 TRACK = "fm.plyr.track"
 
@@ -36,7 +37,7 @@ def blob_track(title: str, cid: str, size: int, mime: str = "audio/wav") -> dict
 def op(did: str, rkey: str, rev: str, record: dict[str, Any] | None, action: str = "create") -> RecordOp:
     # The record CID only has to be a string here: the writer stores what the verifier checked.
     cid = None if record is None else f"bafyrei{hashlib.sha256(repr(record).encode()).hexdigest()[:40]}"
-    return RecordOp(action, did, TRACK, rkey, rev, cid, record)
+    return RecordOp(action, did, TRACK, tid_key(rkey), rev, cid, record)  # readable name -> TID
 
 
 async def write(pool: asyncpg.Pool, *ops: RecordOp) -> Any:
@@ -57,7 +58,7 @@ async def test_indexed_blob_track_is_mirrored_once(
 ) -> None:  # fmt: skip
     data = samples["tone.wav"].read_bytes()
     cid = pds.add_blob(data)
-    uri = f"at://{pds.did}/{TRACK}/3kblobtrack1"
+    uri = f"at://{pds.did}/{TRACK}/{tid_key('3kblobtrack1')}"
     record = blob_track("Blob Song", cid, len(data))
 
     result = await write(pool, op(pds.did, "3kblobtrack1", "3kaaaaaaaab2", record))
@@ -117,7 +118,7 @@ async def test_hidden_actor_is_mirrored_when_shown_again(
 ) -> None:  # fmt: skip
     data = samples["tone.mp3"].read_bytes()
     cid = pds.add_blob(data)
-    uri = f"at://{pds.did}/{TRACK}/3kblobtrack2"
+    uri = f"at://{pds.did}/{TRACK}/{tid_key('3kblobtrack2')}"
     async with pool.acquire() as conn:
         await apply_account(conn, AccountChange(pds.did, False, "deactivated"))
     result = await write(pool, op(pds.did, "3kblobtrack2", "3kaaaaaaaab2", blob_track("Hidden", cid, len(data), "audio/mpeg")))
