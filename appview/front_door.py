@@ -52,6 +52,7 @@ pre{white-space:pre-wrap;word-break:break-all;background:var(--box);padding:.6re
 .scroll{overflow-x:auto}
 table{border-collapse:collapse;width:100%;font-size:14px}
 th,td{text-align:left;vertical-align:top;padding:.3rem .5rem;border-bottom:1px solid var(--line)}
+th{white-space:nowrap}td{overflow-wrap:break-word}td code{overflow-wrap:anywhere}
 .figures{display:grid;grid-template-columns:repeat(auto-fit,minmax(9rem,1fr));gap:.75rem;margin:0}
 .figures div{border:1px solid var(--line);border-radius:8px;padding:.6rem .8rem}
 .figures dt{color:var(--muted);font-size:14px}.figures dd{margin:0;font-size:1.4rem;font-weight:600}
