@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 import websockets
@@ -81,6 +82,17 @@ class Browser:
         if "exceptionDetails" in result:
             raise AssertionError(f"page script failed: {result['exceptionDetails']}")
         return result["result"].get("value")
+
+
+async def loaded(browser: Browser, url: str) -> None:
+    """Until the page at `url` has loaded (progress, not a fixed sleep; bounded for a stuck
+    browser)."""
+    for _ in range(600):
+        state = await browser.evaluate("[location.href, document.readyState]")
+        if state == [url, "complete"]:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} did not load: {state}")
 
 
 def _have_chromium() -> bool:
@@ -181,10 +193,7 @@ async def test_embed_page_plays_and_seeks_in_chromium(pool: Any, plc: Plc) -> No
                     "width": EMBED_WIDTH, "height": EMBED_HEIGHT, "deviceScaleFactor": 1, "mobile": False})
                 await browser.send("Page.enable")
                 await browser.send("Page.navigate", {"url": f"{base}/embed/track/{short_id}"})
-                for _ in range(100):
-                    if await browser.evaluate("document.readyState") == "complete":
-                        break
-                    await asyncio.sleep(0.1)
+                await loaded(browser, f"{base}/embed/track/{short_id}")
                 result = await browser.evaluate(PLAY_AND_SEEK)
 
                 assert result["title"] == "Four Forty" and result["artist"] == "Ann Tone"
@@ -200,10 +209,12 @@ async def test_embed_page_plays_and_seeks_in_chromium(pool: Any, plc: Plc) -> No
 
                 # the track page: its oEmbed discovery link leads to an iframe of the embed
                 await browser.send("Page.navigate", {"url": f"{base}/track/{short_id}"})
-                await asyncio.sleep(0.5)
+                await loaded(browser, f"{base}/track/{short_id}")
                 href = await browser.evaluate(
                     "document.querySelector('link[type=\"application/json+oembed\"]').href")
-                oembed = await browser.evaluate(f"fetch({orjson.dumps(href).decode()}).then(r => r.json())")
+                # Fetched from here: the page's CSP (rightly) lets no script of it fetch anything.
+                async with aiohttp.ClientSession() as http, http.get(href) as resp:
+                    oembed = await resp.json()
                 assert f"{base}/embed/track/{short_id}" in oembed["html"]
         finally:
             await runner.cleanup()
