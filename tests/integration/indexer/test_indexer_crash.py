@@ -71,6 +71,7 @@ COLLECTIONS = (
     "fm.plyr.actor.profile",
 )
 COUNTED = ("fm.plyr.like", "fm.plyr.comment")
+WINDOW = 300  # frames the live stream may run ahead of the committed cursor
 TABLE = {
     "fm.plyr.track": "tracks", "fm.plyr.like": "likes", "fm.plyr.comment": "comments",
     "fm.plyr.list": "lists", "fm.plyr.actor.profile": "profiles",
@@ -397,6 +398,21 @@ async def wait_for_cursor(
         await asyncio.sleep(0.1)
 
 
+async def wait_for_progress(
+    pool: asyncpg.Pool, last: int, end: int, procs: list[asyncio.subprocess.Process], log: Path,
+    within: float,
+) -> None:  # fmt: skip
+    """Until the committed cursor passes `last` (or the stream's `end`): the indexers made
+    progress since then. Fails if one exits or none progresses `within` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while (now := await cursor(pool)) <= last and now < end:
+        if any(p.returncode is not None for p in procs):
+            raise AssertionError(f"an indexer exited:\n{tail(log)}")
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"no progress past cursor {last} in {within:.0f}s:\n{tail(log)}")
+        await asyncio.sleep(0.05)
+
+
 def register(identity: FakeIdentityServer, work: Workload) -> None:
     for did, key in work.keys.items():
         identity.plc[did] = did_doc(did, key.public_key())
@@ -420,8 +436,14 @@ async def test_sigkill_at_random_points_loses_nothing(
     env = indexer_env(database_url, identity.url)
     log = tmp_path / "indexer.log"
 
-    async def publish() -> None:  # a live stream: frames keep arriving while we kill
-        for i in range(0, len(work.frames), 25):  # ~250 frames/s: the stream outlasts the kills
+    async def publish() -> None:
+        # A live stream (frames keep arriving while we kill), ~250 frames/s but never more than
+        # WINDOW frames ahead of the committed cursor: however slowly the indexers start (a
+        # loaded CI machine), the stream outlasts the kills.
+        for i in range(0, len(work.frames), 25):
+            # (polled, not an Event: the cursor moves in another process)
+            while work.frames[i][0] - await cursor(pool) > WINDOW:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
             for seq, frame in work.frames[i : i + 25]:
                 server.publish(seq, frame)
             await asyncio.sleep(0.1)
@@ -431,10 +453,18 @@ async def test_sigkill_at_random_points_loses_nothing(
     procs = [await start(["index", "--url", server.url], env, log) for _ in range(processes)]
     try:
         last = 0
-        for _ in range(7 if processes == 1 else 9):
-            # Die at a random moment: often mid-batch, sometimes before anything was consumed.
-            await asyncio.sleep(rng.uniform(0.7, 2.0))
+        for round_ in range(7 if processes == 1 else 9):
             i = rng.randrange(processes)
+            if round_ in (2, 5):
+                # Die during start-up, before anything was consumed.
+                await asyncio.sleep(rng.uniform(0, 0.5))
+            else:
+                # Die once the stream has moved the cursor since the last kill -- not after a
+                # fixed time: under load the start alone (imports) took longer than the old
+                # 0.7-2 s wait, and every kill landed before the indexer consumed a frame --
+                # then at a random moment, often mid-batch.
+                await wait_for_progress(pool, last, work.last_seq, procs, log, within=90)
+                await asyncio.sleep(rng.uniform(0, 0.3))
             assert all(p.returncode is None for p in procs), f"an indexer exited:\n{tail(log)}"
             os.killpg(procs[i].pid, signal.SIGKILL)
             await procs[i].wait()
