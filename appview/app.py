@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 import asyncpg
 import orjson
 from aiohttp import web
 
 from appview import front_door, openapi, web_pages
-from appview.auth import Authenticator
+from appview.auth import SERVICE_FRAGMENT, Authenticator
 from appview.context import AppState, Route
 from appview.freshness import Freshness
 from appview.http import (
@@ -23,7 +25,9 @@ from appview.methods import actor, feed, graph, plays, search, stats, viewer
 from appview.settings import AppviewSettings
 from appview.xrpc import XrpcEndpoint
 from appview.xrpc_schema import LexiconSet
+from core.didweb import add_did_json_route
 from core.metrics import metrics_handler
+from core.ratelimit import RequestLimits
 from protocol.identity import IdentityResolver, resolver_from_env
 
 log = logging.getLogger("plyr.appview")
@@ -40,6 +44,8 @@ ROUTES: dict[str, Route] = {
 
 STATE_KEY = web.AppKey("state", AppState)
 XRPC_KEY = web.AppKey("xrpc", XrpcEndpoint)
+LIMITS_KEY = web.AppKey("limits", RequestLimits)
+SERVICE_TYPE = "PlyrAppView"  # the `type` of our service entry in the DID document
 
 
 def build_app(
@@ -49,8 +55,10 @@ def build_app(
     resolver: IdentityResolver | None = None,
     lexicons: LexiconSet | None = None,
     check_output: bool = False,
+    limits_clock: Callable[[], float] | None = None,
 ) -> web.Application:
-    """`check_output` validates every response against its lexicon (tests turn it on)."""
+    """`check_output` validates every response against its lexicon (tests turn it on);
+    `limits_clock` is the rate limiter's wall clock (tests move it)."""
     lexicons = lexicons or LexiconSet.load()
     own_resolver = resolver is None
     resolver = resolver or resolver_from_env()
@@ -63,12 +71,20 @@ def build_app(
         Authenticator(settings.service_did, resolver),
         check_output=check_output,
     )
+    limits = RequestLimits(settings.rate_limit, pool, "appview", clock=limits_clock or time.time)
     app = web.Application(
-        middlewares=[cors_middleware(settings.cors_origins), errors_middleware],
+        # Limits inside CORS (a browser can read its 429), outside the error JSON (it sees
+        # every answer, to charge a request whose token failed to its address).
+        middlewares=[cors_middleware(settings.cors_origins), limits.middleware, errors_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[STATE_KEY] = state
     app[XRPC_KEY] = endpoint
+    app[LIMITS_KEY] = limits
+    limits.install(app)
+    # Our did:web document: the service entry a PDS resolves to proxy `atproto-proxy:
+    # <did>#plyr_appview` calls here (none for a did:plc: the PLC directory publishes it).
+    add_did_json_route(app, settings.service_did, [(SERVICE_FRAGMENT[1:], SERVICE_TYPE, settings.public_url)])
 
     async def health(_request: web.Request) -> web.Response:
         try:

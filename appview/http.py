@@ -127,6 +127,11 @@ def add_vary(headers: Any, name: str) -> None:
     headers["Vary"] = ", ".join(present)
 
 
+# What a browser client may read: freshness, read-after-write and rate-limit headers.
+EXPOSED_HEADERS = ("ETag, Plyr-Index-Event-Time, Plyr-Index-Lag, atproto-repo-rev, RateLimit-Limit, "
+                   "RateLimit-Remaining, RateLimit-Reset, RateLimit-Policy, Retry-After")
+
+
 def cors_middleware(origins: tuple[str, ...]) -> web.middleware:
     """Allow the configured origins. With "*", any origin may read public data but no
     credentials are allowed; a listed origin is echoed back and may send credentials.
@@ -145,12 +150,12 @@ def cors_middleware(origins: tuple[str, ...]) -> web.middleware:
             return {
                 "Access-Control-Allow-Origin": origin,
                 "Access-Control-Allow-Credentials": "true",
-                "Access-Control-Expose-Headers": "ETag, Plyr-Index-Event-Time, Plyr-Index-Lag",
+                "Access-Control-Expose-Headers": EXPOSED_HEADERS,
             }
         if any_origin:
             return {
                 "Access-Control-Allow-Origin": "*",
-                "Access-Control-Expose-Headers": "ETag, Plyr-Index-Event-Time, Plyr-Index-Lag",
+                "Access-Control-Expose-Headers": EXPOSED_HEADERS,
             }
         return {}
 

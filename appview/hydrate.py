@@ -155,11 +155,15 @@ class TrackViewCache:
 
 
 # The likes of several (viewer, track) pairs at once: the lookups of concurrent requests.
+# Plus, in the same round trip, each viewer's repo rev as indexed (subject_uri NULL, uri = the
+# rev): the `atproto-repo-rev` header of their response (read-after-write, see xrpc.py).
 _BATCH_VIEWER_LIKES_SQL = """
-SELECT DISTINCT ON (l.did, l.subject_uri) l.did, l.subject_uri, l.uri
-FROM unnest($1::text[], $2::text[]) AS q(did, subject_uri)
-JOIN likes l ON l.did = q.did AND l.subject_uri = q.subject_uri
-ORDER BY l.did, l.subject_uri, l.sort_at DESC
+(SELECT DISTINCT ON (l.did, l.subject_uri) l.did, l.subject_uri, l.uri
+ FROM unnest($1::text[], $2::text[]) AS q(did, subject_uri)
+ JOIN likes l ON l.did = q.did AND l.subject_uri = q.subject_uri
+ ORDER BY l.did, l.subject_uri, l.sort_at DESC)
+UNION ALL
+SELECT a.did, NULL, a.repo_rev FROM actors a WHERE a.did = ANY($3::text[]) AND a.repo_rev IS NOT NULL
 """
 
 
@@ -172,12 +176,16 @@ class ViewerLikes:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self._queue: list[tuple[str, list[str], asyncio.Future[dict[str, str]]]] = []
+        self._queue: list[tuple[str, list[str], asyncio.Future[tuple[dict[str, str], str | None]]]] = []
         self._runner: asyncio.Task[None] | None = None
 
     async def of(self, viewer: str, uris: list[str]) -> dict[str, str]:
         """{track uri: like uri} for the tracks among `uris` that `viewer` liked."""
-        future: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
+        return (await self.with_rev(viewer, uris))[0]
+
+    async def with_rev(self, viewer: str, uris: list[str]) -> tuple[dict[str, str], str | None]:
+        """The likes of `of`, and the viewer's repo rev as indexed (None: not in the index)."""
+        future: asyncio.Future[tuple[dict[str, str], str | None]] = asyncio.get_running_loop().create_future()
         self._queue.append((viewer, uris, future))
         if self._runner is None or self._runner.done():
             self._runner = asyncio.get_running_loop().create_task(self._run())
@@ -191,20 +199,29 @@ class ViewerLikes:
             pairs = sorted({(viewer, u) for viewer, uris, _f in batch for u in uris})
             dids = [p[0] for p in pairs]
             subjects = [p[1] for p in pairs]
+            viewers = sorted({viewer for viewer, _u, _f in batch})
             try:
                 # Ahead of single requests when the pool can (fairpool.py): many wait on this.
                 fetch = getattr(self.pool, "fetch_first", self.pool.fetch)
-                rows = await fetch(_BATCH_VIEWER_LIKES_SQL, dids, subjects)
+                rows = await fetch(_BATCH_VIEWER_LIKES_SQL, dids, subjects, viewers)
             except Exception as exc:  # each waiting request fails as its own query would have
                 for _v, _u, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                         future.exception()  # retrieved: the request re-raises it
                 continue
-            liked: dict[tuple[str, str], str] = {(r["did"], r["subject_uri"]): r["uri"] for r in rows}
+            liked: dict[tuple[str, str], str] = {}
+            revs: dict[str, str] = {}
+            for r in rows:
+                if r["subject_uri"] is None:
+                    revs[r["did"]] = r["uri"]
+                else:
+                    liked[(r["did"], r["subject_uri"])] = r["uri"]
             for viewer, uris, future in batch:
                 if not future.done():
-                    future.set_result({u: liked[(viewer, u)] for u in uris if (viewer, u) in liked})
+                    future.set_result(
+                        ({u: liked[(viewer, u)] for u in uris if (viewer, u) in liked}, revs.get(viewer))
+                    )
 
     async def close(self) -> None:
         if self._runner is not None and not self._runner.done():
@@ -271,15 +288,18 @@ async def add_viewer_state(
     views: list[dict[str, Any]],
     viewer: str,
     likes: ViewerLikes | None = None,
-) -> None:
+) -> str | None:
     """Give each view in `views` the viewer's state, replacing the list's items by copies:
     the views themselves may be shared (TrackViewCache) and must stay viewer-free. One query
-    (`conn`), or a share of one batched with concurrent requests (`likes`)."""
+    (`conn`), or a share of one batched with concurrent requests (`likes`), which also
+    returns the viewer's indexed repo rev (None otherwise)."""
     uris = [v["uri"] for v in views]
+    rev = None
     if likes is not None:
-        liked = await likes.of(viewer, uris)
+        liked, rev = await likes.with_rev(viewer, uris)
     else:
         liked = {r["subject_uri"]: r["uri"] for r in await conn.fetch(_VIEWER_LIKES_SQL, viewer, uris)}
     for i, view in enumerate(views):
         like = liked.get(view["uri"])
         views[i] = {**view, "viewer": {"like": like} if like else {}}
+    return rev

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from core.didweb import check_did_host, did_web_for
 from core.errors import ConfigError
+from core.ratelimit import RateLimitSettings
 from core.settings import env_float, env_int, env_str
 
 DEFAULT_PORT = 8080
@@ -31,6 +33,10 @@ class AppviewSettings:
     view_cache_seconds: float = DEFAULT_VIEW_CACHE_SECONDS
     # identical anonymous GETs arriving while one is being answered share its answer
     coalesce: bool = True
+    # per client IP / authenticated DID, shared by every AppView process (core/ratelimit.py);
+    # the defaults exempt loopback clients, so code that builds settings directly is unlimited
+    # on its own machine, as production is.
+    rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
 
     @classmethod
     def from_env(cls, host: str = "127.0.0.1") -> AppviewSettings:
@@ -39,10 +45,11 @@ class AppviewSettings:
         parts = urlsplit(public_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"PLYR_PUBLIC_URL={public_url!r} must be an http(s) URL")
-        default_did = "did:web:" + parts.netloc.replace(":", "%3A")
-        service_did = env_str("PLYR_SERVICE_DID") or default_did
+        service_did = env_str("PLYR_SERVICE_DID") or did_web_for(public_url)
         if not service_did.startswith("did:"):
             raise ConfigError(f"PLYR_SERVICE_DID={service_did!r} is not a DID")
+        # We serve the did:web document, so it must name the host we are reached at.
+        check_did_host(service_did, public_url, did_var="PLYR_SERVICE_DID", url_var="PLYR_PUBLIC_URL")
         origins = tuple(
             o.strip().rstrip("/") for o in (env_str("PLYR_CORS_ORIGINS") or "").split(",") if o.strip()
         )
@@ -61,4 +68,5 @@ class AppviewSettings:
             public_max_age=env_int("PLYR_APPVIEW_MAX_AGE", 5, minimum=0),
             view_cache_seconds=env_float("PLYR_APPVIEW_VIEW_CACHE_SECONDS", DEFAULT_VIEW_CACHE_SECONDS),
             coalesce=env_int("PLYR_APPVIEW_COALESCE", 1, minimum=0) != 0,
+            rate_limit=RateLimitSettings.from_env(),
         )

@@ -11,6 +11,7 @@ viewer's own state (their likes) from one more query; it is private and never ca
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,7 @@ from appview.errors import XRPCError, invalid_request
 from appview.http import database_unavailable, etag_of, not_modified
 from appview.hydrate import add_viewer_state
 from appview.xrpc_schema import LexiconSet, Method
+from core.ratelimit import charge_did
 
 log = logging.getLogger("plyr.appview")
 
@@ -41,6 +43,9 @@ LATENCY = Histogram(
 )
 
 COMPRESS_ABOVE = 1024  # bytes; smaller bodies are not worth the CPU
+# The viewer's repo rev as indexed, on responses to an authenticated viewer: a PDS proxying the
+# call can add the viewer's own writes newer than it (read-after-write, as the Bluesky AppView).
+REPO_REV_HEADER = "atproto-repo-rev"
 
 
 class XrpcEndpoint:
@@ -109,15 +114,33 @@ class XrpcEndpoint:
         params = self._params(method, request)
         # Who calls before what they send: an anonymous caller's body is never parsed.
         viewer = await self.auth.viewer(request, nsid, required=route.auth == "required")
+        if viewer is not None:
+            verdict = charge_did(request, viewer)  # a verified caller spends its own budget
+            if verdict is not None and not verdict.allowed:
+                raise XRPCError(429, "RateLimitExceeded",
+                                f"rate limit exceeded: {verdict.limit} requests per {verdict.window} s per account")
         if method.kind == "query" and route.auth == "optional" and viewer is not None:
             return await self._with_viewer(request, nsid, method, route, viewer)
-        body: Any = None
-        if method.kind == "procedure":
-            body = await self._read_body(request, nsid, method)
-        result = await route.handler(Call(self.state, params, body, viewer))
-        payload = self._encode(nsid, method, result)
+        # Read-after-write: the viewer's indexed rev, looked up while the handler runs (one
+        # statement shared with concurrent requests, see hydrate.ViewerLikes).
+        rev_lookup = (
+            asyncio.ensure_future(self.state.likes.with_rev(viewer, []))
+            if viewer is not None and self.state.likes is not None else None
+        )
+        try:
+            body: Any = None
+            if method.kind == "procedure":
+                body = await self._read_body(request, nsid, method)
+            result = await route.handler(Call(self.state, params, body, viewer))
+            payload = self._encode(nsid, method, result)
+            rev = (await rev_lookup)[1] if rev_lookup is not None else None
+        finally:
+            if rev_lookup is not None and not rev_lookup.done():
+                rev_lookup.cancel()
         response = web.Response(body=payload, content_type="application/json")
         response.headers["Cache-Control"] = "private, no-store"
+        if rev is not None:
+            response.headers[REPO_REV_HEADER] = rev
         self._maybe_compress(request, response, len(payload))
         return response
 
@@ -178,15 +201,21 @@ class XrpcEndpoint:
         result = dict(shared)  # a private copy of the top level: the shared answer stays as is
         tracks = list(result.get("tracks") or [])
         views = tracks + ([result["track"]] if isinstance(result.get("track"), dict) else [])
+        rev = None
         if views:
-            await add_viewer_state(self.state.pool, views, viewer, self.state.likes)  # copies
+            # copies; the viewer's repo rev comes back from the same statement
+            rev = await add_viewer_state(self.state.pool, views, viewer, self.state.likes)
             if tracks:
                 result["tracks"] = views[: len(tracks)]
             if len(views) > len(tracks):
                 result["track"] = views[-1]
+        elif self.state.likes is not None:
+            rev = (await self.state.likes.with_rev(viewer, []))[1]
         body = self._encode(nsid, method, result)
         response = web.Response(body=body, content_type="application/json")
         response.headers["Cache-Control"] = "private, no-store"
+        if rev is not None:
+            response.headers[REPO_REV_HEADER] = rev
         self._maybe_compress(request, response, len(body))
         return response
 

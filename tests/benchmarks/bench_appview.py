@@ -137,6 +137,7 @@ def start_plc(viewer_did: str, port: int) -> tuple[subprocess.Popen[bytes], str]
 def start_appview(db_url: str, port: int, microcache: float, coalesce: bool, plc_url: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "DATABASE_URL": db_url, "PLYR_APPVIEW_PORT": str(port),
            "PLYR_PLC_URL": plc_url, "PLYR_SERVICE_DID": "did:web:127.0.0.1",
+           "PLYR_PUBLIC_URL": "http://127.0.0.1",  # the DID's host (a did:web must name ours)
            "PLYR_APPVIEW_MICROCACHE_SECONDS": str(microcache), "PLYR_LOG_LEVEL": "WARNING",
            "PLYR_APPVIEW_COALESCE": "1" if coalesce else "0",
            "PLYR_DB_POOL_MAX": os.environ.get("PLYR_DB_POOL_MAX", "4")}  # 2 cores: fewer, busier connections
