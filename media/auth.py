@@ -23,6 +23,7 @@ from media.settings import MediaSettings
 
 _DID = re.compile(r"^did:[a-z]+:[a-zA-Z0-9._:%-]{1,2000}$")
 
+SERVICE_FRAGMENT = "#plyr_media"  # our service entry in our DID document
 LXM_UPLOAD_AUDIO = "fm.plyr.media.uploadAudio"
 LXM_UPLOAD_IMAGE = "fm.plyr.media.uploadImage"
 LXM_CREATE_EXPORT = "fm.plyr.media.createExport"
@@ -119,8 +120,11 @@ class Authenticator:
             claimed = _claimed_lxm(token)
             lxm = claimed if claimed in lxm else lxm[0]
         try:
+            # `<did>#plyr_media` (the spec's form), or the bare DID: what getServiceAuth can
+            # issue, its `aud` being a DID without a fragment.
+            audience = self.service_did if "#" in self.service_did else self.service_did + SERVICE_FRAGMENT
             did = await verify_service_jwt(
-                token, audience=self.service_did, lxm=lxm, resolver=self.resolver()
+                token, audience=audience, lxm=lxm, resolver=self.resolver(), accept_bare_audience=True
             )
         except AuthError as exc:
             raise Unauthorized(

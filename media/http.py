@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import time
 import unicodedata
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,7 +28,9 @@ import orjson
 from aiohttp import web
 from prometheus_client import Counter, Gauge
 
+from core import ratelimit
 from core.db import is_unavailable
+from core.didweb import add_did_json_route
 from core.metrics import metrics_handler
 from media import jobs
 from media.auth import (
@@ -36,6 +39,7 @@ from media.auth import (
     LXM_GET_EXPORT,
     LXM_UPLOAD_AUDIO,
     LXM_UPLOAD_IMAGE,
+    SERVICE_FRAGMENT,
     Authenticator,
     Caller,
     Unauthorized,
@@ -90,6 +94,7 @@ CTX = web.AppKey("media_ctx", MediaContext)
 AUTH = web.AppKey("media_auth", Authenticator)
 EVENTS = web.AppKey("media_events", JobEvents)
 UPLOAD_SLOTS = web.AppKey("media_upload_slots", UploadSlots)
+LIMITS = web.AppKey("media_limits", ratelimit.RequestLimits)
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -161,12 +166,24 @@ def _text_param(request: web.Request, name: str) -> str | None:
 
 async def _caller(request: web.Request, lxm: str | tuple[str, ...]) -> Caller:
     try:
-        return await request.app[AUTH].authenticate(request.headers, lxm)
+        caller = await request.app[AUTH].authenticate(request.headers, lxm)
     except Unauthorized as exc:
         raise web.HTTPUnauthorized(
             text=orjson.dumps({"error": exc.error, "message": exc.message}).decode(),
             content_type="application/json",
         ) from None
+    # A verified caller spends its DID's budget; a server-key caller none (core/ratelimit.py).
+    if caller.trusted:
+        ratelimit.exempt(request)
+    elif caller.did is not None:
+        verdict = ratelimit.charge_did(request, caller.did)
+        if verdict is not None and not verdict.allowed:
+            message = f"rate limit exceeded: {verdict.limit} requests per {verdict.window} s per account"
+            raise web.HTTPTooManyRequests(
+                text=orjson.dumps({"error": "RateLimitExceeded", "message": message}).decode(),
+                content_type="application/json",
+            )
+    return caller
 
 
 async def _receive_body(request: web.Request, ctx: MediaContext, limit: int) -> Received:
@@ -447,8 +464,21 @@ async def health(request: web.Request) -> web.Response:
     return _json({"ok": True})
 
 
-def create_app(ctx: MediaContext, auth: Authenticator, events: JobEvents) -> web.Application:
-    app = web.Application(middlewares=[json_errors])
+def create_app(
+    ctx: MediaContext, auth: Authenticator, events: JobEvents, *, limits_clock: Callable[[], float] = time.time
+) -> web.Application:
+    limits = ratelimit.RequestLimits(
+        ctx.settings.rate_limit if ctx is not None else ratelimit.RateLimitSettings(enabled=False),
+        ctx.pool if ctx is not None else None, "media", clock=limits_clock,
+    )
+    # Limits outside the error JSON: they see every answer (a failed token is charged to its address).
+    app = web.Application(middlewares=[limits.middleware, json_errors])
+    app[LIMITS] = limits
+    limits.install(app)
+    if ctx is not None and ctx.settings.service_did is not None:
+        # Our own did:web document (its host is checked against PLYR_MEDIA_PUBLIC_URL at start).
+        add_did_json_route(app, ctx.settings.service_did.split("#")[0],
+                           [(SERVICE_FRAGMENT[1:], "PlyrMedia", ctx.settings.public_url)])
     app[CTX] = ctx
     app[AUTH] = auth
     app[EVENTS] = events

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.didweb import check_did_host
 from core.errors import ConfigError
+from core.ratelimit import RateLimitSettings
 from core.settings import CoreSettings, env_float, env_int, env_str
 
 MB = 1024 * 1024
@@ -53,6 +55,8 @@ class MediaSettings:
     upload_rate_grace_s: float = 30.0
     uploads_per_caller: int = 4
     uploads_max: int = 64
+    # per client IP / authenticated DID, shared by every media process (core/ratelimit.py)
+    rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
 
     @property
     def media_dir(self) -> Path:
@@ -85,6 +89,11 @@ class MediaSettings:
                 f"PLYR_MEDIA_ORPHAN_GRACE_S={grace:g} must be at least {MIN_ORPHAN_GRACE_S:g}: "
                 "a shorter grace could delete an upload whose row is about to be written"
             )
+        service_did = env_str("PLYR_MEDIA_SERVICE_DID")
+        if service_did is not None:
+            # Media has a did:web of its own, served by itself: its host must be ours.
+            check_did_host(service_did.split("#")[0], public,
+                           did_var="PLYR_MEDIA_SERVICE_DID", url_var="PLYR_MEDIA_PUBLIC_URL")
         sweep_interval = env_float("PLYR_MEDIA_SWEEP_INTERVAL_S", DEFAULT_SWEEP_INTERVAL_S)
         if not sweep_interval >= 0:
             raise ConfigError(f"PLYR_MEDIA_SWEEP_INTERVAL_S={sweep_interval:g} must be 0 (off) or more")
@@ -104,7 +113,7 @@ class MediaSettings:
             fetch_timeout_s=env_float("PLYR_MEDIA_FETCH_TIMEOUT_S", 600.0),
             export_ttl_s=env_float("PLYR_MEDIA_EXPORT_TTL_S", 7 * 86400.0),
             server_key=env_str("PLYR_MEDIA_SERVER_KEY"),
-            service_did=env_str("PLYR_MEDIA_SERVICE_DID"),
+            service_did=service_did,
             storage=storage,
             s3_bucket=bucket,
             s3_endpoint_url=env_str("PLYR_S3_ENDPOINT_URL"),
@@ -119,6 +128,7 @@ class MediaSettings:
             upload_rate_grace_s=_positive("PLYR_MEDIA_UPLOAD_RATE_GRACE_S", 30.0),
             uploads_per_caller=env_int("PLYR_MEDIA_UPLOADS_PER_CALLER", 4, minimum=1),
             uploads_max=env_int("PLYR_MEDIA_UPLOADS_MAX", 64, minimum=1),
+            rate_limit=RateLimitSettings.from_env(),
         )
 
 
