@@ -318,6 +318,7 @@ class RequestLimits:
         self.settings = settings
         self.scope = scope  # budgets are per service: "appview", "media"
         self.clock = clock
+        self._keys: dict[str, str | None] = {}  # peer address -> budget key
         self.counter = (
             SharedCounter(pool, settings.window_seconds, sync_seconds=settings.sync_seconds, clock=clock)
             if settings.enabled else None
@@ -344,10 +345,9 @@ class RequestLimits:
         counter = self.counter
         if counter is None or request.method == "OPTIONS" or request.path.startswith(EXEMPT_PREFIXES):
             return await handler(request)
-        address = client_address(request, self.settings.trusted_proxies)
-        if address is None or (address.is_loopback and not self.settings.loopback):
+        ip_key = self._ip_key(request)
+        if ip_key is None:
             return await handler(request)
-        ip_key = f"{self.scope}:ip:{address_key(address)}"
         has_token = "Authorization" in request.headers
         verdict = counter.take(ip_key, self.settings.ip_limit, consume=not has_token)
         spend = _Spend(self, ip_key, deferred=has_token, verdicts=[verdict])
@@ -361,6 +361,24 @@ class RequestLimits:
                 # The token did not verify (or was never looked at): the address pays.
                 after = counter.take(ip_key, self.settings.ip_limit)
                 spend.verdicts.append(dataclasses.replace(after, allowed=True))
+
+    def _ip_key(self, request: web.Request) -> str | None:
+        """The address's budget key; None when not limited (loopback, unknown peer)."""
+        trusted = self.settings.trusted_proxies
+        peer = request.remote or ""
+        # Parsing an address costs more than the rest of the check: remember each peer's key
+        # (only without trusted proxies: then the key depends on the request's headers).
+        if not trusted and peer in self._keys:
+            return self._keys[peer]
+        address = client_address(request, trusted)
+        key = None
+        if address is not None and not (address.is_loopback and not self.settings.loopback):
+            key = f"{self.scope}:ip:{address_key(address)}"
+        if not trusted:
+            if len(self._keys) >= 10_000:
+                self._keys.clear()
+            self._keys[peer] = key
+        return key
 
     async def _on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         spend: _Spend | None = request.get(_SPEND_KEY)
