@@ -344,9 +344,20 @@ async def read_cursor(conn: asyncpg.Connection | asyncpg.Pool, source: str) -> i
 
 async def insert_dead_letters(
     conn: asyncpg.Connection, source: str, letters: Sequence[DeadLetter]
-) -> None:
+) -> int:
+    """Store `letters`; returns how many rows were written (versions already waiting are not)."""
+    # One letter per record version within the batch too (the statement skips stored ones).
+    seen: set[tuple[str, str]] = set()
+    unique: list[DeadLetter] = []
+    for d in letters:
+        if d.uri is not None and d.cid is not None:
+            if (d.uri, d.cid) in seen:
+                continue
+            seen.add((d.uri, d.cid))
+        unique.append(d)
+    letters = unique
     if not letters:
-        return
+        return 0
     records: list[Any] = []
     raws: list[bytes | None] = []
     for d in letters:
@@ -360,7 +371,7 @@ async def insert_dead_letters(
         else:
             records.append(d.record)
             raws.append(d.raw)
-    await conn.execute(
+    status = await conn.execute(
         _INSERT_DEAD_LETTERS,
         source,
         [d.seq for d in letters],
@@ -373,6 +384,7 @@ async def insert_dead_letters(
         records,
         raws,
     )
+    return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <rows>"
 
 
 def _clean_text(value: Any) -> str | None:
@@ -664,8 +676,7 @@ async def _finish(
         ):
             if r["inserted"]:
                 result.new_dids.append(r["did"])
-    await insert_dead_letters(conn, source, letters)
-    result.dead_letters = len(letters)
+    result.dead_letters = await insert_dead_letters(conn, source, letters)
     if cursor is not None:
         await write_cursor(conn, cursor)
     if _CRASH_ARMED:

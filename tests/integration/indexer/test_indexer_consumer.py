@@ -35,6 +35,7 @@ from tests.support.frames import (
     track_record,
     write_capture,
 )
+from tests.support.rkeys import tid_key
 from tests.unit.protocol.fake_identity_server import FakeIdentityServer, did_doc
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -85,12 +86,12 @@ async def test_valid_commits_are_indexed_with_cursor(pool, database_url, tmp_pat
     server, resolver = identity
     alice = repo(server, ALICE, "alice.test")
     bob = repo(server, BOB)
-    t = alice.commit([("create", "fm.plyr.track", "3kt1", track_record("Hello"))])
-    p = bob.commit([("create", "app.bsky.feed.post", "3kp1", post_record("not ours"))])
+    t = alice.commit([("create", "fm.plyr.track", "3ktcx22222222", track_record("Hello"))])
+    p = bob.commit([("create", "app.bsky.feed.post", "3kpcx22222222", post_record("not ours"))])
     lk = bob.commit(
         [
-            ("create", "fm.plyr.like", "3kl1", like_record(f"at://{ALICE}/fm.plyr.track/3kt1")),
-            ("create", "app.bsky.feed.post", "3kp2", post_record("mixed commit")),
+            ("create", "fm.plyr.like", "3klcx22222222", like_record(f"at://{ALICE}/fm.plyr.track/3ktcx22222222")),
+            ("create", "app.bsky.feed.post", "3kp2x22222222", post_record("mixed commit")),
         ]
     )
     frames = [commit_frame(1, t), commit_frame(2, p), commit_frame(3, lk)]
@@ -110,17 +111,17 @@ async def test_valid_commits_are_indexed_with_cursor(pool, database_url, tmp_pat
 async def test_bad_frames_never_stop_the_stream(pool, database_url, tmp_path, identity) -> None:
     server, resolver = identity
     alice = repo(server, ALICE)
-    good1 = alice.commit([("create", "fm.plyr.track", "3kt1", track_record("One"))])
+    good1 = alice.commit([("create", "fm.plyr.track", "3ktcx22222222", track_record("One"))])
     # Signed with a key that is not Alice's.
-    bad_sig = alice.commit([("create", "fm.plyr.track", "3kt2", track_record("Forged"))], key=PrivateKey.generate("k256"))
+    bad_sig = alice.commit([("create", "fm.plyr.track", "3kt2x22222222", track_record("Forged"))], key=PrivateKey.generate("k256"))
     # A record block whose bytes do not match its CID.
-    tampered = alice.commit([("create", "fm.plyr.track", "3kt3", track_record("Tampered"))])
+    tampered = alice.commit([("create", "fm.plyr.track", "3kt3x22222222", track_record("Tampered"))])
     old_block = tampered.blocks[tampered.ops[0]["cid"]]
     new_block = old_block.replace(b"Tampered", b"Tompered")
     tampered_car = tampered.car.replace(old_block, new_block)
     # The record block is missing from the CAR.
-    missing = alice.commit([("create", "fm.plyr.track", "3kt4", track_record("Missing"))], include_records=False)
-    good2 = alice.commit([("create", "fm.plyr.track", "3kt5", track_record("Five"))])
+    missing = alice.commit([("create", "fm.plyr.track", "3kt4x22222222", track_record("Missing"))], include_records=False)
+    good2 = alice.commit([("create", "fm.plyr.track", "3kt5x22222222", track_record("Five"))])
     frames = [
         commit_frame(1, good1),
         commit_frame(2, bad_sig),
@@ -151,8 +152,8 @@ async def test_bad_frames_never_stop_the_stream(pool, database_url, tmp_path, id
 async def test_no_verify_skips_signatures_but_not_cids(pool, database_url, tmp_path, identity) -> None:
     _server, resolver = identity
     stranger = MiniRepo("did:plc:unresolvable2345abcdefgh")  # not in the PLC stand-in
-    ok = stranger.commit([("create", "fm.plyr.track", "3kt1", track_record("Offline"))])
-    missing = stranger.commit([("create", "fm.plyr.track", "3kt2", track_record("X"))], include_records=False)
+    ok = stranger.commit([("create", "fm.plyr.track", "3ktcx22222222", track_record("Offline"))])
+    missing = stranger.commit([("create", "fm.plyr.track", "3kt2x22222222", track_record("X"))], include_records=False)
     await replay(pool, database_url, tmp_path, [commit_frame(1, ok), commit_frame(2, missing)], resolver, verify=False)
     assert await pool.fetchval("SELECT title FROM tracks") == "Offline"
     assert await pool.fetchval("SELECT count(*) FROM dead_letters") == 1
@@ -161,7 +162,7 @@ async def test_no_verify_skips_signatures_but_not_cids(pool, database_url, tmp_p
 async def test_unresolvable_identity_is_dead_lettered(pool, database_url, tmp_path, identity) -> None:
     _server, resolver = identity
     stranger = MiniRepo("did:plc:unresolvable2345abcdefgh")
-    ok = stranger.commit([("create", "fm.plyr.track", "3kt1", track_record("Who"))])
+    ok = stranger.commit([("create", "fm.plyr.track", "3ktcx22222222", track_record("Who"))])
     await replay(pool, database_url, tmp_path, [commit_frame(1, ok)], resolver)
     assert await pool.fetchval("SELECT count(*) FROM tracks") == 0
     assert (await pool.fetchval("SELECT reason FROM dead_letters")).startswith("identity:")
@@ -170,13 +171,13 @@ async def test_unresolvable_identity_is_dead_lettered(pool, database_url, tmp_pa
 async def test_key_rotation_is_picked_up(pool, database_url, tmp_path, identity) -> None:
     server, resolver = identity
     alice = repo(server, ALICE)
-    first = alice.commit([("create", "fm.plyr.track", "3kt1", track_record("Old key"))])
+    first = alice.commit([("create", "fm.plyr.track", "3ktcx22222222", track_record("Old key"))])
     await replay(pool, database_url, tmp_path, [commit_frame(1, first)], resolver, name="a.bin")
     # Rotate: new key in the document, commits signed with it. The cached key fails once,
     # the fresh document verifies.
     alice.key = PrivateKey.generate("p256")
     server.plc[ALICE] = did_doc(ALICE, alice.key.public_key())
-    second = alice.commit([("create", "fm.plyr.track", "3kt2", track_record("New key"))])
+    second = alice.commit([("create", "fm.plyr.track", "3kt2x22222222", track_record("New key"))])
     await replay(pool, database_url, tmp_path, [commit_frame(2, second)], resolver, name="a.bin")
     assert await pool.fetchval("SELECT count(*) FROM tracks") == 2
     assert await pool.fetchval("SELECT count(*) FROM dead_letters") == 0
@@ -185,10 +186,10 @@ async def test_key_rotation_is_picked_up(pool, database_url, tmp_path, identity)
 async def test_rev_chain_marks_resync(pool, database_url, tmp_path, identity) -> None:
     server, resolver = identity
     alice = repo(server, ALICE)
-    c1 = alice.commit([("create", "fm.plyr.track", "3kt1", track_record())])
-    c2 = alice.commit([("create", "app.bsky.feed.post", "3kp1", post_record("chain goes on"))])
-    c3 = alice.commit([("create", "app.bsky.feed.post", "3kp2", post_record("this one is missed"))])
-    c4 = alice.commit([("create", "app.bsky.feed.post", "3kp3", post_record("since = c3"))])
+    c1 = alice.commit([("create", "fm.plyr.track", "3ktcx22222222", track_record())])
+    c2 = alice.commit([("create", "app.bsky.feed.post", "3kpcx22222222", post_record("chain goes on"))])
+    c3 = alice.commit([("create", "app.bsky.feed.post", "3kp2x22222222", post_record("this one is missed"))])
+    c4 = alice.commit([("create", "app.bsky.feed.post", "3kp3x22222222", post_record("since = c3"))])
     # c3 never arrives: c4's since does not match the rev we hold (c2's).
     await replay(pool, database_url, tmp_path, [commit_frame(1, c1), commit_frame(2, c2)], resolver, name="r.bin")
     actor = await pool.fetchrow("SELECT repo_rev, needs_resync FROM actors WHERE did = $1", ALICE)
@@ -202,10 +203,10 @@ async def test_rev_chain_marks_resync(pool, database_url, tmp_path, identity) ->
 async def test_sync_and_too_big_mark_resync(pool, database_url, tmp_path, identity) -> None:
     server, resolver = identity
     alice, bob = repo(server, ALICE), repo(server, BOB)
-    a1 = alice.commit([("create", "fm.plyr.track", "3kt1", track_record())])
-    b1 = bob.commit([("create", "fm.plyr.track", "3kt1", track_record())])
-    a2 = alice.commit([("create", "app.bsky.feed.post", "3kp1", post_record("x"))])
-    b2 = bob.commit([("create", "fm.plyr.track", "3kt2", track_record())])
+    a1 = alice.commit([("create", "fm.plyr.track", "3ktcx22222222", track_record())])
+    b1 = bob.commit([("create", "fm.plyr.track", "3ktcx22222222", track_record())])
+    a2 = alice.commit([("create", "app.bsky.feed.post", "3kpcx22222222", post_record("x"))])
+    b2 = bob.commit([("create", "fm.plyr.track", "3kt2x22222222", track_record())])
     frames = [commit_frame(1, a1), commit_frame(2, b1), sync_frame(3, a2), commit_frame(4, b2, too_big=True)]
     await replay(pool, database_url, tmp_path, frames, resolver)
     rows = {r["did"]: r for r in await pool.fetch("SELECT did, needs_resync, resync_reason FROM actors")}
@@ -217,11 +218,11 @@ async def test_sync_and_too_big_mark_resync(pool, database_url, tmp_path, identi
 async def test_account_and_identity_events(pool, database_url, tmp_path, identity) -> None:
     server, resolver = identity
     alice, bob = repo(server, ALICE, "alice.test"), repo(server, BOB)
-    track_uri = f"at://{BOB}/fm.plyr.track/3kt1"
+    track_uri = f"at://{BOB}/fm.plyr.track/3ktcx22222222"
     frames = [
-        commit_frame(1, bob.commit([("create", "fm.plyr.track", "3kt1", track_record())])),
-        commit_frame(2, alice.commit([("create", "fm.plyr.like", "3kl1", like_record(track_uri))])),
-        commit_frame(3, alice.commit([("create", "fm.plyr.comment", "3kc1", comment_record(track_uri))])),
+        commit_frame(1, bob.commit([("create", "fm.plyr.track", "3ktcx22222222", track_record())])),
+        commit_frame(2, alice.commit([("create", "fm.plyr.like", "3klcx22222222", like_record(track_uri))])),
+        commit_frame(3, alice.commit([("create", "fm.plyr.comment", "3kccx22222222", comment_record(track_uri))])),
         account_frame(4, ALICE, False, "deactivated"),
     ]
     await replay(pool, database_url, tmp_path, frames, resolver, name="acct.bin")
@@ -244,7 +245,7 @@ async def test_account_and_identity_events(pool, database_url, tmp_path, identit
 async def test_future_cursor_marks_resync(pool, database_url, tmp_path, identity) -> None:
     server, resolver = identity
     alice = repo(server, ALICE)
-    frames = [commit_frame(10, alice.commit([("create", "fm.plyr.track", "3kt1", track_record())])), error_frame("FutureCursor", "cursor in the future")]
+    frames = [commit_frame(10, alice.commit([("create", "fm.plyr.track", "3ktcx22222222", track_record())])), error_frame("FutureCursor", "cursor in the future")]
     await replay(pool, database_url, tmp_path, frames, resolver)
     assert await pool.fetchval("SELECT needs_resync FROM actors") is True
 
@@ -268,7 +269,7 @@ async def plyr(*args: str, env: dict[str, str]) -> Done:
 
 async def test_cli_replay_end_to_end(database_url, tmp_path, pool) -> None:
     alice = MiniRepo(ALICE)
-    frames = [commit_frame(i + 1, alice.commit([("create", "fm.plyr.track", f"3kt{i}", track_record(f"T{i}"))])) for i in range(50)]
+    frames = [commit_frame(i + 1, alice.commit([("create", "fm.plyr.track", tid_key(f"3kt{i}"), track_record(f"T{i}"))])) for i in range(50)]
     frames.insert(10, b"garbage")
     path = write_capture(tmp_path / "cli.bin.zst", frames)
     # PLC on a dead loopback port: nothing may leave the machine.
@@ -298,16 +299,16 @@ async def test_deadletters_replay_after_a_fix(pool, database_url, tmp_path, iden
 
     server, resolver = identity
     carol = MiniRepo("did:plc:carol234567abcdefghijklm")
-    parts = carol.commit([("create", "fm.plyr.track", "3kt1", track_record("Late"))])
+    parts = carol.commit([("create", "fm.plyr.track", "3ktcx22222222", track_record("Late"))])
     await replay(pool, database_url, tmp_path, [commit_frame(1, parts)], resolver)  # unresolvable now
-    bad = RecordOp("create", ALICE, "fm.plyr.track", "3kt9", "3kaaaaaaaaa22", "bafyreia", {"$type": "fm.plyr.track", "title": "No artist"})
+    bad = RecordOp("create", ALICE, "fm.plyr.track", "3ktzx22222222", "3kaaaaaaaaa22", "bafyreia", {"$type": "fm.plyr.track", "title": "No artist"})
     async with pool.acquire() as conn:
         await apply_batch(conn, [bad], lexicons=default_lexicons())
 
     class Lenient:
         """The 'fixed' lexicons: accept a track without an artist (the row builder still needs one)."""
 
-        def validate_record(self, nsid: str, value: dict) -> list[str]:
+        def validate_record(self, nsid: str, value: dict, rkey: str | None = None) -> list[str]:
             return []
 
     summary = await replay_dead_letters(pool, lexicons=Lenient(), resolver=resolver)
@@ -333,8 +334,8 @@ async def test_metrics_count_what_happened(pool, database_url, tmp_path, identit
     before = (value("plyr_indexer_frames_total", type="commit"), value("plyr_indexer_records_written_total"),
               value("plyr_indexer_bad_frames_total"), value("plyr_indexer_verify_failures_total", kind="signature"))  # fmt: skip
     frames = [
-        commit_frame(1, alice.commit([("create", "fm.plyr.track", "3kt1", track_record())])),
-        commit_frame(2, alice.commit([("create", "fm.plyr.track", "3kt2", track_record())], key=PrivateKey.generate("k256"))),
+        commit_frame(1, alice.commit([("create", "fm.plyr.track", "3ktcx22222222", track_record())])),
+        commit_frame(2, alice.commit([("create", "fm.plyr.track", "3kt2x22222222", track_record())], key=PrivateKey.generate("k256"))),
         b"junk",
     ]
     await replay(pool, database_url, tmp_path, frames, resolver, name="metrics.bin")

@@ -38,7 +38,7 @@ class StubResolver:
         return self.handles.get(did)
 
 
-async def _track(pool, did: str, rkey: str = "3kt1") -> None:
+async def _track(pool, did: str, rkey: str = "3ktcx22222222") -> None:
     op = RecordOp("create", did, "fm.plyr.track", rkey, "3kaaaaaaaaaa2", CID, track_record("T"), None)
     await index_records(pool, [op])
 

@@ -28,6 +28,7 @@ from tests.support.frames import (
     post_record,
     track_record,
 )
+from tests.support.rkeys import tid_key
 
 ROOT = Path(__file__).resolve().parents[3]
 ALICE = "did:plc:alice234567abcdefghijklm"
@@ -64,7 +65,7 @@ def publish_tracks(server: FirehoseServer, repo: MiniRepo, first_seq: int, n: in
         if seq % 3 == 0:  # some frames that are not ours
             parts = repo.commit([("create", "app.bsky.feed.post", f"3kp{seq}", post_record("x"))])
         else:
-            parts = repo.commit([("create", "fm.plyr.track", f"3kt{seq}", track_record(f"T{seq}"))])
+            parts = repo.commit([("create", "fm.plyr.track", tid_key(f"3kt{seq}"), track_record(f"T{seq}"))])
         server.publish(seq, commit_frame(seq, parts))
 
 
@@ -115,9 +116,9 @@ async def test_standby_takes_over(pool: asyncpg.Pool, database_url: str, firehos
     """Two indexers on one stream: one consumes, one waits; kill the active one's lock
     connection and the standby continues from the stored cursor, counts exact."""
     alice = MiniRepo(ALICE)
-    track = alice.commit([("create", "fm.plyr.track", "3kt1", track_record())])
+    track = alice.commit([("create", "fm.plyr.track", "3ktcx22222222", track_record())])
     firehose.publish(1, commit_frame(1, track))
-    subject = f"at://{ALICE}/fm.plyr.track/3kt1"
+    subject = f"at://{ALICE}/fm.plyr.track/3ktcx22222222"
     likers = [MiniRepo(f"did:plc:liker{i:02d}234567abcdefghij") for i in range(40)]
     seq = 1
 
@@ -126,7 +127,7 @@ async def test_standby_takes_over(pool: asyncpg.Pool, database_url: str, firehos
         for _ in range(n):
             seq += 1
             r = likers[seq % len(likers)]
-            firehose.publish(seq, commit_frame(seq, r.commit([("create", "fm.plyr.like", f"3kl{seq}", like_record(subject))])))
+            firehose.publish(seq, commit_frame(seq, r.commit([("create", "fm.plyr.like", tid_key(f"3kl{seq}"), like_record(subject))])))
 
     publish_likes(20)
     lock_conns: dict[str, asyncpg.Connection] = {}
@@ -162,16 +163,16 @@ async def test_standby_takes_over(pool: asyncpg.Pool, database_url: str, firehos
 
 
 async def test_jetstream_source(pool: asyncpg.Pool, database_url: str, firehose: FirehoseServer) -> None:
-    subject = f"at://{ALICE}/fm.plyr.track/3kt1"
+    subject = f"at://{ALICE}/fm.plyr.track/3ktcx22222222"
 
     def js(time_us: int, kind: str, **body: object) -> bytes:
         return orjson.dumps({"did": ALICE, "time_us": time_us, "kind": kind, **body})
 
     firehose.publish(1_000_001, js(1_000_001, "commit", commit={
-        "rev": "3mbd3542kzc22", "operation": "create", "collection": "fm.plyr.track", "rkey": "3kt1",
+        "rev": "3mbd3542kzc22", "operation": "create", "collection": "fm.plyr.track", "rkey": "3ktcx22222222",
         "record": track_record("Jet"), "cid": "bafyreicu4vgm6h6mfwsidyefpfrkxmrn6f2teo6v3ymiswqkxggggrvrci"}))
     firehose.publish(1_000_002, js(1_000_002, "commit", commit={
-        "rev": "3mbd3542lzc22", "operation": "create", "collection": "fm.plyr.like", "rkey": "3kl1",
+        "rev": "3mbd3542lzc22", "operation": "create", "collection": "fm.plyr.like", "rkey": "3klcx22222222",
         "record": like_record(subject), "cid": "bafyreicu4vgm6h6mfwsidyefpfrkxmrn6f2teo6v3ymiswqkxggggrvrci"}))
     firehose.publish(1_000_003, js(1_000_003, "account", account={"active": False, "status": "takendown", "did": ALICE, "seq": 5, "time": "2026-01-01T00:00:00Z"}))
     source = JetstreamSource(firehose.url, backoff=Backoff(0.01, 0.05))

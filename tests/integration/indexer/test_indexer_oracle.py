@@ -34,7 +34,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from indexer.records import COMMENT, LIKE, LIST, PROFILE, TRACK, RecordOp
-from indexer.writer import AccountChange, CursorUpdate, apply_account, apply_batch, default_lexicons
+from indexer.writer import (
+    AccountChange,
+    CursorUpdate,
+    apply_account,
+    apply_batch,
+    default_lexicons,
+    dump_records,
+)
 from protocol.cid import cid_for_cbor, cid_to_str
 from protocol.data_model import json_to_dag_cbor
 from protocol.syntax import tid_from_micros
@@ -48,10 +55,10 @@ DIDS = (
 # A DID that never writes: likes of its tracks must count all the same.
 STRANGER = "did:plc:zzzzzzzzzzzzzzzzzzzzzzzz"
 RKEYS = {
-    TRACK: ("3kt0aaaaaaaa2", "3kt1aaaaaaaa2"),
-    LIKE: ("3kl0aaaaaaaa2", "3kl1aaaaaaaa2"),
-    COMMENT: ("3kc0aaaaaaaa2", "3kc1aaaaaaaa2"),
-    LIST: ("3kp0aaaaaaaa2",),
+    TRACK: ("3ktaaaaaaaaa2", "3ktcaaaaaaaa2"),
+    LIKE: ("3klaaaaaaaaa2", "3klcaaaaaaaa2"),
+    COMMENT: ("3kcaaaaaaaaa2", "3kccaaaaaaaa2"),
+    LIST: ("3kpaaaaaaaaa2",),
     PROFILE: ("self",),
 }
 COLLECTIONS = tuple(RKEYS)
@@ -242,22 +249,27 @@ class Oracle:
     # uri -> (rev, op or None for a deletion): the newest applied write of every URI.
     state: dict[str, tuple[str, RecordOp | None]] = field(default_factory=dict)
     actors: dict[str, ActorModel] = field(default_factory=dict)
-    dead_letters: int = 0
+    # (uri, cid) of every refused version: the writer keeps one dead letter per version.
+    refused: set[tuple[str, str | None]] = field(default_factory=set)
     repo_revs: bool = False  # the writer is told every commit's rev, applied or not
+
+    @property
+    def dead_letters(self) -> int:
+        return len(self.refused)
 
     def write(self, op: RecordOp, invalid: bool) -> None:
         actor = self.actors.setdefault(op.did, ActorModel())
         if self.repo_revs and (actor.repo_rev is None or op.rev > actor.repo_rev):
             actor.repo_rev = op.rev
         if invalid:
-            self.dead_letters += 1
-            return
+            self.refused.add((op.uri, op.cid))
         if actor.status == "deleted":
             return
         current = self.state.get(op.uri)
         if current is not None and op.rev <= current[0]:
             return  # stale: older than (or the same as) what is stored
-        self.state[op.uri] = (op.rev, None if op.action == "delete" else op)
+        # The newest version being invalid hides the record exactly like a delete.
+        self.state[op.uri] = (op.rev, None if op.action == "delete" or invalid else op)
         if actor.repo_rev is None or op.rev > actor.repo_rev:
             actor.repo_rev = op.rev
 
@@ -457,16 +469,18 @@ async def compare(pool: asyncpg.Pool, oracle: Oracle, last_seq: int) -> None:
 
 
 def truth(history: list[Item]) -> dict[str, RecordOp | None]:
-    """The newest valid write of every URI in the true history (None: deleted)."""
-    newest: dict[str, RecordOp] = {}
+    """The newest write of every URI in the true history (None: deleted, or its newest version
+    is invalid, which hides the record like a delete)."""
+    newest: dict[str, tuple[RecordOp, bool]] = {}
     for item in history:
         if isinstance(item, Commit):
             for op in item.ops:
-                if op.uri not in item.invalid and (
-                    op.uri not in newest or op.rev > newest[op.uri].rev
-                ):
-                    newest[op.uri] = op
-    return {uri: (None if op.action == "delete" else op) for uri, op in newest.items()}
+                if op.uri not in newest or op.rev > newest[op.uri][0].rev:
+                    newest[op.uri] = (op, op.uri in item.invalid)
+    return {
+        uri: (None if op.action == "delete" or invalid else op)
+        for uri, (op, invalid) in newest.items()
+    }
 
 
 # PLYR_ORACLE_EXAMPLES=2000 for a longer search (the default keeps the suite fast).
@@ -548,12 +562,12 @@ async def test_like_survives_actor_hide_show_with_exact_counts(pool: asyncpg.Poo
     )
 
 
-async def test_nul_in_a_record_string_is_dead_lettered_not_a_failed_batch(
+async def test_nul_in_a_record_string_is_indexed_whole_not_a_failed_batch(
     pool: asyncpg.Pool,
 ) -> None:
     """Postgres text/jsonb cannot hold U+0000, which DAG-CBOR strings and the lexicons allow.
-    Such a record must be dead-lettered like any record the index cannot store; if it makes
-    the whole transaction fail, the consumer restarts from the cursor onto the same batch
+    Such a record is indexed whole (exactly, beside the jsonb: docs/invariants.md 13); if it made
+    the whole transaction fail, the consumer would restart from the cursor onto the same batch
     forever (a poison pill: one record stops the indexer for the whole network)."""
     did = DIDS[0]
     bad = make_record(TRACK, 1, 0, 0) | {"title": "nul\x00here"}
@@ -566,8 +580,10 @@ async def test_nul_in_a_record_string_is_dead_lettered_not_a_failed_batch(
         await apply_batch(
             conn, ops, lexicons=default_lexicons(), cursor=CursorUpdate(SOURCE, 7), source=SOURCE
         )
-    assert await pool.fetchval("SELECT count(*) FROM tracks") == 1
-    assert await pool.fetchval("SELECT count(*) FROM dead_letters") == 1
+    assert await pool.fetchval("SELECT count(*) FROM tracks") == 2
+    assert await pool.fetchval("SELECT count(*) FROM dead_letters") == 0
+    dump = {d["uri"]: d["value"] async for d in dump_records(pool, TRACK)}
+    assert dump[f"at://{did}/{TRACK}/{RKEYS[TRACK][0]}"] == bad
     assert await pool.fetchval("SELECT seq FROM cursors WHERE source = $1", SOURCE) == 7
 
 
@@ -591,10 +607,10 @@ async def test_nul_in_a_rev_is_dead_lettered_not_a_failed_batch(pool: asyncpg.Po
 
 async def test_deeply_nested_record_is_dead_lettered_not_a_crash(pool: asyncpg.Pool) -> None:
     """A record nested deeper than orjson can encode (255 levels; Jetstream's JSON decoder accepts
-    1024, and unknown fields are open in the lexicon) makes the jsonb codec fail inside the
-    transaction (asyncpg DataError): the whole batch fails and the live indexer restarts onto the
-    same batch forever. It must be dead-lettered instead (without the record, which cannot be
-    stored)."""
+    1024, and unknown fields are open in the lexicon) used to make the jsonb codec fail inside the
+    transaction (asyncpg DataError): the whole batch failed and the live indexer restarted onto
+    the same batch forever. Validation refuses nesting past protocol.data_model.MAX_NESTING, so
+    it is dead-lettered (without the record, which cannot be stored)."""
     did = DIDS[0]
     deep: list[Any] = []
     for _ in range(300):
@@ -672,10 +688,10 @@ class _RejectingLexicons:
     def __init__(self, broken: set[str]) -> None:
         self.broken = broken
 
-    def validate_record(self, nsid: str, value: Any) -> list[str]:
+    def validate_record(self, nsid: str, value: Any, rkey: str | None = None) -> list[str]:
         if nsid in self.broken:
             return [f"{nsid}: rejected by the buggy validator"]
-        return default_lexicons().validate_record(nsid, value)
+        return default_lexicons().validate_record(nsid, value, rkey)
 
 
 async def test_dead_letter_replay_obeys_the_rev_rules(pool: asyncpg.Pool) -> None:

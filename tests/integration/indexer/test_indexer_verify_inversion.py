@@ -22,6 +22,7 @@ from protocol.syntax import tid_from_micros
 from tests.integration.indexer.test_indexer_consumer import replay
 from tests.support.frames import post_record, track_record
 from tests.support.repo_builder import CommitResult, RepoBuilder
+from tests.support.rkeys import tid_key
 from tests.unit.protocol.fake_identity_server import FakeIdentityServer, did_doc
 
 ALICE = "did:plc:alice234567abcdefghijklm"
@@ -48,7 +49,7 @@ def repo(server: FakeIdentityServer, did: str) -> RepoBuilder:
 
 def commit_with(r: RepoBuilder, title: str, *, rev: str | None = None) -> CommitResult:
     """A commit adding a track and someone else's record (so the diff has foreign ops too)."""
-    r.put("fm.plyr.track", f"3kt{title.lower()}", track_record(title))
+    r.put("fm.plyr.track", tid_key(f"3kt{title.lower()}"), track_record(title))
     r.put("app.bsky.feed.post", f"3kp{title.lower()}", post_record(title))
     return r.commit(rev=rev)
 
@@ -89,7 +90,7 @@ async def test_tampered_commits_and_syncs_are_rejected_and_the_stream_goes_on(
     b_future = commit_with(bob, "BFuture", rev=tid_from_micros(int((time.time() + 3600) * 1e6)))
     c1 = commit_with(carol, "C1")
     forger = RepoBuilder(CAROL, PrivateKey.generate("k256"))
-    forger.put("fm.plyr.track", "3ktforged", track_record("Forged"))
+    forger.put("fm.plyr.track", "3ktforgedx222", track_record("Forged"))
     forged = forger.commit()
     assert forged.rev > c1.rev  # newer: only the signature tells it apart
     frames = [
@@ -155,7 +156,7 @@ async def test_a_commit_that_fails_verification_does_not_move_the_repo_rev(
     carol = repo(server, CAROL)
     c1 = commit_with(carol, "C1")
     forger = RepoBuilder(CAROL, PrivateKey.generate("k256"))
-    forger.put("fm.plyr.track", "3ktforged", track_record("Forged"))
+    forger.put("fm.plyr.track", "3ktforgedx222", track_record("Forged"))
     forged = forger.commit()
     assert forged.rev > c1.rev
     c2 = commit_with(carol, "C2")
