@@ -413,7 +413,7 @@ def test_recursive_ref(lex: Lexicons) -> None:
     deep: dict[str, Any] = {"name": "leaf"}
     for _ in range(2000):
         deep = {"children": [deep]}
-    assert check(lex, tree=deep) == ["record: nested too deeply"]
+    assert check(lex, tree=deep) == ["record: nested deeper than 128 levels"]
 
 
 def test_ref_to_record_needs_its_type(lex: Lexicons) -> None:
