@@ -413,7 +413,7 @@ def _days_in(year: int, month: int) -> int:
 
 @st.composite
 def _datetime(draw: st.DrawFn) -> str:
-    year = draw(ints(0, 9999) | st.sampled_from((0, 1, 2, 1969, 1970, 2038, 9998, 9999)))
+    year = draw(st.sampled_from((1985, 0, 1, 2, 1969, 1970, 2038, 9998, 9999)) | ints(0, 9999))
     month = draw(st.integers(1, 12) | st.sampled_from((1, 2, 12)))
     day = draw(st.integers(1, _days_in(year, month)) | st.just(_days_in(year, month)))
     hour, minute, second = (
@@ -438,8 +438,11 @@ def _datetime(draw: st.DrawFn) -> str:
 @functools.cache
 def datetimes() -> SearchStrategy[str]:
     return st.one_of(
+        # An everyday value first: it is what failing examples shrink to, so a minimal example
+        # does not drag in an extreme datetime unless that is the cause.
         st.sampled_from(
             (
+                "1985-04-12T23:20:50.123Z",
                 "0000-01-01T00:00:00Z",
                 "0000-01-01T00:00:00-23:59",
                 "0000-02-29T12:00:00.0Z",
@@ -447,7 +450,6 @@ def datetimes() -> SearchStrategy[str]:
                 "0001-01-01T00:00:00+00:01",
                 "9999-12-31T23:59:59.999999999Z",
                 "9999-12-31T23:59:59-23:59",
-                "1985-04-12T23:20:50.123Z",
             )
         ),
         _datetime(),
