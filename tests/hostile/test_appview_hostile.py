@@ -21,7 +21,7 @@ from core import db
 from core.settings import CoreSettings
 from protocol.crypto import PrivateKey, PublicKey
 from protocol.identity import DidDocument, IdentityError, IdentityResolver
-from protocol.service_auth import AuthError, create_service_jwt, verify_service_jwt
+from protocol.service_auth import AuthError, IssuerGate, create_service_jwt, verify_service_jwt
 from tests.integration.appview import conftest as appview_fixtures
 from tests.integration.appview.conftest import SERVICE_DID, AppFactory, Plc, World, appview_settings
 
@@ -366,7 +366,10 @@ async def test_service_auth_lifetime_cache_and_unknown_issuers() -> None:
     friend = _random_plc()
     friend_key = PrivateKey.generate("k256")
     resolver.keys[friend] = friend_key.public_key()
-    auth = Authenticator(SERVICE_DID, resolver, clock=lambda: clock[0])  # type: ignore[arg-type]
+    # The gate's bucket refills with time: a frozen clock makes the budget exact however slowly
+    # this loop runs on a loaded machine.
+    gate = IssuerGate(clock=lambda: clock[0])
+    auth = Authenticator(SERVICE_DID, resolver, clock=lambda: clock[0], issuers=gate)  # type: ignore[arg-type]
     friend_token = create_service_jwt(friend_key, iss=friend, aud=AUD, lxm=LXM)
     assert await auth.viewer(_request(friend_token), LXM, required=True) == friend
     before = resolver.fetches
@@ -386,7 +389,8 @@ async def test_service_auth_lifetime_cache_and_unknown_issuers() -> None:
     # One unresolvable issuer over and over: looked up once (negative cache), whatever the error.
     for kind in ("not_found", "unreachable", "bad_document"):
         resolver.error_kind = kind
-        auth = Authenticator(SERVICE_DID, resolver, clock=lambda: clock[0])  # type: ignore[arg-type]
+        gate = IssuerGate(clock=lambda: clock[0])
+        auth = Authenticator(SERVICE_DID, resolver, clock=lambda: clock[0], issuers=gate)  # type: ignore[arg-type]
         ghost = _random_plc()
         before = resolver.fetches
         for _ in range(20):
