@@ -108,10 +108,13 @@ async def test_progress_over_sse_and_json(media_server: MediaServer, tmp_path: P
                     events.append((name, orjson.loads(line[6:])))
 
     listener = asyncio.create_task(listen())
-    await asyncio.sleep(0.3)
+    for _ in range(600):  # until the stream's first event arrives (progress, not a fixed sleep)
+        if events or listener.done():
+            break
+        await asyncio.sleep(0.05)
     assert events and events[0][0] == "progress" and events[0][1]["status"] == "queued"
     assert await media_server.run_jobs() == 1
-    await asyncio.wait_for(listener, 10)
+    await asyncio.wait_for(listener, 60)
     assert events[-1][0] == "done" and events[-1][1]["result"]["streamUrl"] == body["streamUrl"]
     progress = [e["progress"] for n, e in events if n == "progress" and e["status"] == "running"]
     assert any(0 < p < 1 for p in progress), events
