@@ -7,7 +7,6 @@ import hashlib
 import logging
 from typing import Any
 
-import asyncpg
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -37,30 +36,9 @@ _STATUS_ERRORS = {
 RETRY_AFTER = "1"
 
 
-def database_unavailable(exc: BaseException) -> bool:
-    """Whether `exc` (or what caused it) says the database is not there now: answered with a
-    503 the client may retry, never with the error's text (it names hosts and databases)."""
-    seen = 0
-    current: BaseException | None = exc
-    while current is not None and seen < 5:
-        if is_unavailable(current) or isinstance(current, _ALSO_UNAVAILABLE):
-            return True
-        current = current.__cause__  # explicit causes only: a context may be incidental
-        seen += 1
-    return False
-
-
-# Besides core.db's connection classes: a statement cancelled by statement_timeout (overload);
-# what reconnecting says when the database was dropped or its login refused (3D000, 28xxx:
-# raised at connect time only, never by a query); and asyncpg's InternalClientError ("cannot
-# switch to state 12; another operation is in progress"), which is how the next statement on an
-# idle connection fails after the server terminated it (seen in tests/hostile).
-_ALSO_UNAVAILABLE = (
-    asyncpg.QueryCanceledError,
-    asyncpg.InvalidCatalogNameError,
-    asyncpg.InvalidAuthorizationSpecificationError,
-    asyncpg.exceptions.InternalClientError,
-)
+# The database is not there now (core.db's one classifier): a 503 the client may retry, never
+# with the error's text (it names hosts and databases).
+database_unavailable = is_unavailable
 
 
 def unavailable_response() -> web.Response:

@@ -144,12 +144,38 @@ def redact(url: str) -> str:
 # cannot connect now), 58 system error.
 _UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P", "58")
 
+# Also unavailable: a statement cancelled by statement_timeout (overload); what reconnecting says
+# when the database was dropped or its login refused (3D000, 28xxx: raised at connect time only,
+# never by a query); and asyncpg's InternalClientError ("cannot switch to state 12; another
+# operation is in progress"), which is how the next statement on an idle connection fails after
+# the server terminated it (seen in tests/hostile).
+_ALSO_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.QueryCanceledError,
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.exceptions.InternalClientError,
+)
+
 
 def is_unavailable(exc: BaseException) -> bool:
-    """True when `exc` says the database cannot be reached or cannot serve now (transient).
+    """True when `exc`, or what explicitly caused it, says the database cannot be reached or
+    cannot serve now (transient).
 
     Callers answer these with 503 + Retry-After and never show the message to clients (it can
     name hosts and databases)."""
+    current: BaseException | None = exc
+    for _ in range(5):  # explicit causes only: a context may be incidental
+        if current is None:
+            return False
+        if _unavailable_itself(current):
+            return True
+        current = current.__cause__
+    return False
+
+
+def _unavailable_itself(exc: BaseException) -> bool:
+    if isinstance(exc, _ALSO_UNAVAILABLE):
+        return True
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = getattr(exc, "sqlstate", None) or ""
         return sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES)
