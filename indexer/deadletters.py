@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import orjson
 
 from indexer.frames import CommitEvent, FrameDecoder
 from indexer.records import RecordOp
@@ -63,8 +64,14 @@ async def replay_dead_letters(
 
 
 async def _ops_for(row: asyncpg.Record, lexicons: Any, verifier: Verifier) -> tuple[list[RecordOp], str | None]:
-    if row["raw"] is not None:
-        ev = FrameDecoder().decode(bytes(row["raw"]))
+    record = row["record"]
+    raw = row["raw"]
+    if record is None and raw is not None and row["uri"] is not None and bytes(raw[:1]) == b"{":
+        # A record jsonb could not hold (U+0000), kept as its JSON bytes. (A stored frame is
+        # DAG-CBOR, whose first byte is never "{".)
+        record, raw = orjson.loads(bytes(raw)), None
+    if raw is not None:
+        ev = FrameDecoder().decode(bytes(raw))
         if not isinstance(ev, CommitEvent):
             return [], f"stored frame is not a commit ({type(ev).__name__})"
         try:
@@ -76,13 +83,13 @@ async def _ops_for(row: asyncpg.Record, lexicons: Any, verifier: Verifier) -> tu
             if problem is not None:
                 return [], problem
         return ops, None
-    if row["record"] is None or row["uri"] is None:
+    if record is None or row["uri"] is None:
         return [], "nothing to replay (no record or frame stored)"
     parts = row["uri"].removeprefix("at://").split("/")
     if len(parts) != 3:
         return [], f"bad uri {row['uri']}"
     did, collection, rkey = parts
-    op = RecordOp("update", did, collection, rkey, row["rev"] or "", row["cid"], row["record"], row["seq"])
+    op = RecordOp("update", did, collection, rkey, row["rev"] or "", row["cid"], record, row["seq"])
     problem = _problem(op, lexicons)
     return ([], problem) if problem else ([op], None)
 

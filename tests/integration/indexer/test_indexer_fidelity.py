@@ -205,3 +205,19 @@ async def test_nesting_deeper_than_the_data_model_limit_is_refused_by_validation
     assert res.invalid == 1
     reason = await pool.fetchval("SELECT reason FROM dead_letters")
     assert "nested deeper than 128" in reason
+
+
+async def test_a_nul_record_dead_lettered_by_the_old_code_replays(pool: asyncpg.Pool) -> None:
+    # Before records kept U+0000, such a record was dead-lettered with its JSON bytes in `raw`.
+    import orjson
+
+    rec = track_record("nul \x00 title")
+    track = uri(ALICE, "fm.plyr.track", "t")
+    await pool.execute(
+        """INSERT INTO dead_letters (source, uri, did, collection, rev, cid, reason, raw)
+           VALUES ('test', $1, $2, 'fm.plyr.track', $3, $4, 'record contains U+0000', $5)""",
+        track, ALICE, rev(1), STRONG_CID, orjson.dumps(rec),
+    )  # fmt: skip
+    summary = await replay_dead_letters(pool, verify=False, lexicons=default_lexicons())
+    assert summary == {"applied": 1, "still_invalid": 0}
+    assert (await dumped(pool))[track] == rec
