@@ -137,6 +137,7 @@ def start_plc(viewer_did: str, port: int) -> tuple[subprocess.Popen[bytes], str]
 def start_appview(db_url: str, port: int, microcache: float, coalesce: bool, plc_url: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "DATABASE_URL": db_url, "PLYR_APPVIEW_PORT": str(port),
            "PLYR_PLC_URL": plc_url, "PLYR_SERVICE_DID": "did:web:127.0.0.1",
+           "PLYR_ALLOW_PRIVATE_NETWORK": "true",  # the benchmark's PLC directory is on loopback
            "PLYR_PUBLIC_URL": "http://127.0.0.1",  # the DID's host (a did:web must name ours)
            "PLYR_APPVIEW_MICROCACHE_SECONDS": str(microcache), "PLYR_LOG_LEVEL": "WARNING",
            "PLYR_APPVIEW_COALESCE": "1" if coalesce else "0",
@@ -166,6 +167,9 @@ def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (apt-get install -y wrk)")
     if args.seed:
+        # An empty database has no tables yet: migrate first (a no-op when up to date).
+        subprocess.run([PY, "-m", "core.cli", "migrate"], cwd=ROOT, check=True,
+                       env={**os.environ, "DATABASE_URL": args.database_url})
         conn_count = asyncio.run(_count_tracks(args.database_url))
         if conn_count == 0:
             started = time.monotonic()
