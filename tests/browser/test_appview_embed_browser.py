@@ -62,6 +62,7 @@ class Browser:
         self.ws = ws
         self.ids = itertools.count(1)
         self.session: str | None = None
+        self.events: list[dict[str, Any]] = []  # DevTools events that arrived between replies
 
     async def send(self, method: str, params: dict[str, Any] | None = None, *, page: bool = True) -> dict[str, Any]:
         msg_id = next(self.ids)
@@ -75,6 +76,8 @@ class Browser:
                 if "error" in reply:
                     raise RuntimeError(f"{method}: {reply['error']}")
                 return reply["result"]
+            if "method" in reply:
+                self.events.append(reply)
 
     async def evaluate(self, expression: str) -> Any:
         result = await self.send("Runtime.evaluate", {"expression": expression, "awaitPromise": True,

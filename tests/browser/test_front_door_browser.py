@@ -46,28 +46,12 @@ PAGE_STATE = """
 
 
 class WatchingBrowser(Browser):
-    """Keeps the DevTools events that arrive between replies (console and log entries)."""
+    """Reads the console and log entries among the DevTools events the browser kept."""
 
     def __init__(self, inner: Browser) -> None:
         super().__init__(inner.ws)
         self.ids = inner.ids
         self.session = inner.session
-        self.events: list[dict[str, Any]] = []
-
-    async def send(self, method: str, params: dict[str, Any] | None = None, *, page: bool = True) -> dict[str, Any]:
-        msg_id = next(self.ids)
-        msg: dict[str, Any] = {"id": msg_id, "method": method, "params": params or {}}
-        if page and self.session:
-            msg["sessionId"] = self.session
-        await self.ws.send(orjson.dumps(msg).decode())
-        while True:
-            reply = orjson.loads(await asyncio.wait_for(self.ws.recv(), 30))
-            if reply.get("id") == msg_id:
-                if "error" in reply:
-                    raise RuntimeError(f"{method}: {reply['error']}")
-                return dict(reply["result"])
-            if "method" in reply:
-                self.events.append(reply)
 
     def console_problems(self) -> list[str]:
         out = []
