@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .pds_client import PdsClient
+from .pds_client import Account, PdsClient
 
 PDS_DIR = Path(__file__).resolve().parent / "pds"
 NODE_MODULES = PDS_DIR / "node_modules"
@@ -258,3 +258,13 @@ def start_network(
         f"the PDS network did not become ready within {READY_TIMEOUT_S:.0f}s:\n"
         + "\n".join(problems)
     )
+
+
+# The password of every account the end-to-end tests create.
+PASSWORD = "e2e-password-1"
+
+
+async def new_account(pds: PdsClient, net: PdsNetwork, name: str) -> Account:
+    """A fresh account on the test PDS, its handle made unique for this session from `name`."""
+    handle = net.unique_handle(name)
+    return await pds.create_account(handle, f"{handle}@example.test", PASSWORD)

@@ -23,11 +23,10 @@ from indexer.records import INDEXED_COLLECTIONS
 from protocol.identity import IdentityResolver
 
 from .pds_client import Account, PdsClient, write_op
-from .pds_network import PdsNetwork
+from .pds_network import PdsNetwork, new_account
 
 pytestmark = pytest.mark.e2e
 
-PASSWORD = "e2e-password-1"
 RULES = Politeness(concurrency=4, per_host=4, retries=2, backoff_base=0.2)
 INDEX_ROWS = " UNION ALL ".join(
     f"SELECT uri, cid FROM {t} WHERE did = $1"
@@ -37,11 +36,6 @@ INDEX_ROWS = " UNION ALL ".join(
 
 def now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
-
-
-async def account(pds: PdsClient, net: PdsNetwork, name: str) -> Account:
-    handle = net.unique_handle(name)
-    return await pds.create_account(handle, f"{handle}@example.test", PASSWORD)
 
 
 async def publish(pds: PdsClient, acct: Account, n_tracks: int) -> None:
@@ -129,7 +123,7 @@ async def indexed(pool: asyncpg.Pool, did: str) -> dict[str, str]:
 async def test_backfill_from_pds_then_dids_audit_and_repair(
     pds: PdsClient, pds_network: PdsNetwork, pool: asyncpg.Pool, database_url: str
 ) -> None:
-    accounts = [await account(pds, pds_network, f"bf{i}") for i in range(3)]
+    accounts = [await new_account(pds, pds_network, f"bf{i}") for i in range(3)]
     for i, acct in enumerate(accounts):
         await publish(pds, acct, 4 + i)
     resolver = IdentityResolver(pds_network.plc_url)
@@ -146,7 +140,7 @@ async def test_backfill_from_pds_then_dids_audit_and_repair(
             assert await indexed(pool, acct.did) == truth
 
         # 2. new writes and a new account, then from a DID list
-        late = await account(pds, pds_network, "bflate")
+        late = await new_account(pds, pds_network, "bflate")
         await publish(pds, late, 3)
         await pds.delete_record(accounts[0], "fm.plyr.actor.profile", "self")
         dids = [a.did for a in [*accounts, late]]
@@ -193,7 +187,7 @@ async def test_backfill_while_the_live_indexer_runs_and_writes_continue(
     from indexer.settings import IndexerSettings
     from indexer.sources import RelaySource
 
-    accounts = [await account(pds, pds_network, f"lv{i}") for i in range(3)]
+    accounts = [await new_account(pds, pds_network, f"lv{i}") for i in range(3)]
     for acct in accounts:
         await publish(pds, acct, 6)  # before any indexer runs: only the backfill can see these
     resolver = IdentityResolver(pds_network.plc_url)

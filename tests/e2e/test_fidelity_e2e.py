@@ -53,12 +53,11 @@ from protocol.identity import IdentityResolver
 from protocol.syntax import TidClock
 
 from .pds_client import Account, PdsClient, rkey_of
-from .pds_network import PdsNetwork
+from .pds_network import PdsNetwork, new_account
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-PASSWORD = "e2e-password-1"
 TRACK = "fm.plyr.track"
 LIKE = "fm.plyr.like"
 COMMENT = "fm.plyr.comment"
@@ -116,11 +115,6 @@ def playlist(name: str, items: Iterable[Ref], list_type: str = "playlist") -> di
 
 def profile(bio: str) -> dict[str, Any]:
     return {"bio": bio, "createdAt": now()}
-
-
-async def new_account(pds: PdsClient, net: PdsNetwork, name: str) -> Account:
-    handle = net.unique_handle(name)
-    return await pds.create_account(handle, f"{handle}@example.test", PASSWORD)
 
 
 def profile_uri(account: Account) -> str:

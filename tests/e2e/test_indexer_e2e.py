@@ -36,12 +36,11 @@ from indexer.writer import dump_records
 from protocol.syntax import tid_from_micros
 
 from .pds_client import Account, PdsClient, XrpcError, rkey_of, write_op
-from .pds_network import PdsNetwork
+from .pds_network import PdsNetwork, new_account
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-PASSWORD = "e2e-password-1"
 BASE_MICROS = 1_767_225_600_000_000  # 2026-01-01: record keys are TIDs (the lexicons say "key": "tid")
 COLLECTIONS = (
     "fm.plyr.track",
@@ -90,11 +89,6 @@ def playlist(name: str, items: list[tuple[str, str]]) -> dict[str, Any]:
 
 def profile(bio: str) -> dict[str, Any]:
     return {"bio": bio, "createdAt": now()}
-
-
-async def new_account(pds: PdsClient, net: PdsNetwork, name: str) -> Account:
-    handle = net.unique_handle(name)
-    return await pds.create_account(handle, f"{handle}@example.test", PASSWORD)
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], what: str, within: float = 60.0) -> Any:

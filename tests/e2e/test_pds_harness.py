@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .pds_client import (
-    Account,
     FirehoseFrame,
     PdsClient,
     XrpcError,
@@ -30,20 +29,14 @@ from .pds_client import (
     rkey_of,
     write_op,
 )
-from .pds_network import PdsNetwork
+from .pds_network import PdsNetwork, new_account
 
 pytestmark = pytest.mark.e2e
 
-PASSWORD = "e2e-password-1"
 
 
 def now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
-
-
-async def new_account(pds: PdsClient, net: PdsNetwork, name: str) -> Account:
-    handle = net.unique_handle(name)
-    return await pds.create_account(handle, f"{handle}@example.test", PASSWORD)
 
 
 def frames_of(frames: list[FirehoseFrame], did: str) -> list[FirehoseFrame]:
