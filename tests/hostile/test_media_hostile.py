@@ -23,7 +23,7 @@ from integration.media.conftest import (
     SERVER_KEY,
     MediaServer,
     media_settings,
-    start_media_server,
+    running_media_server,
     wait_for,
 )
 from unit.media.samples import FFMPEG
@@ -31,14 +31,8 @@ from unit.media.samples import FFMPEG
 
 @pytest.fixture
 async def server(pool: asyncpg.Pool, database_url: str, tmp_path: Path) -> AsyncIterator[MediaServer]:
-    runner, srv, events = await start_media_server(pool, database_url, media_settings(tmp_path / "data"))
-    try:
+    async with running_media_server(pool, database_url, media_settings(tmp_path / "data")) as (_, srv):
         yield srv
-    finally:
-        await srv.session.close()
-        await runner.cleanup()
-        await events.stop()
-        await srv.ctx.storage.close()
 
 
 def _ffmpeg(out: Path, *args: str) -> bytes:
@@ -96,34 +90,31 @@ async def test_probe_survives_malformed_stream_text_in_metadata(server: MediaSer
 async def test_database_away_answers_json_503(pool: asyncpg.Pool, database_url: str, tmp_path: Path) -> None:
     from integration.media.conftest import free_port
 
-    runner, srv, events = await start_media_server(pool, database_url, media_settings(tmp_path / "data"))
-    secret_db = "plyr_secret_dbname"
-    dead_port = free_port()  # nothing listens there: every connection is refused
-    dead = await asyncpg.create_pool(f"postgresql://postgres@127.0.0.1:{dead_port}/{secret_db}", min_size=0)
-    srv.ctx.pool = dead
-    try:
-        tone = _ffmpeg(tmp_path / "t.mp3", *_tone(1.0), "-c:a", "libmp3lame")
-        for method, path, data in [
-            ("POST", "/upload/audio", tone),
-            ("GET", "/jobs/1", None),
-            ("POST", "/exports", None),
-            ("GET", "/health", None),
-        ]:
-            async with srv.session.request(method, f"{srv.url}{path}", data=data, headers=srv.headers) as resp:
-                text = await resp.text()
-                assert resp.status == 503, (path, resp.status, text)
-                assert resp.content_type == "application/json", (path, text)
-                assert resp.headers.get("Retry-After"), path
-                body = await resp.json()
-                assert body["error"] == "DatabaseUnavailable", (path, body)
-                for secret in (secret_db, str(dead_port), "127.0.0.1", "Connect call failed"):
-                    assert secret not in text, (path, text)
-        assert list(srv.settings.tmp_dir.iterdir()) == []  # the upload's temp file went too
-    finally:
-        await dead.close()
-        await srv.session.close()
-        await runner.cleanup()
-        await events.stop()
+    async with running_media_server(pool, database_url, media_settings(tmp_path / "data")) as (_, srv):
+        secret_db = "plyr_secret_dbname"
+        dead_port = free_port()  # nothing listens there: every connection is refused
+        dead = await asyncpg.create_pool(f"postgresql://postgres@127.0.0.1:{dead_port}/{secret_db}", min_size=0)
+        srv.ctx.pool = dead
+        try:
+            tone = _ffmpeg(tmp_path / "t.mp3", *_tone(1.0), "-c:a", "libmp3lame")
+            for method, path, data in [
+                ("POST", "/upload/audio", tone),
+                ("GET", "/jobs/1", None),
+                ("POST", "/exports", None),
+                ("GET", "/health", None),
+            ]:
+                async with srv.session.request(method, f"{srv.url}{path}", data=data, headers=srv.headers) as resp:
+                    text = await resp.text()
+                    assert resp.status == 503, (path, resp.status, text)
+                    assert resp.content_type == "application/json", (path, text)
+                    assert resp.headers.get("Retry-After"), path
+                    body = await resp.json()
+                    assert body["error"] == "DatabaseUnavailable", (path, body)
+                    for secret in (secret_db, str(dead_port), "127.0.0.1", "Connect call failed"):
+                        assert secret not in text, (path, text)
+            assert list(srv.settings.tmp_dir.iterdir()) == []  # the upload's temp file went too
+        finally:
+            await dead.close()
 
 
 # -- 5. what used to answer a plain-text 500 answers a JSON 400; anything unexpected a JSON 500 --
@@ -181,8 +172,7 @@ async def test_full_disk_is_transient(pool: asyncpg.Pool, database_url: str, tmp
     wav = _ffmpeg(tmp_path / "n.wav", "-f", "lavfi", "-i", "anoisesrc=d=12:a=0.3:sample_rate=44100",
                   "-ac", "2", "-c:a", "pcm_s16le")  # ~2 MB; its MP3 rendition ~480 KB
     with _tmpfs(data_dir / "tmp", "8m") as tmp, _tmpfs(data_dir / "media", "16m") as media:
-        runner, srv, events = await start_media_server(pool, database_url, media_settings(data_dir))
-        try:
+        async with running_media_server(pool, database_url, media_settings(data_dir)) as (_, srv):
             # (a) no room for the upload's temp file
             filler = _fill(tmp, 512 * 1024)
             status, body, text = await _post(srv, "audio", wav)
@@ -214,10 +204,6 @@ async def test_full_disk_is_transient(pool: asyncpg.Pool, database_url: str, tmp
             await srv.run_jobs(limit=1)
             job = await srv.job(body["jobId"])
             assert job.status == "done", job.error
-        finally:
-            await srv.session.close()
-            await runner.cleanup()
-            await events.stop()
 
 
 # -- 2. uploads have a read deadline and in-flight caps -----------------------------------------
@@ -259,8 +245,7 @@ async def _async(value: bool) -> bool:
 async def test_uploads_have_deadlines_and_caps(pool: asyncpg.Pool, database_url: str, tmp_path: Path) -> None:
     strict = media_settings(tmp_path / "a", upload_idle_timeout_s=0.5, upload_min_rate_bytes_s=2000,
                             upload_rate_grace_s=1.0)
-    runner, srv, events = await start_media_server(pool, database_url, strict)
-    try:
+    async with running_media_server(pool, database_url, strict) as (runner, srv):
         # A stalled upload: 10 of 100000 bytes, then nothing. Answered 408 once idle too long.
         reader, writer = await _open_upload(srv, OWNER, 100_000, b"0123456789")
         await _in_flight(runner.app, 1)
@@ -289,34 +274,27 @@ async def test_uploads_have_deadlines_and_caps(pool: asyncpg.Pool, database_url:
         assert (status, body["error"]) == (408, "RequestTimeout"), body
         assert sent < 200  # stopped within a few seconds of the 1 s grace, not at the end
         await wait_for(lambda: _async(list(srv.settings.tmp_dir.iterdir()) == []))
-    finally:
-        await srv.session.close()
-        await runner.cleanup()
-        await events.stop()
 
     capped = media_settings(tmp_path / "b", uploads_per_caller=2, uploads_max=3, upload_idle_timeout_s=60.0)
-    runner, srv, events = await start_media_server(pool, database_url, capped)
-    held = []
-    try:
-        for did in (OWNER, OWNER, "did:plc:another00000000000000000"):
-            held.append(await _open_upload(srv, did, 100_000, b"0123"))
-        await _in_flight(runner.app, 3)
-        # a third upload of the same caller, then a fourth one overall (another caller)
-        for did in (OWNER, "did:plc:third0000000000000000000"):
-            reader, writer = await _open_upload(srv, did, 100_000, b"0123")
-            status, headers, body = await _answer(reader)
-            writer.close()
-            assert (status, body["error"]) == (429, "TooManyUploads"), body
-            assert int(headers["retry-after"]) > 0
-        assert _uploads_in_flight(runner.app) == 3
-        assert len(list(srv.settings.tmp_dir.iterdir())) == 3  # no temp file for the refused
-    finally:
-        for _, writer in held:
-            writer.close()
-        await _in_flight(runner.app, 0)
-        await srv.session.close()
-        await runner.cleanup()
-        await events.stop()
+    async with running_media_server(pool, database_url, capped) as (runner, srv):
+        held = []
+        try:
+            for did in (OWNER, OWNER, "did:plc:another00000000000000000"):
+                held.append(await _open_upload(srv, did, 100_000, b"0123"))
+            await _in_flight(runner.app, 3)
+            # a third upload of the same caller, then a fourth one overall (another caller)
+            for did in (OWNER, "did:plc:third0000000000000000000"):
+                reader, writer = await _open_upload(srv, did, 100_000, b"0123")
+                status, headers, body = await _answer(reader)
+                writer.close()
+                assert (status, body["error"]) == (429, "TooManyUploads"), body
+                assert int(headers["retry-after"]) > 0
+            assert _uploads_in_flight(runner.app) == 3
+            assert len(list(srv.settings.tmp_dir.iterdir())) == 3  # no temp file for the refused
+        finally:
+            for _, writer in held:
+                writer.close()
+            await _in_flight(runner.app, 0)
 
 
 # -- 6. exports: a trusted ?did= is checked, identical exports are reused, names are plain -----

@@ -4,6 +4,7 @@ real ffmpeg, local storage in a temp folder (S3 tests bring their own moto serve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -130,6 +131,21 @@ async def start_media_server(
     return runner, MediaServer(f"http://127.0.0.1:{port}", ctx, session, settings), events
 
 
+@contextlib.asynccontextmanager
+async def running_media_server(
+    pool: asyncpg.Pool, database_url: str, settings: MediaSettings, **kw: Any
+) -> AsyncIterator[tuple[web.AppRunner, MediaServer]]:
+    """start_media_server, stopped (session, site, events, storage) however the block ends."""
+    runner, server, events = await start_media_server(pool, database_url, settings, **kw)
+    try:
+        yield runner, server
+    finally:
+        await server.session.close()
+        await runner.cleanup()
+        await events.stop()
+        await server.ctx.storage.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -138,14 +154,8 @@ def free_port() -> int:
 
 @pytest.fixture
 async def media_server(pool: asyncpg.Pool, database_url: str, tmp_path: Path) -> AsyncIterator[MediaServer]:
-    runner, server, events = await start_media_server(pool, database_url, media_settings(tmp_path / "data"))
-    try:
+    async with running_media_server(pool, database_url, media_settings(tmp_path / "data")) as (_, server):
         yield server
-    finally:
-        await server.session.close()
-        await runner.cleanup()
-        await events.stop()
-        await server.ctx.storage.close()
 
 
 def leftover_temp_files(settings: MediaSettings) -> list[Path]:
