@@ -115,7 +115,10 @@ def storable_record(record: dict[str, Any]) -> tuple[dict[str, Any], bytes | Non
 
     jsonb cannot hold U+0000, which data-model strings may contain: such a record is stored with
     U+FFFD in place of each NUL, and exactly as JSON bytes beside it (`record_exact`)."""
-    encoded = orjson.dumps(record)
+    try:
+        encoded = orjson.dumps(record)
+    except TypeError as exc:  # a non-JSON value (validation refuses deep nesting before this)
+        raise RowError(f"record cannot be encoded as JSON ({exc})") from None
     if b"\\u0000" not in encoded:
         return record, None
     return _without_nul(record), encoded

@@ -408,22 +408,15 @@ _DATA_ERRORS = (
 )
 
 
-def _storable(record: Any) -> str | None:
-    """Why `record` cannot be stored at all, or None. (U+0000, which jsonb cannot hold, is
-    stored beside it: indexer/records.storable_record.)"""
-    try:
-        orjson.dumps(record)
-    except TypeError as exc:  # nesting beyond orjson's limit, or a non-JSON value
-        return f"record cannot be encoded as JSON ({exc})"
-    return None
-
-
 def _jsonb_problem(record: Any) -> str | None:
     """Why a dead letter's record cannot go in its jsonb column, or None when it can."""
-    problem = _storable(record)
-    if problem is None and b"\\u0000" in orjson.dumps(record):
+    try:
+        encoded = orjson.dumps(record)
+    except TypeError as exc:  # nesting beyond orjson's limit, or a non-JSON value
+        return f"record cannot be encoded as JSON ({exc})"
+    if b"\\u0000" in encoded:
         return "record contains U+0000 (NUL), which jsonb cannot hold"
-    return problem
+    return None
 
 
 def checked_rows(op: RecordOp, lexicons: Any) -> tuple[str | None, Any]:
@@ -432,10 +425,7 @@ def checked_rows(op: RecordOp, lexicons: Any) -> tuple[str | None, Any]:
     problem = validate_op(op, lexicons)
     if problem is not None or op.action == "delete":
         return problem, None
-    problem = _storable(op.record)
-    if problem is not None:
-        return problem, None
-    try:
+    try:  # the row builders encode the record once (records.storable_record)
         return None, ROW_BUILDERS[op.collection](op)
     except (RowError, KeyError, TypeError) as exc:
         return f"cannot store record: {exc}", None
