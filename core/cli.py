@@ -15,6 +15,7 @@ import orjson
 from core.errors import PlyrError
 from core.logging import configure_logging
 from core.settings import CoreSettings
+from protocol.errors import ProtocolError
 
 T = TypeVar("T")
 
@@ -158,7 +159,7 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except PlyrError as exc:
+    except (PlyrError, ProtocolError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:

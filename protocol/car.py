@@ -23,6 +23,7 @@ from typing import BinaryIO
 import libipld
 
 from protocol.cid import BLESSED_CID_LEN, DAG_CBOR_PREFIX, RAW_PREFIX, CidError, cid_length
+from protocol.errors import ProtocolError
 
 # Largest accepted section (CID + block). atproto caps records at 1 MB and firehose CAR slices
 # at 2 MB; anything bigger in a repo export is hostile or broken.
@@ -33,7 +34,7 @@ _PREFIXES = frozenset((DAG_CBOR_PREFIX, RAW_PREFIX))
 _sha256 = hashlib.sha256
 
 
-class CarError(ValueError):
+class CarError(ProtocolError, ValueError):
     """A CAR file that is truncated, malformed, or whose blocks do not match their CIDs."""
 
 

@@ -22,6 +22,8 @@ import hashlib
 
 import libipld
 
+from protocol.errors import ProtocolError
+
 CODEC_DAG_CBOR = 0x71
 CODEC_RAW = 0x55
 HASH_SHA2_256 = 0x12
@@ -35,7 +37,7 @@ BLESSED_CID_LEN = 36
 _sha256 = hashlib.sha256
 
 
-class CidError(ValueError):
+class CidError(ProtocolError, ValueError):
     """A CID that cannot be parsed."""
 
 

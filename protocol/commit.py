@@ -20,9 +20,10 @@ import libipld
 
 from protocol.cid import is_dag_cbor_cid
 from protocol.data_model import Link, encode_dag_cbor_exact
+from protocol.errors import ProtocolError
 
 
-class CommitError(ValueError):
+class CommitError(ProtocolError, ValueError):
     """A block that is not a well-formed repository commit."""
 
 

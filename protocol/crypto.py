@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from protocol.errors import ProtocolError
+
 Curve = Literal["k256", "p256"]
 
 DID_KEY_PREFIX = "did:key:"
@@ -63,7 +65,7 @@ LEGACY_KEY_TYPES: dict[str, Curve] = {
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
 
-class KeyFormatError(ValueError):
+class KeyFormatError(ProtocolError, ValueError):
     """A key string or key bytes that are not a supported AT Protocol key."""
 
 

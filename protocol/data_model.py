@@ -40,9 +40,10 @@ from typing import Any
 import libipld
 
 from protocol.cid import CidError, cid_from_str, cid_length, cid_to_str, parse_cid
+from protocol.errors import ProtocolError
 
 
-class DataModelError(ValueError):
+class DataModelError(ProtocolError, ValueError):
     """A value that is not valid in the atproto data model (or not decodable)."""
 
 

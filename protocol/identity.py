@@ -42,6 +42,7 @@ from protocol.crypto import (
     parse_legacy_multibase,
     parse_multikey,
 )
+from protocol.errors import ProtocolError
 
 log = logging.getLogger("plyr.identity")
 
@@ -72,7 +73,7 @@ MAX_WELL_KNOWN_BYTES = 4096  # a DID is at most 2048 characters
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
-class IdentityError(Exception):
+class IdentityError(ProtocolError):
     """A DID or handle could not be resolved; `kind` says why, the message says it for people."""
 
     def __init__(self, message: str, *, kind: ErrorKind = "unreachable") -> None:

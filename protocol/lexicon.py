@@ -29,8 +29,8 @@ from typing import Any, NoReturn
 import grapheme
 import orjson
 
-from core.errors import PlyrError
 from protocol.data_model import MAX_NESTING, nesting_depth
+from protocol.errors import ProtocolError
 from protocol.syntax import is_valid
 
 __all__ = ["LEXICONS_DIR", "LexiconError", "Lexicons"]
@@ -38,7 +38,7 @@ __all__ = ["LEXICONS_DIR", "LexiconError", "Lexicons"]
 LEXICONS_DIR: Path = Path(__file__).resolve().parent.parent / "lexicons"
 
 
-class LexiconError(PlyrError):
+class LexiconError(ProtocolError):
     """A lexicon document is malformed, or a schema was asked for that is not loaded."""
 
 

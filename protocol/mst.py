@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 import libipld
 
 from protocol.cid import DAG_CBOR_PREFIX, cid_for_cbor, is_dag_cbor_cid
+from protocol.errors import ProtocolError
 
 # Statistically a node holds ~4 entries; thousands means mined keys or a broken tree.
 MAX_ENTRIES = 2048
@@ -44,11 +45,11 @@ _sha256 = hashlib.sha256
 _ROOT = -1
 
 
-class MstError(ValueError):
+class MstError(ProtocolError, ValueError):
     """A malformed MST node or tree."""
 
 
-class MissingBlock(LookupError):
+class MissingBlock(ProtocolError, LookupError):
     """An MST node needed for the walk is not available."""
 
     def __init__(self, cid: bytes) -> None:

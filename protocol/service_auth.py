@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from protocol.crypto import PrivateKey, PublicKey, curve_for_jwt_alg
+from protocol.errors import ProtocolError
 from protocol.identity import IdentityError, IdentityResolver, is_valid_did
 
 MAX_TOKEN_LENGTH = 8192
@@ -39,7 +40,7 @@ MAX_IAT_SKEW = 300
 MAX_TOKEN_LIFETIME = 3600
 
 
-class AuthError(Exception):
+class AuthError(ProtocolError):
     """A rejected request; `error` is the XRPC error name, `message` the explanation."""
 
     def __init__(self, error: str, message: str) -> None:

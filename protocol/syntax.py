@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from protocol.errors import ProtocolError
+
 __all__ = [
     "KINDS",
     "AtUri",
@@ -41,7 +43,7 @@ __all__ = [
 ]
 
 
-class InvalidSyntax(ValueError):
+class InvalidSyntax(ProtocolError, ValueError):
     """A string does not have the syntax (or meaning) its format requires."""
 
 
