@@ -10,7 +10,8 @@ from typing import Any
 
 import orjson
 
-from protocol.lexicon import LEXICONS_DIR, Lexicons
+from core.lexicons import LEXICONS_DIR
+from protocol.lexicon import Lexicons
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,8 @@ def lexicon() -> None:
 )
 def lexicon_check(nsid: str, file: Path, lexicon_dir: Path | None) -> None:
     """Validate the record in FILE (JSON) against lexicon NSID. Exit 1 when invalid."""
-    from protocol.lexicon import LEXICONS_DIR, Lexicons
+    from core.lexicons import LEXICONS_DIR
+    from protocol.lexicon import Lexicons
 
     try:
         value = orjson.loads(file.read_bytes())

@@ -873,9 +873,9 @@ def default_lexicons() -> Any:
     """The project's lexicons, loaded once."""
     global _default_lexicons
     if _default_lexicons is None:
-        from protocol.lexicon import LEXICONS_DIR, Lexicons
+        from core.lexicons import load_lexicons
 
-        _default_lexicons = Lexicons.load(LEXICONS_DIR)
+        _default_lexicons = load_lexicons()
     return _default_lexicons
 
 

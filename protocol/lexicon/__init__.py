@@ -24,7 +24,3 @@ from protocol.lexicon.common import LexiconError
 from protocol.lexicon.registry import Lexicons
 
 __all__ = ["LexiconError", "Lexicons"]
-
-from pathlib import Path  # noqa: E402
-
-LEXICONS_DIR: Path = Path(__file__).resolve().parent.parent.parent / "lexicons"

@@ -34,8 +34,8 @@ import orjson
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
+from core.lexicons import LEXICONS_DIR
 from protocol.cid import cid_for_cbor, cid_for_raw, cid_to_str
-from protocol.lexicon import LEXICONS_DIR
 from protocol.syntax import is_valid
 
 __all__ = ["Broken", "LexiconStrategies", "Target", "data_values", "format_values", "text_values"]

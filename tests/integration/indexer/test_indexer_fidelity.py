@@ -11,10 +11,11 @@ from typing import Any
 
 import asyncpg
 
+from core.lexicons import LEXICONS_DIR
 from indexer.deadletters import replay_dead_letters
 from indexer.records import RecordOp
 from indexer.writer import BatchResult, apply_batch, default_lexicons, dump_records
-from protocol.lexicon import LEXICONS_DIR, Lexicons
+from protocol.lexicon import Lexicons
 from protocol.syntax import tid_from_micros
 from tests.support.frames import (
     STRONG_CID,

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from core.lexicons import load_lexicons
 from protocol.errors import ProtocolError
-from protocol.lexicon import LEXICONS_DIR, LexiconError, Lexicons
+from protocol.lexicon import LexiconError, Lexicons
 
 PLYR_RECORDS = (
     "fm.plyr.track",
@@ -64,7 +65,7 @@ def test_interop_catalog_loads(shared_dir: Path) -> None:
 
 
 def test_project_lexicons_load_and_are_self_contained() -> None:
-    lexicons = Lexicons.load(LEXICONS_DIR)
+    lexicons = load_lexicons()
     for nsid in PLYR_RECORDS + ("com.atproto.repo.strongRef", "com.atproto.label.defs"):
         assert nsid in lexicons
     for nsid in PLYR_RECORDS:
@@ -77,7 +78,7 @@ def test_lexicon_error_is_a_plyr_error() -> None:
 
 
 def test_get_def() -> None:
-    lexicons = Lexicons.load(LEXICONS_DIR)
+    lexicons = load_lexicons()
     assert lexicons.get_def("fm.plyr.track#featuredArtist")["required"] == ["did"]  # type: ignore[index]
     assert lexicons.get_def("fm.plyr.track") is lexicons.get_def("fm.plyr.track#main")
     assert lexicons.get_def("fm.plyr.track#nope") is None
@@ -408,7 +409,7 @@ def test_folder_errors(tmp_path: Path) -> None:
 
 
 def test_unknown_schema_requests_raise() -> None:
-    lexicons = Lexicons.load(LEXICONS_DIR)
+    lexicons = load_lexicons()
     with pytest.raises(LexiconError, match="no lexicon for record type fm.plyr.nope"):
         lexicons.validate_record("fm.plyr.nope", {})
     with pytest.raises(LexiconError, match="not a record"):
@@ -418,7 +419,7 @@ def test_unknown_schema_requests_raise() -> None:
 
 
 def test_record_type_must_be_a_bare_nsid() -> None:
-    lexicons = Lexicons.load(LEXICONS_DIR)
+    lexicons = load_lexicons()
     with pytest.raises(LexiconError, match="named by its bare NSID"):
         lexicons.validate_record("fm.plyr.track#main", {"$type": "fm.plyr.track"})
 

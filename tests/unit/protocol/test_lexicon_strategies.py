@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from protocol.lexicon import LEXICONS_DIR, Lexicons
+from core.lexicons import load_lexicons
 from tests.support.lexicon_strategies import (
     INT64_MAX,
     ITEM,
@@ -34,7 +34,7 @@ from tests.support.lexicon_strategies import (
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 
 LEX = LexiconStrategies.load()
-LEXICONS = Lexicons.load(LEXICONS_DIR)
+LEXICONS = load_lexicons()
 RECORD_TYPES = LEX.record_types()
 EXAMPLES = int(os.environ.get("PLYR_LEXICON_EXAMPLES", "40"))
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from protocol.lexicon import LEXICONS_DIR, Lexicons
+from core.lexicons import LEXICONS_DIR, load_lexicons
+from protocol.lexicon import Lexicons
 
 DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
 CID = "bafyreidfayvfuwqa7qlnopdjiqrxzs6blmoeu4rujcjtnci5beludirz2a"
@@ -37,7 +38,7 @@ PUBLISHED_FILES = {
 
 @pytest.fixture(scope="module")
 def ours() -> Lexicons:
-    return Lexicons.load(LEXICONS_DIR)
+    return load_lexicons()
 
 
 @pytest.fixture(scope="module")
