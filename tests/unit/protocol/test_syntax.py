@@ -542,7 +542,7 @@ def test_tid_clock_monotonic_and_unique() -> None:
 def test_tid_clock_survives_clock_going_backwards(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = TidClock(clock_id=5)
     readings = iter([2_000_000_000_000, 2_000_000_000_000, 1_000_000_000_000, 2_000_000_005_000])
-    monkeypatch.setattr(syntax.time, "time_ns", lambda: next(readings))
+    monkeypatch.setattr(syntax.tids.time, "time_ns", lambda: next(readings))
     tids = [clock.next() for _ in range(4)]
     micros = [tid_to_micros(t) for t in tids]
     assert micros == [2_000_000_000, 2_000_000_001, 2_000_000_002, 2_000_000_005]
