@@ -25,6 +25,8 @@ _PARAM_INT_RE = re.compile(r"-?[0-9]{1,19}", re.ASCII)
 
 @dataclass(frozen=True, slots=True)
 class Param:
+    """One query-string parameter of an endpoint, with its compiled check."""
+
     name: str
     kind: str  # boolean, integer, string or unknown (for arrays: of the items)
     is_array: bool
@@ -35,6 +37,8 @@ class Param:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
+    """What a query, procedure or subscription takes and returns, compiled."""
+
     type: str
     params: tuple[Param, ...]
     input: Check | None
