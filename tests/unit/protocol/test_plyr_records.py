@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -469,15 +468,30 @@ def test_rkeys(ours: Lexicons) -> None:
     assert ours.validate_record("fm.plyr.actor.profile", profile(), rkey="3jzfcijpj2z2a") != []
 
 
+def _node_count(value: Any) -> int:
+    """The cheapest Python walk over a record: the baseline validation is measured against."""
+    if isinstance(value, dict):
+        return 1 + sum(_node_count(item) for item in value.values())
+    if isinstance(value, list):
+        return 1 + sum(_node_count(item) for item in value)
+    return 1
+
+
 def test_track_validation_is_fast(ours: Lexicons) -> None:
-    """Every indexed record is validated: a full track must take well under 20 µs (measured
-    about 7 µs here). The bound is loose so a busy test machine does not fail it."""
+    """Every indexed record is validated, so validating a full track must cost only a few plain
+    walks over the same record (about 8x here). Both are timed in alternating rounds of the same
+    run and the best round of each is compared, so a busy machine slows both alike."""
     record = FULL_TRACK
     validate = ours.validate_record
-    samples = []
+    best_validate = best_walk = float("inf")
     for _ in range(30):
         start = time.perf_counter()
         for _ in range(200):
             validate("fm.plyr.track", record)
-        samples.append((time.perf_counter() - start) / 200)
-    assert statistics.median(samples) < 60e-6, f"{statistics.median(samples) * 1e6:.1f} µs"
+        best_validate = min(best_validate, time.perf_counter() - start)
+        start = time.perf_counter()
+        for _ in range(200):
+            _node_count(record)
+        best_walk = min(best_walk, time.perf_counter() - start)
+    ratio = best_validate / best_walk
+    assert ratio < 20, f"validation costs {ratio:.1f} walks of the record"
