@@ -18,11 +18,11 @@ import asyncpg
 from prometheus_client import Gauge
 
 from core.runtime import Runtime
-from core.settings import env_float, env_int
 from indexer.backfill.audit import refresh_audit_metrics
 from indexer.backfill.http import Politeness
 from indexer.backfill.repo import RepoSyncer
 from indexer.backfill.runner import open_syncer, sync_many
+from indexer.settings import ResyncSettings
 from protocol.identity import IdentityResolver
 
 log = logging.getLogger("plyr.backfill")
@@ -48,9 +48,9 @@ async def run_resync_loop(
     resolver: IdentityResolver | None = None,
 ) -> None:
     """Fetch marked repos until cancelled (or `rt.stopping` is set)."""
-    interval = interval if interval is not None else env_float("PLYR_RESYNC_INTERVAL_S", 5.0)
-    batch = batch or env_int("PLYR_RESYNC_BATCH", 16, minimum=1)
-    rules = politeness or Politeness(concurrency=env_int("PLYR_RESYNC_CONCURRENCY", 4, minimum=1))
+    settings = ResyncSettings.from_env({"interval_s": interval, "batch": batch or None})
+    interval, batch = settings.interval_s, settings.batch
+    rules = politeness or Politeness(concurrency=settings.concurrency)
     log.info("resync loop started", extra={"interval_s": interval})
     last_metrics = 0.0
     failures = 0
