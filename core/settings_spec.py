@@ -112,7 +112,7 @@ class Setting:
         """Refuse a value outside the bounds (nan included); returns it unchanged."""
         if self.kind in (int, float) and not self._within(value):
             shown = f"{value:g}" if isinstance(value, float) else str(value)
-            raise ConfigError(f"{self.env}={shown} must be {self.bounds_text or self._bounds()}")
+            raise ConfigError(f"{self.env}={shown} must be {self.bounds_text or self.describe_bounds()}")
         return value
 
     def _within(self, value: float) -> bool:
@@ -124,14 +124,14 @@ class Setting:
             return False
         return self.maximum is None or value <= self.maximum
 
-    def _bounds(self) -> str:
+    def describe_bounds(self) -> str:
         parts = []
         if self.minimum is not None:
-            parts.append(f"at least {self.minimum:g}")
+            parts.append(f"at least {_number(self.minimum)}")
         if self.above is not None:
-            parts.append(f"more than {self.above:g}")
+            parts.append(f"more than {_number(self.above)}")
         if self.maximum is not None:
-            parts.append(f"at most {self.maximum:g}")
+            parts.append(f"at most {_number(self.maximum)}")
         return " and ".join(parts)
 
     def read(self) -> Any:
@@ -178,6 +178,10 @@ def setting(
     the default is None); `options` are `Setting`'s (minimum, above, maximum, choices, ...)."""
     kind = kind or (type(default) if default is not None else str)
     return Setting(env, kind, default, help, **options).field(required=required)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _either(choices: tuple[str, ...]) -> str:

@@ -11,9 +11,11 @@ from core.settings import (
     JETSTREAM_URL,
     RELAY_URL,
 )
-from core.settings_spec import Settings, setting
+from core.settings_spec import Setting, Settings, setting
 
-__all__ = ["DEFAULT_JETSTREAM_URL", "DEFAULT_RELAY_URL", "BackfillSettings", "IndexerSettings", "ResyncSettings"]
+__all__ = [
+    "CRASH_AT", "DEFAULT_JETSTREAM_URL", "DEFAULT_RELAY_URL", "BackfillSettings", "IndexerSettings", "ResyncSettings",
+]  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,3 +69,12 @@ class BackfillSettings(Settings):
         "`native` (the C extension, when built) or `python` (the slower fallback) to frame repo CARs",
         choices=("native", "python"), group="indexer",
     )  # fmt: skip
+
+
+# Read once, at import, by indexer/crashpoints.py (which parses it: point and hit count).
+CRASH_AT = Setting(
+    "PLYR_CRASH_AT", str, None,
+    "tests only: `POINT[:N]` ends the process at the N-th pass through that seam of the write "
+    "path (indexer/crashpoints.py)",
+    group="indexer",
+)  # fmt: skip
