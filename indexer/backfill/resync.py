@@ -17,6 +17,7 @@ import time
 import asyncpg
 from prometheus_client import Gauge
 
+from core.backoff import backoff_delay
 from core.runtime import Runtime
 from indexer.backfill.audit import refresh_audit_metrics
 from indexer.backfill.http import Politeness
@@ -69,7 +70,7 @@ async def run_resync_loop(
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 # The database is away: keep the loop (and `plyr up`) alive and try again later.
                 failures += 1
-                delay = min(60.0, interval * 2**failures)
+                delay = backoff_delay(failures, base=interval, cap=60.0)
                 log.error("resync round failed", extra={"error": str(exc), "retry_in_s": delay})
             if delay:
                 with contextlib.suppress(TimeoutError):
