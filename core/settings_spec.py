@@ -125,6 +125,8 @@ class Setting:
         return self.maximum is None or value <= self.maximum
 
     def describe_bounds(self) -> str:
+        if self.minimum is not None and self.maximum is not None:
+            return f"{_number(self.minimum)} to {_number(self.maximum)}"
         parts = []
         if self.minimum is not None:
             parts.append(f"at least {_number(self.minimum)}")

@@ -64,7 +64,7 @@ def _age(seconds: float) -> str:
 
 @media.command("sweep")
 @click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
-@option(MediaSettings, "orphan_grace_s", "--grace")
+@option(MediaSettings, "orphan_grace_s", "--grace", dest="grace")
 def sweep_command(dry_run: bool, grace: float | None) -> None:
     """Delete stored objects that no database row refers to.
 

@@ -119,16 +119,16 @@ class MediaSettings(Settings):
     )  # fmt: skip
     upload_min_rate_bytes_s: int = setting(
         "PLYR_MEDIA_UPLOAD_MIN_RATE_BYTES_S", 16 * KIB,
-        "after the grace, an upload averaging less (bytes/s): 408", minimum=1, group="media",
+        "after the grace, an upload averaging less (bytes/s): 408 (so a body has at most grace + limit / rate)", minimum=1, group="media",
     )  # fmt: skip
     upload_rate_grace_s: float = setting(
         "PLYR_MEDIA_UPLOAD_RATE_GRACE_S", 30.0, "seconds before the upload rate is judged", above=0, group="media"
     )
     uploads_per_caller: int = setting(
-        "PLYR_MEDIA_UPLOADS_PER_CALLER", 4, "uploads in flight per caller DID; over: 429", minimum=1, group="media"
+        "PLYR_MEDIA_UPLOADS_PER_CALLER", 4, "uploads in flight per caller DID; over: 429 with Retry-After", minimum=1, group="media"
     )
     uploads_max: int = setting(
-        "PLYR_MEDIA_UPLOADS_MAX", 64, "uploads in flight per process; over: 429", minimum=1, group="media"
+        "PLYR_MEDIA_UPLOADS_MAX", 64, "uploads in flight per process; over: 429 with Retry-After", minimum=1, group="media"
     )
     # per client IP / authenticated DID, shared by every media process (core/ratelimit.py)
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
