@@ -23,7 +23,7 @@ def serve(host: str | None, port: int | None) -> None:
     from core.runtime import open_runtime
 
     settings = load_settings()
-    app_settings = AppviewSettings.from_env({"host": host, "port": port}, core=settings)
+    app_settings = AppviewSettings.from_env(overrides={"host": host, "port": port}, core=settings)
 
     async def _serve() -> None:
         async with open_runtime(settings) as rt:

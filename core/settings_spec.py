@@ -8,7 +8,7 @@ A package declares its settings next to its code:
     class AppviewSettings(Settings):
         port: int = setting("PLYR_APPVIEW_PORT", 8080, "port", minimum=0)
 
-and gets them with `AppviewSettings.from_env(overrides, core=...)`. A variable two packages read
+and gets them with `AppviewSettings.from_env(overrides=..., core=...)`. A variable two packages read
 is one `Setting` object that both classes use as a field (`SOME_SETTING.field()`). Values a
 setting's default depends on (another setting, CoreSettings) and checks across fields are done
 in the class's `finish`, which sees every value before the object is built. The README table and
@@ -103,13 +103,12 @@ class Setting:
 
     def parse(self, raw: str) -> Any:
         text = raw.strip().lower() if self.choices else raw
-        value = _PARSERS[self.kind](self.env, text)
-        if self.choices and value not in self.choices:
-            raise ConfigError(f"{self.env}={value!r} must be {_either(self.choices)}")
-        return self.check(value)
+        return self.check(_PARSERS[self.kind](self.env, text))
 
     def check(self, value: Any) -> Any:
-        """Refuse a value outside the bounds (nan included); returns it unchanged."""
+        """Refuse a value outside the choices or bounds (nan included); returns it unchanged."""
+        if self.choices and value not in self.choices:
+            raise ConfigError(f"{self.env}={value!r} must be {_either(self.choices)}")
         if self.kind in (int, float) and not self._within(value):
             shown = f"{value:g}" if isinstance(value, float) else str(value)
             raise ConfigError(f"{self.env}={shown} must be {self.bounds_text or self.describe_bounds()}")
@@ -194,7 +193,7 @@ class Settings:
     """Base of every declared settings dataclass: `from_env` and the hook `finish`."""
 
     @classmethod
-    def from_env(cls, overrides: Mapping[str, Any] | None = None, *, core: CoreSettings | None = None) -> Self:
+    def from_env(cls, *, overrides: Mapping[str, Any] | None = None, core: CoreSettings | None = None) -> Self:
         """Read every declared setting; `overrides` (field name -> value, e.g. from command-line
         options; None means not given) win over the environment and pass the same checks."""
         given = {k: v for k, v in (overrides or {}).items() if v is not None}

@@ -55,7 +55,7 @@ def index_command(kind: str | None, url: str | None, replay: Path | None, no_ver
     from indexer.service import make_source, run_indexer
 
     core_settings = load_settings()
-    settings = IndexerSettings.from_env({"source": kind})
+    settings = IndexerSettings.from_env(overrides={"source": kind})
     if replay is not None and not replay.is_file():
         raise PlyrError(f"{replay}: no such capture file")
     source = make_source(settings, url=url, replay=replay)

@@ -48,7 +48,7 @@ def media(ctx: click.Context, port: int | None, workers: int | None) -> None:
     from media.service import run as run_media
 
     settings = load_settings()
-    media_settings = MediaSettings.from_env({"port": port, "workers": workers}, core=settings)
+    media_settings = MediaSettings.from_env(overrides={"port": port, "workers": workers}, core=settings)
     require_auth_configured(media_settings)  # before touching the database: fail closed, fast
 
     async def _run() -> None:
@@ -80,7 +80,7 @@ def sweep_command(dry_run: bool, grace: float | None) -> None:
     if grace is not None and not grace >= MIN_ORPHAN_GRACE_S:
         raise PlyrError(f"--grace {grace:g} is too short: at least {MIN_ORPHAN_GRACE_S:g} seconds")
     settings = load_settings()
-    media_settings = MediaSettings.from_env({"orphan_grace_s": grace}, core=settings)
+    media_settings = MediaSettings.from_env(overrides={"orphan_grace_s": grace}, core=settings)
     grace_s = media_settings.orphan_grace_s
 
     def show(key: str, size: int, age_s: float) -> None:

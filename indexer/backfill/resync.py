@@ -49,7 +49,7 @@ async def run_resync_loop(
     resolver: IdentityResolver | None = None,
 ) -> None:
     """Fetch marked repos until cancelled (or `rt.stopping` is set)."""
-    settings = ResyncSettings.from_env({"interval_s": interval, "batch": batch or None})
+    settings = ResyncSettings.from_env(overrides={"interval_s": interval, "batch": batch or None})
     interval, batch = settings.interval_s, settings.batch
     rules = politeness or Politeness(concurrency=settings.concurrency)
     log.info("resync loop started", extra={"interval_s": interval})

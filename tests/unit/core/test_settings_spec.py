@@ -72,13 +72,15 @@ def test_refusals_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, 
 
 def test_overrides_win_and_pass_the_same_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PLYR_T_COUNT", "5")
-    assert Sample.from_env({"count": 9}).count == 9
-    assert Sample.from_env({"count": None}).count == 5  # None: the option was not given
-    assert Sample.from_env({"ms": 1000.0}).ms == 1.0  # converted like the environment's text
+    assert Sample.from_env(overrides={"count": 9}).count == 9
+    assert Sample.from_env(overrides={"count": None}).count == 5  # None: the option was not given
+    assert Sample.from_env(overrides={"ms": 1000.0}).ms == 1.0  # converted like the environment's text
     with pytest.raises(ConfigError, match="PLYR_T_COUNT=0 must be at least 1"):
-        Sample.from_env({"count": 0})
+        Sample.from_env(overrides={"count": 0})
+    with pytest.raises(ConfigError, match="PLYR_T_MODE='medium' must be fast or slow"):
+        Sample.from_env(overrides={"mode": "medium"})
     with pytest.raises(TypeError, match="no setting colour"):
-        Sample.from_env({"colour": "red"})
+        Sample.from_env(overrides={"colour": "red"})
 
 
 def test_checks_across_fields(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,7 +116,7 @@ def test_a_command_line_option_reads_the_declaration() -> None:
     @option(Sample, "count", "--count")
     @option(Sample, "mode", "--mode")
     def show(count: int | None, mode: str | None) -> None:
-        click.echo(Sample.from_env({"count": count, "mode": mode}).count)
+        click.echo(Sample.from_env(overrides={"count": count, "mode": mode}).count)
 
     runner = CliRunner()
     help_text = runner.invoke(show, ["--help"]).output
