@@ -27,7 +27,7 @@ class AppviewSettings(Settings):
     port: int = setting("PLYR_APPVIEW_PORT", DEFAULT_PORT, "port", minimum=0, maximum=65535, group="appview")
     # how the outside world reaches us (no trailing slash)
     public_url: str = setting(
-        "PLYR_PUBLIC_URL", None, "the URL pages and oEmbed point at", required=True,
+        "PLYR_PUBLIC_URL", None, "our public origin: the URL pages and oEmbed point at", required=True,
         default_text="http://127.0.0.1:`PORT`", group="appview",
     )  # fmt: skip
     service_did: str = setting(
@@ -37,20 +37,20 @@ class AppviewSettings(Settings):
     )  # fmt: skip
     # exact origins allowed; "*" allows any (never with credentials)
     cors_origins: tuple[str, ...] = setting(
-        "PLYR_CORS_ORIGINS", "", "comma-separated origins allowed by CORS", convert=_origins,
+        "PLYR_CORS_ORIGINS", "", "comma-separated origins allowed by CORS, or `*`", convert=_origins,
         default_text="none", group="appview",
     )  # fmt: skip
     max_body_bytes: int = setting(
-        "PLYR_APPVIEW_MAX_BODY", 256 * 1024, "largest request body (bytes)", minimum=1024, group="appview"
+        "PLYR_APPVIEW_MAX_BODY", 256 * 1024, "largest request body (bytes; 413 above)", minimum=1024, group="appview"
     )
     microcache_seconds: float = setting(
         "PLYR_APPVIEW_MICROCACHE_SECONDS", 1.0, "reuse of anonymous GET responses (0 disables)", group="appview"
     )
     top_cache_seconds: float = setting(
-        "PLYR_APPVIEW_TOP_CACHE_SECONDS", 30.0, "reuse of the top tracks rankings by period", group="appview"
+        "PLYR_APPVIEW_TOP_CACHE_SECONDS", 30.0, "reuse of the top tracks rankings by period, refreshed in the background", group="appview"
     )
     stats_cache_seconds: float = setting(
-        "PLYR_APPVIEW_STATS_CACHE_SECONDS", 10.0, "reuse of the platform totals", group="appview"
+        "PLYR_APPVIEW_STATS_CACHE_SECONDS", 10.0, "reuse of the platform totals, refreshed in the background", group="appview"
     )
     freshness_interval: float = setting(
         "PLYR_APPVIEW_FRESHNESS_SECONDS", 1.0, "how often the index cursor is re-read for the freshness header",
@@ -71,7 +71,7 @@ class AppviewSettings(Settings):
     )  # fmt: skip
     # identical anonymous GETs arriving while one is being answered share its answer
     coalesce: bool = setting(
-        "PLYR_APPVIEW_COALESCE", 1, "identical anonymous GETs in flight share one answer (0 disables)",
+        "PLYR_APPVIEW_COALESCE", 1, "with the microcache off, identical anonymous GETs in flight share one answer (0 disables)",
         minimum=0, convert=bool, group="appview",
     )  # fmt: skip
     # per client IP / authenticated DID, shared by every AppView process (core/ratelimit.py);
