@@ -3,33 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import signal
 import time
 
 import click
 
+from appview.settings import AppviewSettings
 from core.cli import load_settings, run_async
 from core.errors import PlyrError
+from core.settings_spec import option
 
 
 @click.command()
-@click.option("--host", default=None, help="Address to listen on (default PLYR_HTTP_HOST or 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port (default PLYR_APPVIEW_PORT or 8080).")
+@option(AppviewSettings, "host", "--host")
+@option(AppviewSettings, "port", "--port")
 def serve(host: str | None, port: int | None) -> None:
     """Run the AppView (XRPC API, oEmbed, embeds) until Ctrl-C."""
     from appview.service import serve as serve_app
-    from appview.settings import AppviewSettings
     from core.runtime import open_runtime
 
     settings = load_settings()
-    app_settings = AppviewSettings.from_env(host=settings.http_host)
-    if host:
-        app_settings = dataclasses.replace(app_settings, host=host)
-    if port is not None:
-        if not 0 <= port <= 65535:
-            raise PlyrError(f"--port {port} is not a TCP port")
-        app_settings = dataclasses.replace(app_settings, port=port)
+    app_settings = AppviewSettings.from_env(overrides={"host": host, "port": port}, core=settings)
 
     async def _serve() -> None:
         async with open_runtime(settings) as rt:

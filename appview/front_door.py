@@ -25,16 +25,11 @@ from appview.caches import TtlCache
 from appview.context import AppState, Route, not_hidden
 from appview.http import RETRY_AFTER, database_unavailable, etag_of, not_modified
 from appview.xrpc_schema import LexiconSet
-from core.settings import env_str
+from core.settings import FirehoseSettings
 
 log = logging.getLogger("plyr.appview")
 
 PACKAGE = "plyr-appview"
-
-# The appview never imports indexer/: these mirror indexer/settings.py (the variables and their
-# defaults; tests/integration/appview/test_front_door.py holds them equal).
-DEFAULT_RELAY_URL = "wss://bsky.network"
-DEFAULT_JETSTREAM_URL = "wss://jetstream2.us-east.bsky.network/subscribe"
 
 # Below this many rows a figure is exact: counting at most EXACT_UP_TO + 1 rows costs the same
 # whatever the table's size. Above it, the planner's estimate, labelled "about".
@@ -101,9 +96,10 @@ class Follows:
 
     @classmethod
     def from_env(cls) -> Follows:
-        if (env_str("PLYR_INDEXER_SOURCE", "relay") or "relay").lower() == "jetstream":
-            return cls("jetstream", env_str("PLYR_JETSTREAM_URL", DEFAULT_JETSTREAM_URL) or DEFAULT_JETSTREAM_URL)
-        return cls("relay", env_str("PLYR_RELAY_URL", DEFAULT_RELAY_URL) or DEFAULT_RELAY_URL)
+        """From the indexer's declarations (core/settings.py), which the AppView shares."""
+        firehose = FirehoseSettings.from_env()
+        url = firehose.jetstream_url if firehose.source == "jetstream" else firehose.relay_url
+        return cls(firehose.source, url)
 
 
 # ---- figures ------------------------------------------------------------------------------

@@ -56,4 +56,4 @@ async def serve(rt: Runtime, settings: AppviewSettings) -> None:
 
 
 async def run(rt: Runtime) -> None:
-    await serve(rt, AppviewSettings.from_env(host=rt.settings.http_host))
+    await serve(rt, AppviewSettings.from_env(core=rt.settings))

@@ -1,72 +1,98 @@
-"""AppView settings, read from the environment (see core.settings for how values are parsed)."""
+"""AppView settings, declared once each (see core/settings_spec.py for how they are read)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
-from core.didweb import check_did_host, did_web_for
 from core.errors import ConfigError
-from core.ratelimit import RateLimitSettings
-from core.settings import env_float, env_int, env_str
+from core.settings import CoreSettings, RateLimitSettings
+from core.settings_spec import Settings, setting
 
 DEFAULT_PORT = 8080
 DEFAULT_VIEW_CACHE_SECONDS = 1.0
 
 
-@dataclass(frozen=True)
-class AppviewSettings:
-    host: str
-    port: int
-    public_url: str                 # how the outside world reaches us (no trailing slash)
-    service_did: str                # the `aud` that service-auth JWTs must name
-    cors_origins: tuple[str, ...]   # exact origins allowed; "*" allows any (never with credentials)
-    max_body_bytes: int
-    microcache_seconds: float       # anonymous GET responses reused for this long (0 = off)
-    top_cache_seconds: float        # rankings of top tracks by period
-    stats_cache_seconds: float      # platform totals
-    freshness_interval: float       # how often the index cursor is re-read for the header
-    play_dedupe_seconds: int        # a replay of the same track by the same listener within this
-    public_max_age: int             # Cache-Control max-age of public GETs
-    # track views reused for this long (0 = every page reads its views; see hydrate.py). The
-    # same default as from_env, so code that builds settings directly serves what production does.
-    view_cache_seconds: float = DEFAULT_VIEW_CACHE_SECONDS
+def _origins(text: str) -> tuple[str, ...]:
+    return tuple(o.strip().rstrip("/") for o in text.split(",") if o.strip())
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppviewSettings(Settings):
+    host: str = setting(
+        "PLYR_APPVIEW_HOST", None, "address the AppView listens on", required=True,
+        default_text="`PLYR_HTTP_HOST`", group="appview",
+    )  # fmt: skip
+    port: int = setting("PLYR_APPVIEW_PORT", DEFAULT_PORT, "port", minimum=0, maximum=65535, group="appview")
+    # how the outside world reaches us (no trailing slash)
+    public_url: str = setting(
+        "PLYR_PUBLIC_URL", None, "our public origin: the URL pages and oEmbed point at", required=True,
+        default_text="http://127.0.0.1:`PORT`", group="appview",
+    )  # fmt: skip
+    service_did: str = setting(
+        "PLYR_SERVICE_DID", None,
+        "`aud` expected in service-auth JWTs; a did:web must name the public URL's host",
+        required=True, default_text="did:web of the public host", group="appview",
+    )  # fmt: skip
+    # exact origins allowed; "*" allows any (never with credentials)
+    cors_origins: tuple[str, ...] = setting(
+        "PLYR_CORS_ORIGINS", "", "comma-separated origins allowed by CORS, or `*`", convert=_origins,
+        default_text="none", group="appview",
+    )  # fmt: skip
+    max_body_bytes: int = setting(
+        "PLYR_APPVIEW_MAX_BODY", 256 * 1024, "largest request body (bytes; 413 above)", minimum=1024, group="appview"
+    )
+    microcache_seconds: float = setting(
+        "PLYR_APPVIEW_MICROCACHE_SECONDS", 1.0, "reuse of anonymous GET responses (0 disables)", group="appview"
+    )
+    top_cache_seconds: float = setting(
+        "PLYR_APPVIEW_TOP_CACHE_SECONDS", 30.0, "reuse of the top tracks rankings by period, refreshed in the background", group="appview"
+    )
+    stats_cache_seconds: float = setting(
+        "PLYR_APPVIEW_STATS_CACHE_SECONDS", 10.0, "reuse of the platform totals, refreshed in the background", group="appview"
+    )
+    freshness_interval: float = setting(
+        "PLYR_APPVIEW_FRESHNESS_SECONDS", 1.0, "how often the index cursor is re-read for the freshness header",
+        group="appview",
+    )  # fmt: skip
+    play_dedupe_seconds: int = setting(
+        "PLYR_PLAY_DEDUPE_SECONDS", 1800, "a listener's repeat plays of a track within this window count once",
+        minimum=0, group="appview",
+    )  # fmt: skip
+    public_max_age: int = setting(
+        "PLYR_APPVIEW_MAX_AGE", 5, "Cache-Control max-age of public GETs (seconds)", minimum=0, group="appview"
+    )
+    # The same default built directly as from the environment, so code that builds settings
+    # directly serves what production does (see hydrate.py).
+    view_cache_seconds: float = setting(
+        "PLYR_APPVIEW_VIEW_CACHE_SECONDS", DEFAULT_VIEW_CACHE_SECONDS,
+        "reuse of track views across pages (0 disables)", group="appview",
+    )  # fmt: skip
     # identical anonymous GETs arriving while one is being answered share its answer
-    coalesce: bool = True
+    coalesce: bool = setting(
+        "PLYR_APPVIEW_COALESCE", 1, "with the microcache off, identical anonymous GETs in flight share one answer (0 disables)",
+        minimum=0, convert=bool, group="appview",
+    )  # fmt: skip
     # per client IP / authenticated DID, shared by every AppView process (core/ratelimit.py);
     # the defaults exempt loopback clients, so code that builds settings directly is unlimited
     # on its own machine, as production is.
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
 
     @classmethod
-    def from_env(cls, host: str = "127.0.0.1") -> AppviewSettings:
-        port = env_int("PLYR_APPVIEW_PORT", DEFAULT_PORT, minimum=0)
-        public_url = (env_str("PLYR_PUBLIC_URL") or f"http://127.0.0.1:{port}").rstrip("/")
+    def finish(cls, values: dict[str, Any], core: CoreSettings | None) -> None:
+        from core.didweb import check_did_host, did_web_for  # aiohttp: only when settings are read
+
+        if values["host"] is None:
+            values["host"] = (core or CoreSettings.from_env()).http_host
+        public_url = (values["public_url"] or f"http://127.0.0.1:{values['port']}").rstrip("/")
         parts = urlsplit(public_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"PLYR_PUBLIC_URL={public_url!r} must be an http(s) URL")
-        service_did = env_str("PLYR_SERVICE_DID") or did_web_for(public_url)
+        service_did = values["service_did"] or did_web_for(public_url)
         if not service_did.startswith("did:"):
             raise ConfigError(f"PLYR_SERVICE_DID={service_did!r} is not a DID")
         # We serve the did:web document, so it must name the host we are reached at.
         check_did_host(service_did, public_url, did_var="PLYR_SERVICE_DID", url_var="PLYR_PUBLIC_URL")
-        origins = tuple(
-            o.strip().rstrip("/") for o in (env_str("PLYR_CORS_ORIGINS") or "").split(",") if o.strip()
-        )
-        return cls(
-            host=env_str("PLYR_APPVIEW_HOST") or host,
-            port=port,
-            public_url=public_url,
-            service_did=service_did,
-            cors_origins=origins,
-            max_body_bytes=env_int("PLYR_APPVIEW_MAX_BODY", 256 * 1024, minimum=1024),
-            microcache_seconds=env_float("PLYR_APPVIEW_MICROCACHE_SECONDS", 1.0),
-            top_cache_seconds=env_float("PLYR_APPVIEW_TOP_CACHE_SECONDS", 30.0),
-            stats_cache_seconds=env_float("PLYR_APPVIEW_STATS_CACHE_SECONDS", 10.0),
-            freshness_interval=env_float("PLYR_APPVIEW_FRESHNESS_SECONDS", 1.0),
-            play_dedupe_seconds=env_int("PLYR_PLAY_DEDUPE_SECONDS", 1800, minimum=0),
-            public_max_age=env_int("PLYR_APPVIEW_MAX_AGE", 5, minimum=0),
-            view_cache_seconds=env_float("PLYR_APPVIEW_VIEW_CACHE_SECONDS", DEFAULT_VIEW_CACHE_SECONDS),
-            coalesce=env_int("PLYR_APPVIEW_COALESCE", 1, minimum=0) != 0,
-            rate_limit=RateLimitSettings.from_env(),
-        )
+        values.update(public_url=public_url, service_did=service_did)
+        values.setdefault("rate_limit", RateLimitSettings.from_env())

@@ -38,50 +38,13 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from core.errors import ConfigError
-from core.settings import env_bool, env_float, env_int, env_str
+from core.settings import Address, Network, RateLimitSettings
 
 log = logging.getLogger("plyr.ratelimit")
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Paths never limited: probes, scrapes and our DID document (a PDS resolving us).
 EXEMPT_PREFIXES = ("/health", "/metrics", "/.well-known/")
 PRUNE_EVERY = 60.0  # seconds between deletes of ended windows (per process with traffic)
-
-
-@dataclass(frozen=True)
-class RateLimitSettings:
-    enabled: bool = True
-    window_seconds: int = 300
-    ip_limit: int = 3000            # requests per window per client IP (IPv6: per /64)
-    did_limit: int = 3000           # requests per window per authenticated DID
-    loopback: bool = False          # limit loopback clients too (tests; a proxy on this host)
-    sync_seconds: float = 0.5       # how often local counts meet in Postgres
-    trusted_proxies: tuple[Network, ...] = field(default=())  # whose X-Forwarded-For we believe
-
-    @classmethod
-    def from_env(cls) -> RateLimitSettings:
-        sync = env_float("PLYR_RATE_LIMIT_SYNC_SECONDS", 0.5)
-        if not sync > 0:  # also refuses nan
-            raise ConfigError(f"PLYR_RATE_LIMIT_SYNC_SECONDS={sync:g} must be more than 0")
-        proxies: list[Network] = []
-        for item in (env_str("PLYR_TRUSTED_PROXIES") or "").split(","):
-            if item.strip():
-                try:
-                    proxies.append(ipaddress.ip_network(item.strip(), strict=False))
-                except ValueError:
-                    raise ConfigError(f"PLYR_TRUSTED_PROXIES: {item.strip()!r} is not an IP address or network") from None
-        return cls(
-            enabled=env_bool("PLYR_RATE_LIMIT", True),
-            window_seconds=env_int("PLYR_RATE_LIMIT_WINDOW_SECONDS", 300, minimum=1),
-            ip_limit=env_int("PLYR_RATE_LIMIT_IP", 3000, minimum=1),
-            did_limit=env_int("PLYR_RATE_LIMIT_DID", 3000, minimum=1),
-            loopback=env_bool("PLYR_RATE_LIMIT_LOOPBACK", False),
-            sync_seconds=sync,
-            trusted_proxies=tuple(proxies),
-        )
 
 
 @dataclass(frozen=True)

@@ -1,80 +1,40 @@
 """Settings shared by every plyr process, read from the environment (and `.env` if present).
 
-Each package keeps its own settings next to its code (e.g. `appview/settings.py`) and reads them
-with the helpers here, so that one place explains how a variable becomes a value.
+Each package declares its own settings next to its code (e.g. `appview/settings.py`) with the
+declarations of core/settings_spec.py; the README table is generated from all of them
+(core/settings_doc.py). Two groups used by more than one service are declared here: the rate
+limits (AppView and media) and the firehose a deployment follows (read by the indexer, shown by
+the AppView's front page, which does not import the indexer).
 """
 
 from __future__ import annotations
 
-import os
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
-
-from dotenv import load_dotenv
+from typing import Any
 
 from core.errors import ConfigError
+from core.settings_spec import Setting, Settings, env_str, load_env_file, setting
 
-_dotenv_loaded = False
+__all__ = [
+    "ALLOW_PRIVATE_NETWORK_VAR", "CoreSettings", "FirehoseSettings", "RateLimitSettings", "allow_private_network",
+    "default_data_dir", "env_str", "load_env_file",
+]  # fmt: skip
 
-
-def load_env_file() -> None:
-    """Load `.env` from the working directory once; real environment variables win."""
-    global _dotenv_loaded
-    if not _dotenv_loaded:
-        load_dotenv(Path.cwd() / ".env", override=False)
-        _dotenv_loaded = True
-
-
-def env_str(name: str, default: str | None = None) -> str | None:
-    load_env_file()
-    value = os.environ.get(name)
-    return value if value not in (None, "") else default
-
-
-def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
-    raw = env_str(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{name}={value} must be at least {minimum}")
-    return value
-
-
-def env_float(name: str, default: float) -> float:
-    raw = env_str(name)
-    if raw is None:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-
-
-def env_bool(name: str, default: bool) -> bool:
-    raw = env_str(name)
-    if raw is None:
-        return default
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name}={raw!r} is not a boolean (use true or false)")
-
-
-ALLOW_PRIVATE_NETWORK_VAR = "PLYR_ALLOW_PRIVATE_NETWORK"
+ALLOW_PRIVATE_NETWORK = Setting(
+    "PLYR_ALLOW_PRIVATE_NETWORK", bool, False,
+    "let DID, handle, PDS and blob fetches reach loopback/private addresses and "
+    "`did:web:localhost` over http (tests, local PDS only: anyone can publish a DID document "
+    "naming such an address, see core/net.py)",
+    group="core",
+)  # fmt: skip
+ALLOW_PRIVATE_NETWORK_VAR = ALLOW_PRIVATE_NETWORK.env
 
 
 def allow_private_network() -> bool:
-    """PLYR_ALLOW_PRIVATE_NETWORK (default false): whether fetches that network data points at
-    (DID documents, handles, PDS endpoints) may reach loopback, private and other non-public
-    addresses, and did:web:localhost over plain http. Only for tests and a PDS on your own
-    machine: anyone can publish a DID document naming such an address (see core/net.py)."""
-    return env_bool(ALLOW_PRIVATE_NETWORK_VAR, False)
+    """PLYR_ALLOW_PRIVATE_NETWORK, read now (tests switch it while running)."""
+    return bool(ALLOW_PRIVATE_NETWORK.read())
 
 
 def default_data_dir() -> Path:
@@ -83,35 +43,110 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("plyr", appauthor=False))
 
 
-@dataclass(frozen=True)
-class CoreSettings:
-    database_url: str | None
-    data_dir: Path
-    db_pool_min: int
-    db_pool_max: int
-    db_statement_timeout_ms: int
-    log_level: str
-    log_format: str
-    http_host: str
-    allow_private_network: bool = False
+@dataclass(frozen=True, kw_only=True)
+class CoreSettings(Settings):
+    database_url: str | None = setting(
+        "DATABASE_URL", None, "`postgresql://user:pass@host:port/db`",
+        default_text="unset: embedded PostgreSQL", group="core",
+    )  # fmt: skip
+    data_dir: Path = setting(
+        "PLYR_DATA_DIR", None, "embedded Postgres data and local media", required=True,
+        convert=lambda text: Path(text).expanduser(),
+        default_text="the user data dir (`~/.local/share/plyr`)", group="core",
+    )  # fmt: skip
+    db_pool_min: int = setting("PLYR_DB_POOL_MIN", 1, "asyncpg pool size, at least", minimum=0, group="core")
+    db_pool_max: int = setting("PLYR_DB_POOL_MAX", 10, "asyncpg pool size, at most", minimum=1, group="core")
+    db_statement_timeout_ms: int = setting(
+        "PLYR_DB_STATEMENT_TIMEOUT_MS", 30_000, "server-side statement timeout", minimum=0, group="core"
+    )
+    log_level: str = setting(
+        "PLYR_LOG_LEVEL", "INFO", "log level (DEBUG, INFO, WARNING, ERROR)", convert=str.upper, group="core"
+    )
+    log_format: str = setting(
+        "PLYR_LOG_FORMAT", "text", "`text` (key=value) or `json`", choices=("text", "json"), group="core"
+    )
+    http_host: str = setting("PLYR_HTTP_HOST", "127.0.0.1", "address the HTTP services listen on", group="core")
+    plc_url: str = setting("PLYR_PLC_URL", "https://plc.directory", "PLC directory for did:plc", group="core")
+    handle_resolver_url: str | None = setting(
+        "PLYR_HANDLE_RESOLVER_URL", None, "resolve handles through this service's `resolveHandle`",
+        default_text="unset (DNS + HTTPS)", group="core",
+    )  # fmt: skip
+    allow_private_network: bool = ALLOW_PRIVATE_NETWORK.field()
 
     @classmethod
-    def from_env(cls) -> CoreSettings:
-        log_format = (env_str("PLYR_LOG_FORMAT", "text") or "text").lower()
-        if log_format not in ("text", "json"):
-            raise ConfigError(f"PLYR_LOG_FORMAT={log_format!r} must be text or json")
-        pool_min = env_int("PLYR_DB_POOL_MIN", 1, minimum=0)
-        pool_max = env_int("PLYR_DB_POOL_MAX", 10, minimum=1)
-        if pool_max < pool_min:
-            raise ConfigError(f"PLYR_DB_POOL_MAX={pool_max} is below PLYR_DB_POOL_MIN={pool_min}")
-        return cls(
-            database_url=env_str("DATABASE_URL"),
-            data_dir=Path(env_str("PLYR_DATA_DIR") or default_data_dir()).expanduser(),
-            db_pool_min=pool_min,
-            db_pool_max=pool_max,
-            db_statement_timeout_ms=env_int("PLYR_DB_STATEMENT_TIMEOUT_MS", 30_000, minimum=0),
-            log_level=(env_str("PLYR_LOG_LEVEL", "INFO") or "INFO").upper(),
-            log_format=log_format,
-            http_host=env_str("PLYR_HTTP_HOST", "127.0.0.1") or "127.0.0.1",
-            allow_private_network=allow_private_network(),
-        )
+    def finish(cls, values: dict[str, Any], core: CoreSettings | None) -> None:
+        if values["db_pool_max"] < values["db_pool_min"]:
+            raise ConfigError(
+                f"PLYR_DB_POOL_MAX={values['db_pool_max']} is below PLYR_DB_POOL_MIN={values['db_pool_min']}"
+            )
+        if values["data_dir"] is None:
+            values["data_dir"] = default_data_dir().expanduser()
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _networks(text: str) -> tuple[Network, ...]:
+    """Comma-separated addresses or networks (an address is its own /32 or /128)."""
+    networks: list[Network] = []
+    for item in (i.strip() for i in text.split(",")):
+        if item:
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ConfigError(f"PLYR_TRUSTED_PROXIES: {item!r} is not an IP address or network") from None
+    return tuple(networks)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RateLimitSettings(Settings):
+    enabled: bool = setting("PLYR_RATE_LIMIT", True, "on/off", group="rate limits")
+    window_seconds: int = setting(
+        "PLYR_RATE_LIMIT_WINDOW_SECONDS", 300, "fixed window", minimum=1, group="rate limits"
+    )
+    ip_limit: int = setting(
+        "PLYR_RATE_LIMIT_IP", 3000, "requests per window per client address (IPv6: per /64)",
+        minimum=1, group="rate limits",
+    )  # fmt: skip
+    did_limit: int = setting(
+        "PLYR_RATE_LIMIT_DID", 3000, "requests per window per verified DID", minimum=1, group="rate limits"
+    )
+    loopback: bool = setting(
+        "PLYR_RATE_LIMIT_LOOPBACK", False,
+        "limit loopback clients too (off: local tools and tests are never limited)", group="rate limits",
+    )  # fmt: skip
+    sync_seconds: float = setting(
+        "PLYR_RATE_LIMIT_SYNC_SECONDS", 0.5,
+        "how often each process adds its counts to Postgres (the accuracy/cost knob, see core/ratelimit.py)",
+        above=0, group="rate limits",
+    )  # fmt: skip
+    trusted_proxies: tuple[Network, ...] = setting(
+        "PLYR_TRUSTED_PROXIES", "",
+        "comma-separated addresses/networks whose `X-Forwarded-For` is believed (never by default)",
+        convert=_networks, default_text="none", group="rate limits",
+    )  # fmt: skip
+
+
+DEFAULT_RELAY_URL = "wss://bsky.network"
+DEFAULT_JETSTREAM_URL = "wss://jetstream2.us-east.bsky.network/subscribe"
+
+FIREHOSE_SOURCE = Setting(
+    "PLYR_INDEXER_SOURCE", str, "relay", "what the indexer follows: `relay` or `jetstream`",
+    choices=("relay", "jetstream"), group="indexer",
+)  # fmt: skip
+RELAY_URL = Setting("PLYR_RELAY_URL", str, DEFAULT_RELAY_URL, "firehose (`subscribeRepos`)", group="indexer")
+JETSTREAM_URL = Setting(
+    "PLYR_JETSTREAM_URL", str, DEFAULT_JETSTREAM_URL, "Jetstream endpoint",
+    default_text="a public Jetstream", group="indexer",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class FirehoseSettings(Settings):
+    """The stream this deployment's indexer follows (the indexer's settings hold the same
+    declarations; the AppView shows them on its front page without importing the indexer)."""
+
+    source: str = FIREHOSE_SOURCE.field()
+    relay_url: str = RELAY_URL.field()
+    jetstream_url: str = JETSTREAM_URL.field()

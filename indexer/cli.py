@@ -18,6 +18,8 @@ import orjson
 
 from core.cli import load_settings, run_async
 from core.errors import PlyrError
+from core.settings_spec import option
+from indexer.settings import IndexerSettings
 
 log = logging.getLogger("plyr.indexer")
 
@@ -40,8 +42,7 @@ async def _until_signalled(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 @click.command("index")
-@click.option("--source", "kind", type=click.Choice(["relay", "jetstream"]), default=None,
-              help="Live source (default: PLYR_INDEXER_SOURCE, else relay).")
+@option(IndexerSettings, "source", "--source", dest="kind")
 @click.option("--url", default=None, help="Relay/PDS or Jetstream URL (default: PLYR_RELAY_URL / PLYR_JETSTREAM_URL).")
 @click.option("--replay", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Index a capture file (.zst = zstd) and exit when it is committed.")
@@ -52,13 +53,12 @@ def index_command(kind: str | None, url: str | None, replay: Path | None, no_ver
     from core.metrics import start_metrics_server
     from core.runtime import open_runtime
     from indexer.service import make_source, run_indexer
-    from indexer.settings import IndexerSettings
 
     core_settings = load_settings()
-    settings = IndexerSettings.from_env()
+    settings = IndexerSettings.from_env(overrides={"source": kind})
     if replay is not None and not replay.is_file():
         raise PlyrError(f"{replay}: no such capture file")
-    source = make_source(settings, kind=kind, url=url, replay=replay)
+    source = make_source(settings, url=url, replay=replay)
     verify = settings.verify and not no_verify
 
     async def _main() -> None:

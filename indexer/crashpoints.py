@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 import sys
 
+from indexer.settings import CRASH_AT
+
 POINTS = frozenset({
     "rows_written_before_commit",
     "before_commit",
@@ -41,7 +43,7 @@ def _parse(spec: str | None) -> tuple[str | None, int]:
     return name, n
 
 
-POINT, NTH = _parse(os.environ.get("PLYR_CRASH_AT"))
+POINT, NTH = _parse(CRASH_AT.read())
 ARMED = POINT is not None
 _hits = 0
 

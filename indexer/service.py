@@ -16,12 +16,13 @@ from typing import Any
 
 import asyncpg
 
+from core.backoff import Backoff
 from core.errors import DatabaseError
 from core.runtime import Runtime
 from indexer.consumer import Consumer
 from indexer.ha import LeadershipLost, run_as_leader
 from indexer.settings import IndexerSettings
-from indexer.sources import Backoff, CaptureSource, JetstreamSource, RelaySource, Source
+from indexer.sources import CaptureSource, JetstreamSource, RelaySource, Source
 from indexer.verify import Verifier
 from indexer.writer import CursorConflict, default_lexicons
 

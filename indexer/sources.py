@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import struct
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +26,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import websockets
 from websockets.asyncio.client import connect
 
+from core.backoff import Backoff
 from core.errors import PlyrError
 from indexer import metrics
 
@@ -179,21 +179,6 @@ class CaptureSource:
 
 
 # ---- websockets -------------------------------------------------------------------------------
-
-
-class Backoff:
-    """Exponential backoff with full jitter; reset once a connection has lived a while."""
-
-    def __init__(self, base: float = 0.5, cap: float = 60.0) -> None:
-        self.base, self.cap, self.attempt = base, cap, 0
-
-    def next_delay(self) -> float:
-        delay = random.uniform(0, min(self.cap, self.base * 2**self.attempt))
-        self.attempt += 1
-        return delay
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 def subscribe_url(base: str, cursor: int | None) -> str:

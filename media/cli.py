@@ -3,17 +3,37 @@
 
 from __future__ import annotations
 
-import os
+import asyncio
+import contextlib
+import signal
+from collections.abc import Coroutine
+from typing import Any
 
 import click
 
 from core.cli import load_settings, run_async
 from core.errors import PlyrError
+from core.settings_spec import option
+from media.settings import MIN_ORPHAN_GRACE_S, MediaSettings
+
+
+async def _until_signalled(coro: Coroutine[Any, Any, None]) -> None:
+    """Run `coro` until it ends or SIGINT/SIGTERM cancels it (closing what it opened)."""
+    task = asyncio.ensure_future(coro)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 @click.group("media", invoke_without_command=True)
-@click.option("--port", type=int, default=None, help="HTTP port (PLYR_MEDIA_PORT, default 8081).")
-@click.option("--workers", type=int, default=None, help="Job workers (PLYR_MEDIA_WORKERS, default 2).")
+@option(MediaSettings, "port", "--port")
+@option(MediaSettings, "workers", "--workers")
 @click.pass_context
 def media(ctx: click.Context, port: int | None, workers: int | None) -> None:
     """Run the media service: streamed uploads, transcoding, thumbnails, mirrors, exports.
@@ -23,21 +43,17 @@ def media(ctx: click.Context, port: int | None, workers: int | None) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    from core.runtime import open_runtime, run_until_signalled
+    from core.runtime import open_runtime
     from media.auth import require_auth_configured
-    from media.settings import MediaSettings
+    from media.service import run as run_media
 
-    if port is not None:
-        os.environ["PLYR_MEDIA_PORT"] = str(port)
-    if workers is not None:
-        os.environ["PLYR_MEDIA_WORKERS"] = str(workers)
     settings = load_settings()
-    media_settings = MediaSettings.from_env(settings)
+    media_settings = MediaSettings.from_env(overrides={"port": port, "workers": workers}, core=settings)
     require_auth_configured(media_settings)  # before touching the database: fail closed, fast
 
     async def _run() -> None:
         async with open_runtime(settings) as rt:
-            await run_until_signalled(rt, ["media"])
+            await _until_signalled(run_media(rt, settings=media_settings))
 
     run_async(_run())
 
@@ -48,10 +64,7 @@ def _age(seconds: float) -> str:
 
 @media.command("sweep")
 @click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
-@click.option(
-    "--grace", type=float, default=None,
-    help="Only objects older than this many seconds (PLYR_MEDIA_ORPHAN_GRACE_S, default 3600; at least 60).",
-)
+@option(MediaSettings, "orphan_grace_s", "--grace", dest="grace")
 def sweep_command(dry_run: bool, grace: float | None) -> None:
     """Delete stored objects that no database row refers to.
 
@@ -61,15 +74,14 @@ def sweep_command(dry_run: bool, grace: float | None) -> None:
     media service also runs this every PLYR_MEDIA_SWEEP_INTERVAL_S (6 h by default).
     """
     from core.runtime import open_runtime
-    from media.settings import MIN_ORPHAN_GRACE_S, MediaSettings
     from media.storage import StorageError, storage_from_settings
     from media.sweep import SweepReport, sweep_exclusively
 
+    if grace is not None and not grace >= MIN_ORPHAN_GRACE_S:
+        raise PlyrError(f"--grace {grace:g} is too short: at least {MIN_ORPHAN_GRACE_S:g} seconds")
     settings = load_settings()
-    media_settings = MediaSettings.from_env(settings)
-    grace_s = media_settings.orphan_grace_s if grace is None else grace
-    if not grace_s >= MIN_ORPHAN_GRACE_S:
-        raise PlyrError(f"--grace {grace_s:g} is too short: at least {MIN_ORPHAN_GRACE_S:g} seconds")
+    media_settings = MediaSettings.from_env(overrides={"orphan_grace_s": grace}, core=settings)
+    grace_s = media_settings.orphan_grace_s
 
     def show(key: str, size: int, age_s: float) -> None:
         click.echo(f"would delete {key} ({size} bytes, {_age(age_s)} old)")

@@ -18,6 +18,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from core.backoff import backoff_delay
+
 log = logging.getLogger("plyr.media.jobs")
 
 CHANNEL = "plyr_media_jobs"          # every state change of a job
@@ -80,7 +82,8 @@ class Job:
 
 
 def backoff_s(attempts: int) -> float:
-    return min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** max(0, attempts - 1))
+    """The wait after the `attempts`-th failed attempt: 5 s, 10 s, 20 s ... at most 10 min."""
+    return backoff_delay(max(0, attempts - 1), base=BACKOFF_BASE_S, cap=BACKOFF_MAX_S)
 
 
 async def _notify(conn: Conn, row: asyncpg.Record | None) -> None:

@@ -74,7 +74,7 @@ async def _sweep_orphans_forever(ctx: MediaContext) -> None:
 
 async def run(rt: Runtime, *, strict: bool = False, settings: MediaSettings | None = None) -> None:
     """Serve HTTP and run the workers until cancelled."""
-    settings = settings or MediaSettings.from_env(rt.settings)
+    settings = settings or MediaSettings.from_env(core=rt.settings)
     if strict:
         require_auth_configured(settings)
     elif not settings.auth_configured:

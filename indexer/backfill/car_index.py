@@ -13,11 +13,11 @@ implementations give the same answers:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from indexer.backfill.car_index_python import PythonCarIndex
 from indexer.backfill.car_store import DEFAULT_MEMORY_LIMIT, CarStore, parse_car_header
+from indexer.settings import BackfillSettings
 from protocol.car import MAX_SECTION, CarError
 
 try:
@@ -99,7 +99,7 @@ class NativeCarIndex(CarStore):
         return self._sections.memory if self._sections is not None else 0
 
 
-NATIVE_FRAMING = SectionIndex is not None and os.environ.get("PLYR_CAR_INDEX") != "python"
+NATIVE_FRAMING = SectionIndex is not None and BackfillSettings.from_env().car_index != "python"
 CarIndex: type[CarStore] = NativeCarIndex if NATIVE_FRAMING else PythonCarIndex
 
 __all__ = ["NATIVE_FRAMING", "CarIndex", "NativeCarIndex", "PythonCarIndex"]

@@ -9,11 +9,10 @@ import click
 
 from core.cli import load_settings, run_async
 from core.errors import PlyrError
-from core.settings import env_str
+from core.settings_spec import option
 from indexer.backfill.discovery import check_dids, read_dids_file
 from indexer.backfill.http import Politeness
-
-DEFAULT_RELAY = "https://relay1.us-east.bsky.network"
+from indexer.settings import BackfillSettings
 
 
 def _politeness(concurrency: int, per_host: int, retries: int, timeout: float) -> Politeness:
@@ -47,18 +46,13 @@ _polite_options = [
 
 
 def polite(func):  # type: ignore[no-untyped-def]
-    for option in reversed(_polite_options):
-        func = option(func)
+    for polite_option in reversed(_polite_options):
+        func = polite_option(func)
     return func
 
 
 @click.command()
-@click.option(
-    "--relay",
-    default=None,
-    help="Relay whose listReposByCollection lists the repos "
-    f"(default when no other source is given: $PLYR_BACKFILL_RELAY_URL or {DEFAULT_RELAY}).",
-)
+@option(BackfillSettings, "relay_url", "--relay", dest="relay")
 @click.option(
     "--pds",
     "pds_urls",
@@ -109,7 +103,7 @@ def backfill(
     if dids_file is not None:
         all_dids += read_dids_file(dids_file)
     if not relay and not pds_urls and not all_dids:
-        relay = env_str("PLYR_BACKFILL_RELAY_URL", DEFAULT_RELAY)
+        relay = BackfillSettings.from_env().relay_url
     opts = BackfillOptions(
         relay=relay, pds=list(pds_urls), dids=all_dids, retry_failed=retry_failed, force=force,
         dry_run=dry_run, verify_signatures=not no_verify,

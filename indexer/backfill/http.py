@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+from core.backoff import backoff_delay
 from core.net import guard_refusal
 
 log = logging.getLogger("plyr.backfill")
@@ -146,8 +146,7 @@ class PoliteClient:
         return host
 
     def _backoff(self, attempt: int) -> float:
-        delay = min(self.rules.backoff_max, self.rules.backoff_base * (2**attempt))
-        return delay * (0.5 + random.random() / 2)
+        return backoff_delay(attempt, base=self.rules.backoff_base, cap=self.rules.backoff_max, jitter="half")
 
     def _pause(self, host: _Host, seconds: float) -> None:
         host.not_before = max(host.not_before, self._clock() + seconds)

@@ -17,12 +17,13 @@ import time
 import asyncpg
 from prometheus_client import Gauge
 
+from core.backoff import backoff_delay
 from core.runtime import Runtime
-from core.settings import env_float, env_int
 from indexer.backfill.audit import refresh_audit_metrics
 from indexer.backfill.http import Politeness
 from indexer.backfill.repo import RepoSyncer
 from indexer.backfill.runner import open_syncer, sync_many
+from indexer.settings import ResyncSettings
 from protocol.identity import IdentityResolver
 
 log = logging.getLogger("plyr.backfill")
@@ -48,9 +49,9 @@ async def run_resync_loop(
     resolver: IdentityResolver | None = None,
 ) -> None:
     """Fetch marked repos until cancelled (or `rt.stopping` is set)."""
-    interval = interval if interval is not None else env_float("PLYR_RESYNC_INTERVAL_S", 5.0)
-    batch = batch or env_int("PLYR_RESYNC_BATCH", 16, minimum=1)
-    rules = politeness or Politeness(concurrency=env_int("PLYR_RESYNC_CONCURRENCY", 4, minimum=1))
+    settings = ResyncSettings.from_env(overrides={"interval_s": interval, "batch": batch or None})
+    interval, batch = settings.interval_s, settings.batch
+    rules = politeness or Politeness(concurrency=settings.concurrency)
     log.info("resync loop started", extra={"interval_s": interval})
     last_metrics = 0.0
     failures = 0
@@ -69,7 +70,7 @@ async def run_resync_loop(
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 # The database is away: keep the loop (and `plyr up`) alive and try again later.
                 failures += 1
-                delay = min(60.0, interval * 2**failures)
+                delay = backoff_delay(failures, base=interval, cap=60.0)
                 log.error("resync round failed", extra={"error": str(exc), "retry_in_s": delay})
             if delay:
                 with contextlib.suppress(TimeoutError):

@@ -343,9 +343,10 @@ async def _bare_receive(url: str, n_expected: int) -> tuple[int, float]:
 async def _indexer_receive(url: str, database_url: str, keys: dict[str, Any], n_expected: int) -> tuple[int, float]:
     """The real consumer (decode, filter, verify, batches + cursor into Postgres) on a websocket."""
     from core import db
+    from core.backoff import Backoff
     from core.settings import CoreSettings
     from indexer.consumer import Consumer
-    from indexer.sources import Backoff, RelaySource
+    from indexer.sources import RelaySource
     from indexer.writer import default_lexicons
 
     pool = await db.create_pool(database_url, CoreSettings.from_env(), min_size=1, max_size=4)

@@ -19,6 +19,8 @@ from appview import front_door
 from appview.app import ROUTES, build_app
 from appview.front_door import EXACT_UP_TO, PAGE_CSP, Figure, planner_estimate, read_figures
 from appview.xrpc_schema import LexiconSet
+from core.settings import FirehoseSettings
+from core.settings_spec import spec_of
 from indexer import settings as indexer_settings
 from indexer.writer import CursorUpdate, apply_batch, default_lexicons
 from protocol.identity import IdentityResolver
@@ -272,11 +274,12 @@ async def test_hostile_lexicon_text_is_escaped(pool: asyncpg.Pool, plc: Plc) -> 
         await resolver.close()
 
 
-def test_relay_defaults_mirror_the_indexer(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_follows_what_the_indexer_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("PLYR_RELAY_URL", "PLYR_JETSTREAM_URL", "PLYR_INDEXER_SOURCE"):
         monkeypatch.delenv(name, raising=False)
-    assert front_door.DEFAULT_RELAY_URL == indexer_settings.DEFAULT_RELAY_URL
-    assert front_door.DEFAULT_JETSTREAM_URL == indexer_settings.DEFAULT_JETSTREAM_URL
+    # One declaration of each variable, read by the indexer and shown by the front door.
+    for name in ("source", "relay_url", "jetstream_url"):
+        assert spec_of(FirehoseSettings, name) is spec_of(indexer_settings.IndexerSettings, name)
     configured = indexer_settings.IndexerSettings.from_env()
     assert front_door.Follows.from_env() == front_door.Follows("relay", configured.relay_url)
     monkeypatch.setenv("PLYR_INDEXER_SOURCE", "jetstream")

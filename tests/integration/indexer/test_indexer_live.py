@@ -12,11 +12,12 @@ import asyncpg
 import orjson
 import pytest
 
+from core.backoff import Backoff
 from indexer.consumer import Consumer
 from indexer.ha import LeadershipLost, run_as_leader
 from indexer.service import run_indexer
 from indexer.settings import IndexerSettings
-from indexer.sources import Backoff, JetstreamSource, RelaySource
+from indexer.sources import JetstreamSource, RelaySource
 from indexer.verify import Verifier
 from indexer.writer import default_lexicons
 from tests.integration.indexer.firehose_server import Blackhole, FirehoseServer

@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from core.backoff import Backoff
 from indexer.frames import (
     AccountEvent,
     BadFrame,
@@ -22,7 +23,6 @@ from indexer.frames import (
 )
 from indexer.records import RecordOp, check_op
 from indexer.sources import (
-    Backoff,
     CaptureSource,
     CaptureUnreadable,
     JetstreamSource,
