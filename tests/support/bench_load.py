@@ -24,7 +24,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.support.bench_setup import ROOT, child_env
+from tests.support.bench_setup import child_env
 
 PY = sys.executable
 
@@ -304,6 +304,3 @@ def table(rows: Sequence[tuple[str, LoadResult]], hello: LoadResult) -> str:
                      f"{100 * r.rps / hello.rps:>7.0f}%  {r.non_2xx:>7} {r.socket_errors:>7} {r.timeouts:>5}")
     return "\n".join(lines)
 
-
-__all__ = ["ROOT", "LoadResult", "Request", "Viewers", "free_port", "have_wrk", "load",
-           "start_appview", "start_hello", "stop", "table", "wait_http"]
