@@ -11,6 +11,7 @@ baseline (VmHWM - VmRSS at start) is reported.
 
 Run: .venv/bin/python tests/benchmarks/bench_backfill_extract.py [--records 100000] [--big-mb 300]
      [--index native|python]   (default: what this installation uses, native when it was built)
+     --smoke: 2,000 records, one round, a 5 MB repo: checks that the benchmark works.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from protocol.cid import cid_for_cbor  # noqa: E402
 from protocol.commit import encode_commit, sign_commit  # noqa: E402
 from protocol.crypto import PrivateKey  # noqa: E402
 from protocol.mst import build_mst  # noqa: E402
+from tests.support.bench_setup import isolate  # noqa: E402
 from tests.support.repo_builder import mixed_repo, post, tid, track  # noqa: E402
 
 DID = "did:plc:benchbenchbenchbenchbenc"
@@ -209,8 +211,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--big-mb", type=int, default=300)
     ap.add_argument("--index", choices=["native", "python"], default=None)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks that it works")
     ap.add_argument("--measure", nargs=3, metavar=("FILE", "KEY", "PLYR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.smoke:
+        args.records, args.rounds, args.big_mb = 2_000, 1, 5
+    isolate()
     if args.index:
         extract.CarIndex = NativeCarIndex if args.index == "native" else PythonCarIndex
     elif not args.measure:
@@ -234,7 +240,7 @@ def main() -> None:
             subprocess.run(
                 [
                     sys.executable,
-                    __file__,
+                    str(Path(__file__).resolve()),
                     *(["--index", args.index] if args.index else []),
                     "--measure",
                     str(path),

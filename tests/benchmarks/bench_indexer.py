@@ -13,7 +13,8 @@
   into a fresh Postgres database through the consumer and writer; records/s.
 
 Postgres: PLYR_TEST_DATABASE_URL or DATABASE_URL (a database is created and dropped), else an
-embedded one. Captures are cached in $PLYR_BENCH_DIR (default /tmp/plyr-bench).
+embedded one. Captures are cached in $PLYR_BENCH_DIR (default /tmp/plyr-bench). `--smoke`: small
+captures in a scratch folder and one round of each part, to check that the benchmark works.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import string
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +43,23 @@ from indexer.frames import CommitEvent, FrameDecoder  # noqa: E402
 from indexer.sources import CaptureSource  # noqa: E402
 from indexer.verify import Verifier  # noqa: E402
 from protocol.crypto import PrivateKey  # noqa: E402
+from tests.support.bench_setup import ScratchDatabase, isolate, server_url  # noqa: E402
 from tests.support.frames import write_capture  # noqa: E402
 from tests.support.repo_builder import RepoBuilder, TidClock  # noqa: E402
 
-BENCH_DIR = Path(os.environ.get("PLYR_BENCH_DIR", "/tmp/plyr-bench"))
+
+@dataclass(frozen=True)
+class Shape:
+    """How the generated captures look and where they are cached."""
+
+    cache_dir: Path
+    repos: int = 300  # network-shaped capture: repos with some history
+    prefill: int = 80  # records per repo before the capture starts
+    plyr_every: int = 1000  # one fm.plyr.* commit in this many frames
+    plyr_repos: int = 500  # all-plyr capture
+    plyr_prefill: int = 5
+
+
 TIME = "2026-01-01T00:00:00.000Z"
 WORDS = [
     "".join(random.Random(i).choices(string.ascii_lowercase, k=random.Random(i).randint(2, 9)))
@@ -140,13 +155,14 @@ class Net:
         return repo.commit().firehose_frame(seq, TIME)
 
 
-def network_capture(n_frames: int, plyr_every: int = 1000) -> tuple[Path, dict[str, Any]]:
-    path = BENCH_DIR / f"network-{n_frames}-{plyr_every}.bin"
+def network_capture(n_frames: int, shape: Shape) -> tuple[Path, dict[str, Any]]:
+    plyr_every = shape.plyr_every
+    path = shape.cache_dir / f"network-{n_frames}-{plyr_every}-{shape.repos}x{shape.prefill}.bin"
     keys_path = path.with_suffix(".keys")
     if not path.exists() or not keys_path.exists():
-        BENCH_DIR.mkdir(parents=True, exist_ok=True)
+        shape.cache_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        net = Net(n_repos=300, prefill=80)
+        net = Net(n_repos=shape.repos, prefill=shape.prefill)
         frames = [net.frame(seq, plyr=(seq % plyr_every == plyr_every // 2)) for seq in range(1, n_frames + 1)]
         write_capture(path, frames)
         import orjson
@@ -161,12 +177,12 @@ def network_capture(n_frames: int, plyr_every: int = 1000) -> tuple[Path, dict[s
     return path, keys
 
 
-def plyr_capture(n_frames: int) -> Path:
-    path = BENCH_DIR / f"plyr-{n_frames}.bin"
+def plyr_capture(n_frames: int, shape: Shape) -> Path:
+    path = shape.cache_dir / f"plyr-{n_frames}-{shape.plyr_repos}x{shape.plyr_prefill}.bin"
     if not path.exists():
-        BENCH_DIR.mkdir(parents=True, exist_ok=True)
+        shape.cache_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        net = Net(n_repos=500, prefill=5)
+        net = Net(n_repos=shape.plyr_repos, prefill=shape.plyr_prefill)
         frames = [net.frame(seq, plyr=True) for seq in range(1, n_frames + 1)]
         write_capture(path, frames)
         print(f"  generated {path} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
@@ -228,8 +244,8 @@ async def _pipeline(path: Path, verifier: Verifier | None) -> tuple[float, int, 
     return decoder.frames / (time.perf_counter() - t0), matched, ops
 
 
-def bench_decode(n_frames: int, repeat: int) -> dict[str, float]:
-    path, keys = network_capture(n_frames)
+def bench_decode(n_frames: int, repeat: int, shape: Shape) -> dict[str, float]:
+    path, keys = network_capture(n_frames, shape)
     frames = load_frames(path)
     mean = sum(len(f) for f in frames) / len(frames)
     plyr = sum(
@@ -309,7 +325,9 @@ def _serve(path: str, port_q: Any, rounds: int) -> None:
         writer.write(b"\x88\x02\x03\xe8")  # close 1000
         await writer.drain()
         try:
-            await asyncio.wait_for(reader.read(), 5)  # until the client closes
+            # The client's close frame (it sends nothing else); then the TCP close, which the
+            # client waits for before its close() returns.
+            await asyncio.wait_for(reader.read(64), 5)
         except (TimeoutError, ConnectionError):
             pass
         writer.close()
@@ -369,13 +387,13 @@ async def _indexer_receive(url: str, database_url: str, keys: dict[str, Any], n_
     return n, elapsed
 
 
-def bench_websocket(n_frames: int, database_url: str, rounds: int) -> dict[str, float]:
+def bench_websocket(n_frames: int, server: str, rounds: int, shape: Shape, passes: int = 2) -> dict[str, float]:
     import uvloop
 
-    path, keys = network_capture(n_frames)
+    path, keys = network_capture(n_frames, shape)
     ctx = multiprocessing.get_context("spawn")
     out: dict[str, float] = {}
-    for name in ("bare", "indexer", "bare", "indexer"):
+    for name in ("bare", "indexer") * passes:  # alternating, so both see the same load
         q = ctx.Queue()
         proc = ctx.Process(target=_serve, args=(str(path), q, rounds), daemon=True)
         proc.start()
@@ -384,7 +402,7 @@ def bench_websocket(n_frames: int, database_url: str, rounds: int) -> dict[str, 
             if name == "bare":
                 n, elapsed = uvloop.run(_bare_receive(url, n_frames * rounds))
             else:
-                with fresh_database(database_url) as db_url:
+                with ScratchDatabase(server) as db_url:
                     n, elapsed = uvloop.run(_indexer_receive(url, db_url, keys, n_frames * rounds))
         finally:
             proc.kill()
@@ -421,70 +439,17 @@ async def _e2e(path: Path, database_url: str, verify: bool, keys: dict[str, Any]
         await pool.close()
 
 
-def bench_e2e(n_frames: int, database_url: str) -> dict[str, float]:
+def bench_e2e(n_frames: int, server: str, shape: Shape) -> dict[str, float]:
     import uvloop
 
-    path = plyr_capture(n_frames)
+    path = plyr_capture(n_frames, shape)
     out: dict[str, float] = {}
     for verify in (False,):
-        with fresh_database(database_url) as url:
+        with ScratchDatabase(server) as url:
             written, elapsed, rows = uvloop.run(_e2e(path, url, verify, None))
         out["no-verify"] = written / elapsed
         print(f"end to end into Postgres (--no-verify):             {written / elapsed:>10,.0f} records/s  ({written} records, {rows} rows, {elapsed:.2f}s)")
     return out
-
-
-class fresh_database:  # noqa: N801 - used as a context manager
-    """A migrated database of our own on the server, dropped afterwards."""
-
-    def __init__(self, server_url: str) -> None:
-        self.server_url = server_url
-        self.name = f"plyr_bench_{uuid.uuid4().hex[:10]}"
-
-    def _url(self) -> str:
-        from urllib.parse import urlsplit, urlunsplit
-
-        return urlunsplit(urlsplit(self.server_url)._replace(path="/" + self.name))
-
-    def __enter__(self) -> str:
-        import asyncpg
-
-        from core import db
-        from core.migrate import apply_migrations
-
-        async def create() -> None:
-            admin = await asyncpg.connect(self.server_url)
-            await admin.execute(f'CREATE DATABASE "{self.name}"')
-            await admin.close()
-            conn = await db.connect(self._url())
-            await apply_migrations(conn)
-            await conn.close()
-
-        asyncio.run(create())
-        return self._url()
-
-    def __exit__(self, *exc: object) -> None:
-        import asyncpg
-
-        async def drop() -> None:
-            admin = await asyncpg.connect(self.server_url)
-            await admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-            await admin.close()
-
-        asyncio.run(drop())
-
-
-def server_url() -> str:
-    url = os.environ.get("PLYR_TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
-    if url:
-        return url
-    from core import db
-    from core.settings import CoreSettings
-
-    settings = CoreSettings.from_env()
-    import dataclasses
-
-    return db.start_embedded(dataclasses.replace(settings, database_url=None, data_dir=ROOT / ".pytest-pg"))
 
 
 def main() -> None:
@@ -494,15 +459,23 @@ def main() -> None:
     parser.add_argument("--plyr-frames", type=int, default=30_000, help="frames in the all-plyr capture")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3, help="times the websocket server sends the capture")
+    parser.add_argument("--smoke", action="store_true", help="small captures, one round: checks that it works")
     args = parser.parse_args()
+    cache_dir = Path(os.environ.get("PLYR_BENCH_DIR", "/tmp/plyr-bench"))
+    server = server_url()
+    scratch = isolate()
+    shape = Shape(cache_dir)
+    if args.smoke:
+        args.frames, args.plyr_frames, args.repeat, args.rounds = 500, 300, 1, 1
+        shape = Shape(scratch / "captures", repos=20, prefill=10, plyr_every=50, plyr_repos=20)
     print(f"$ {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, libipld {getattr(libipld, '__version__', '?')}")
     if args.what in ("decode", "all"):
-        bench_decode(args.frames, args.repeat)
+        bench_decode(args.frames, args.repeat, shape)
     if args.what in ("websocket", "all"):
-        bench_websocket(args.frames, server_url(), args.rounds)
+        bench_websocket(args.frames, server, args.rounds, shape, passes=1 if args.smoke else 2)
     if args.what in ("e2e", "all"):
-        bench_e2e(args.plyr_frames, server_url())
+        bench_e2e(args.plyr_frames, server, shape)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,288 @@
+"""AppView under a realistic request mix: requests/s and p50/p99 per path and for the whole mix,
+next to an aiohttp hello-world measured in the same run.
+
+    PLYR_TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres .venv/bin/python \\
+        tests/benchmarks/bench_appview_mix.py [--tracks 20000 --likes 200000] [--duration 10] \\
+        [--connections 64]
+    .venv/bin/python tests/benchmarks/bench_appview_mix.py --smoke    # tiny, a few seconds
+
+A fresh database is created on the server (PLYR_TEST_DATABASE_URL or DATABASE_URL, else the
+embedded one), filled with the `plyr seed-demo` dataset and dropped at the end. The AppView runs
+as `plyr serve` with the microcache off, so every request does its own database work (identical
+requests in flight at the same moment still share one answer, and track views are still cached
+for 1 s: both are how production runs).
+
+The requests are drawn before the load starts, like real traffic:
+- track pages and their comments: tracks Zipf-distributed by popularity (rank by likes);
+- artist pages (profile, tracks) and people's likes pages: Zipf over artists / likers;
+- the latest and top feeds at random depths (page 1 most often), with real cursors fetched by
+  paging through the feeds first;
+- a share of the requests (20% by default) from authenticated viewers: service-auth JWTs of
+  several viewer DIDs that have likes of their own in the index (so their pages carry their own
+  like state), on the paths that show viewer state.
+wrk replays the drawn requests (a Lua script reads the request file); each path is also run on
+its own (its requests from the same draw) for per-path figures. Without wrk (`--smoke` only), an
+aiohttp client loop sends them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import random
+import sys
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: import the project
+
+from tests.support.bench_load import (  # noqa: E402
+    LoadResult,
+    Request,
+    Viewers,
+    have_wrk,
+    load,
+    start_appview,
+    start_hello,
+    stop,
+    table,
+)
+from tests.support.bench_setup import ScratchDatabase, isolate, seed_demo, server_url  # noqa: E402
+
+XRPC = "/xrpc/"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of request in the mix (one XRPC method)."""
+
+    name: str
+    method: str  # XRPC method NSID (a viewer's token names it)
+    weight: float  # share of the anonymous requests
+    viewer_weight: float  # share of the authenticated requests (0: shows no viewer state)
+
+
+KINDS = [
+    Kind("track page", "fm.plyr.feed.getTrack", 0.35, 0.40),
+    Kind("comments (50)", "fm.plyr.feed.getComments", 0.15, 0.0),
+    Kind("latest feed (50, by depth)", "fm.plyr.feed.getLatestTracks", 0.15, 0.25),
+    Kind("top feed, week (50, by depth)", "fm.plyr.feed.getTopTracks", 0.10, 0.10),
+    Kind("artist tracks (50)", "fm.plyr.feed.getArtistTracks", 0.10, 0.15),
+    Kind("artist profile", "fm.plyr.actor.getProfile", 0.05, 0.0),
+    Kind("actor likes (50)", "fm.plyr.feed.getActorLikes", 0.05, 0.10),
+    Kind("platform stats", "fm.plyr.stats.getPlatformStats", 0.05, 0.0),
+]
+
+
+@dataclass
+class Universe:
+    """What the requests are drawn over, read from the seeded index."""
+
+    tracks: list[str]  # by popularity, most liked first
+    artists: list[str]  # by catalogue size, largest first
+    likers: list[str]  # by likes given, most first
+    viewers: list[str]  # DIDs that like things: the authenticated viewers
+    feed_cursors: dict[str, list[str]]  # method -> cursor of page 2, 3, ... (page 1 has none)
+
+
+async def read_universe(url: str, n_viewers: int) -> Universe:
+    conn = await asyncpg.connect(url)
+    try:
+        tracks = [r[0] for r in await conn.fetch(
+            "SELECT t.uri FROM tracks t LEFT JOIN track_counts c ON c.subject_uri = t.uri"
+            " ORDER BY coalesce(c.like_count, 0) DESC, t.uri")]
+        artists = [r[0] for r in await conn.fetch(
+            "SELECT did FROM tracks GROUP BY did ORDER BY count(*) DESC, did")]
+        likers = [r[0] for r in await conn.fetch(
+            "SELECT did FROM likes GROUP BY did ORDER BY count(*) DESC, did")]
+    finally:
+        await conn.close()
+    if not tracks or not likers:
+        raise SystemExit("the seeded index has no tracks or no likes")
+    # Viewers spread over the likers: heavy likers and light ones.
+    step = max(1, len(likers) // n_viewers)
+    viewers = likers[::step][:n_viewers]
+    return Universe(tracks, artists, likers, viewers, {})  # fmt: skip
+
+
+def get_json(url: str, token: str = "") -> dict[str, object]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return dict(json.loads(resp.read()))
+
+
+def page_feeds(base: str, universe: Universe, depth: int) -> None:
+    """Real cursors: page through each feed as a client would, `depth` pages deep."""
+    for method, params in (("fm.plyr.feed.getLatestTracks", {"limit": 50}),
+                           ("fm.plyr.feed.getTopTracks", {"period": "week", "limit": 50})):
+        cursors: list[str] = []
+        query = dict(params)
+        for _ in range(depth - 1):
+            cursor = get_json(f"{base}{XRPC}{method}?{urlencode(query)}").get("cursor")
+            if not isinstance(cursor, str):
+                break  # the feed is shorter than that
+            cursors.append(cursor)
+            query = {**params, "cursor": cursor}
+        universe.feed_cursors[method] = cursors
+
+
+def zipf_picker(items: Sequence[str], exponent: float, rng: random.Random) -> Callable[[], str]:
+    """Draws items[k] with probability proportional to 1 / (k + 1) ** exponent."""
+    cumulative = list(itertools.accumulate(1 / (k + 1) ** exponent for k in range(len(items))))
+
+    def pick() -> str:
+        return rng.choices(items, cum_weights=cumulative)[0]
+
+    return pick
+
+
+def draw_requests(universe: Universe, viewers: Viewers, args: argparse.Namespace,
+                  ) -> list[tuple[Kind, Request]]:
+    rng = random.Random(args.random_seed)
+    track = zipf_picker(universe.tracks, args.zipf, rng)
+    artist = zipf_picker(universe.artists, args.zipf, rng)
+    liker = zipf_picker(universe.likers, args.zipf, rng)
+
+    def feed_query(method: str, params: dict[str, object]) -> dict[str, object]:
+        cursors = universe.feed_cursors.get(method, [])
+        page = min(int(rng.expovariate(0.7)), len(cursors))  # page 1 most often, then fewer
+        return {**params, "cursor": cursors[page - 1]} if page else params
+
+    queries: dict[str, Callable[[], dict[str, object]]] = {
+        "fm.plyr.feed.getTrack": lambda: {"uri": track()},
+        "fm.plyr.feed.getComments": lambda: {"uri": track(), "limit": 50},
+        "fm.plyr.feed.getLatestTracks": lambda: feed_query("fm.plyr.feed.getLatestTracks", {"limit": 50}),
+        "fm.plyr.feed.getTopTracks": lambda: feed_query(
+            "fm.plyr.feed.getTopTracks", {"period": "week", "limit": 50}),
+        "fm.plyr.feed.getArtistTracks": lambda: {"actor": artist(), "limit": 50},
+        "fm.plyr.actor.getProfile": lambda: {"actor": artist()},
+        "fm.plyr.feed.getActorLikes": lambda: {"actor": liker(), "limit": 50},
+        "fm.plyr.stats.getPlatformStats": dict,
+    }  # fmt: skip
+    tokens = {(did, k.method): viewers.token(did, k.method)
+              for did in universe.viewers for k in KINDS if k.viewer_weight}
+    drawn: list[tuple[Kind, Request]] = []
+    for _ in range(args.requests):
+        viewer = rng.choice(universe.viewers) if rng.random() < args.viewer_share else None
+        weights = [k.viewer_weight if viewer else k.weight for k in KINDS]
+        kind = rng.choices(KINDS, weights)[0]
+        target = f"{XRPC}{kind.method}?{urlencode(queries[kind.method](), quote_via=quote)}"
+        drawn.append((kind, Request(target, tokens[viewer, kind.method] if viewer else "")))
+    return drawn
+
+
+def check_answers(base: str, drawn: Sequence[tuple[Kind, Request]]) -> None:
+    """One request of every kind (anonymous and as a viewer) answered 200 before the load."""
+    seen: set[tuple[str, bool]] = set()
+    for kind, req in drawn:
+        if (kind.name, bool(req.token)) not in seen:
+            seen.add((kind.name, bool(req.token)))
+            try:
+                get_json(base + req.path, req.token)
+            except OSError as exc:
+                raise SystemExit(f"{kind.name}: {req.path} failed: {exc}") from exc
+
+
+def run(db_url: str, args: argparse.Namespace) -> list[tuple[str, LoadResult]]:
+    universe = asyncio.run(read_universe(db_url, args.viewers))
+    print(f"universe: {len(universe.tracks)} tracks, {len(universe.artists)} artists, "
+          f"{len(universe.likers)} likers, {len(universe.viewers)} viewers", file=sys.stderr)
+
+    def measure(base: str, requests: Sequence[Request]) -> LoadResult:
+        return load(base, requests, duration=args.duration, connections=args.connections)
+
+    hello, hello_url = start_hello()
+    try:
+        rows = [("aiohttp hello-world", measure(hello_url.rstrip("/"), [Request("/")]))]
+    finally:
+        stop(hello)
+    viewers = Viewers(universe.viewers)
+    plc_url = viewers.start_plc()
+    try:
+        app, base = start_appview(db_url, plc_url, microcache=0.0, coalesce=not args.no_coalesce,
+                                  pool_max=args.pool_max)
+        try:
+            page_feeds(base, universe, args.feed_depth)
+            drawn = draw_requests(universe, viewers, args)
+            describe(drawn, universe)
+            check_answers(base, drawn)
+            every = [req for _, req in drawn]
+            if args.warmup:
+                load(base, every, duration=args.warmup, connections=args.connections)
+            rows.append(("whole mix", measure(base, every)))
+            for kind in KINDS:
+                rows.append((kind.name, measure(base, [r for k, r in drawn if k is kind])))
+            rows.append(("authenticated viewers (their share of the mix)",
+                         measure(base, [r for _, r in drawn if r.token])))
+        finally:
+            stop(app)
+    finally:
+        viewers.stop()
+    return rows
+
+
+def describe(drawn: Sequence[tuple[Kind, Request]], universe: Universe) -> None:
+    counts = {k.name: sum(1 for drawn_kind, _ in drawn if drawn_kind is k) for k in KINDS}
+    viewer = sum(1 for _, r in drawn if r.token)
+    distinct = len({r.path for k, r in drawn if k.name == "track page"})
+    print(f"drawn {len(drawn)} requests: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+          + f"; {viewer} as viewers ({100 * viewer / len(drawn):.0f}%); {distinct} distinct track"
+          f" pages; feed depths up to {1 + max(map(len, universe.feed_cursors.values()))} pages")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny dataset and 1 s runs: checks that the benchmark works")
+    parser.add_argument("--tracks", type=int, default=20_000)
+    parser.add_argument("--artists", type=int, default=2_000)
+    parser.add_argument("--likes", type=int, default=200_000)
+    parser.add_argument("--comments", type=int, default=40_000)
+    parser.add_argument("--plays", type=int, default=200_000)
+    parser.add_argument("--duration", type=float, default=10, help="seconds per measured run")
+    parser.add_argument("--warmup", type=float, default=3, help="seconds of the whole mix first")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--pool-max", type=int, default=4, help="the AppView's database pool")
+    parser.add_argument("--no-coalesce", action="store_true",
+                        help="identical requests in flight do not share an answer either")
+    parser.add_argument("--requests", type=int, default=50_000, help="requests drawn (replayed in a loop)")
+    parser.add_argument("--viewers", type=int, default=16, help="authenticated viewer DIDs")
+    parser.add_argument("--viewer-share", type=float, default=0.2)
+    parser.add_argument("--zipf", type=float, default=1.0, help="exponent of the popularity law")
+    parser.add_argument("--feed-depth", type=int, default=20, help="pages fetched per feed")
+    parser.add_argument("--random-seed", type=int, default=13)
+    args = parser.parse_args()
+    if args.smoke:
+        args.tracks, args.artists, args.likes, args.comments, args.plays = 300, 30, 3000, 600, 600
+        args.duration, args.warmup, args.connections = 1, 0, 4
+        args.requests, args.viewers, args.feed_depth = 400, 4, 4
+    elif not have_wrk():
+        sys.exit("wrk is not installed (apt-get install -y wrk); only --smoke runs without it")
+    server = server_url()
+    isolate()
+    with ScratchDatabase(server) as db_url:
+        asyncio.run(seed_demo(db_url, tracks=args.tracks, artists=args.artists, likes=args.likes,
+                              comments=args.comments, plays=args.plays))
+        rows = run(db_url, args)
+    hello = rows[0][1]
+    print()
+    print(table(rows, hello))
+    print(f"\nmicrocache off, coalescing {'off' if args.no_coalesce else 'on'}; load: {hello.tool}, "
+          f"one thread, {args.connections} connections, {args.duration:g} s per row")
+    print("command:", " ".join([".venv/bin/python", "tests/benchmarks/bench_appview_mix.py", *sys.argv[1:]]))
+    # Slow answers are a result, except in --smoke, where nothing may go wrong.
+    broken = [name for name, r in rows if r.failed or (args.smoke and r.timeouts)]
+    if broken:
+        sys.exit(f"failed requests in: {', '.join(broken)}")
+
+
+if __name__ == "__main__":
+    main()
