@@ -17,7 +17,6 @@ from __future__ import annotations
 from media.settings import MediaSettings
 from media.storage_base import (
     LIST_PAGE,
-    READ_CHUNK,
     ObjectInfo,
     Storage,
     StorageError,
@@ -30,7 +29,6 @@ from media.storage_s3 import S3Storage
 
 __all__ = [
     "LIST_PAGE",
-    "READ_CHUNK",
     "LocalStorage",
     "ObjectInfo",
     "S3Storage",
