@@ -30,9 +30,9 @@ import asyncpg
 import orjson
 import zipstream
 
+from media.job_context import JobContext, JobFailed
 from media.receive import temp_path
 from media.storage import LocalStorage, Storage
-from media.worker import JobContext, JobFailed
 
 READ_BYTES = 1024 * 1024
 

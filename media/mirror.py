@@ -19,10 +19,10 @@ import aiohttp
 
 from core.net import guard_refusal, outbound_connector
 from media.ingest import BadMedia, ingest_audio
+from media.job_context import JobContext, JobFailed
 from media.receive import TooLarge, receive
 from media.transcode import needs_transcode
 from media.transcode_job import make_stream
-from media.worker import JobContext, JobFailed
 
 log = logging.getLogger("plyr.media.mirror")
 

@@ -19,11 +19,11 @@ from typing import Any
 from media.errors import ResourceExhausted, exhausted_errno, subprocess_exhaustion
 from media.ffmpeg import FFmpegError
 from media.ingest import MediaContext, stream_key
+from media.job_context import JobContext, JobFailed
 from media.receive import temp_path
 from media.storage import LocalStorage
 from media.sweep import delete_if_unreferenced, keep_stored
 from media.transcode import decode_check, transcode_to_mp3
-from media.worker import JobContext, JobFailed
 
 log = logging.getLogger("plyr.media.transcode")
 

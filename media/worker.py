@@ -1,12 +1,12 @@
 """Job workers: claim a job, run its handler, record the outcome; many workers share one queue.
 
 While a handler runs, a heartbeat renews the job's lease; if the lease is lost (the job was
-given to another worker after we stalled) the handler is cancelled. A handler raises JobFailed
-for failures that retrying cannot fix (bad input); resource exhaustion (a full disk, no memory:
-media/errors.py) puts the job back for later without using an attempt; any other exception is
-retried with backoff until the job's max_attempts. Every outcome - success, failure,
-cancellation - goes through the handler's own cleanup (temp files, partial objects) before the
-job is updated.
+given to another worker after we stalled) the handler is cancelled. A handler is given a
+JobContext and raises JobFailed (both in media/job_context.py) for failures that retrying
+cannot fix (bad input); resource exhaustion (a full disk, no memory: media/errors.py) puts the
+job back for later without using an attempt; any other exception is retried with backoff until
+the job's max_attempts. Every outcome - success, failure, cancellation - goes through the
+handler's own cleanup (temp files, partial objects) before the job is updated.
 """
 
 from __future__ import annotations
@@ -17,16 +17,18 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import Counter, Histogram
 
 from media import jobs
 from media.errors import describe, exhausted_errno
+from media.exports import run_export
 from media.ingest import MediaContext
+from media.job_context import Handler, JobContext, JobFailed
 from media.jobs import Job, LeaseLost
+from media.mirror import run_mirror
+from media.transcode_job import run_transcode, run_verify
 
 log = logging.getLogger("plyr.media.worker")
 
@@ -37,39 +39,7 @@ JOB_SECONDS = Histogram(
 )
 
 
-class JobFailed(Exception):
-    """A failure that another attempt would repeat (bad input, CID mismatch): fail now."""
-
-
-@dataclass
-class JobContext:
-    media: MediaContext
-    job: Job
-    worker: str
-    resolver: Any = None
-    _last_report: float = field(default=0.0)
-
-    async def progress(self, fraction: float | None = None, phase: str | None = None) -> None:
-        """Publish progress (0..1) and/or the phase; also renews the lease."""
-        self._last_report = time.monotonic()
-        await jobs.report(
-            self.media.pool,
-            self.job,
-            worker=self.worker,
-            lease_s=self.media.settings.job_lease_s,
-            progress=fraction,
-            phase=phase,
-        )
-
-
-Handler = Callable[[JobContext], Awaitable[dict[str, Any]]]
-
-
 def default_handlers() -> dict[str, Handler]:
-    from media.exports import run_export
-    from media.mirror import run_mirror
-    from media.transcode_job import run_transcode, run_verify
-
     return {"transcode": run_transcode, "verify": run_verify, "mirror": run_mirror, "export": run_export}
 
 
@@ -190,7 +160,7 @@ class Worker:
         interval = max(0.2, self.media.settings.job_lease_s / 3)
         while not task.done():
             await asyncio.sleep(interval)
-            if time.monotonic() - ctx._last_report < interval:
+            if ctx.since_last_report() < interval:
                 continue  # the handler reported progress recently: the lease is fresh
             try:
                 await ctx.progress()

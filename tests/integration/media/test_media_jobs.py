@@ -11,8 +11,9 @@ import orjson
 from core import db
 from integration.media.conftest import MediaServer
 from media import jobs
+from media.job_context import JobContext, JobFailed
 from media.jobs import LeaseLost
-from media.worker import JobContext, JobFailed, Worker
+from media.worker import Worker
 
 
 async def test_skip_locked_gives_each_job_to_one_worker(pool: asyncpg.Pool) -> None:

@@ -7,8 +7,8 @@ import aiohttp
 import pytest
 
 from core.net import outbound_connector
+from media.job_context import JobFailed
 from media.mirror import _get_blob
-from media.worker import JobFailed
 
 
 @pytest.mark.parametrize(
