@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from core.errors import ConfigError
-from core.settings import CoreSettings, RateLimitSettings
+from core.settings import RateLimitSettings, core_or_env
 from core.settings_spec import Settings, setting
 
 DEFAULT_PORT = 8080
@@ -80,11 +80,11 @@ class AppviewSettings(Settings):
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
 
     @classmethod
-    def finish(cls, values: dict[str, Any], core: CoreSettings | None) -> None:
+    def finish(cls, values: dict[str, Any], core: Settings | None) -> None:
         from core.didweb import check_did_host, did_web_for  # aiohttp: only when settings are read
 
         if values["host"] is None:
-            values["host"] = (core or CoreSettings.from_env()).http_host
+            values["host"] = core_or_env(core).http_host
         public_url = (values["public_url"] or f"http://127.0.0.1:{values['port']}").rstrip("/")
         parts = urlsplit(public_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:

@@ -74,7 +74,7 @@ class CoreSettings(Settings):
     allow_private_network: bool = ALLOW_PRIVATE_NETWORK.field()
 
     @classmethod
-    def finish(cls, values: dict[str, Any], core: CoreSettings | None) -> None:
+    def finish(cls, values: dict[str, Any], core: Settings | None) -> None:
         if values["db_pool_max"] < values["db_pool_min"]:
             raise ConfigError(
                 f"PLYR_DB_POOL_MAX={values['db_pool_max']} is below PLYR_DB_POOL_MIN={values['db_pool_min']}"
@@ -150,3 +150,13 @@ class FirehoseSettings(Settings):
     source: str = FIREHOSE_SOURCE.field()
     relay_url: str = RELAY_URL.field()
     jetstream_url: str = JETSTREAM_URL.field()
+
+
+def core_or_env(core: Settings | None) -> CoreSettings:
+    """The core settings a package's `finish` derives its defaults from: the ones passed in, or
+    read from the environment when none were."""
+    if core is None:
+        return CoreSettings.from_env()
+    if not isinstance(core, CoreSettings):
+        raise TypeError(f"core settings expected, got {type(core).__name__}")
+    return core

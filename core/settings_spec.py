@@ -23,12 +23,9 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 from core.errors import ConfigError
-
-if TYPE_CHECKING:
-    from core.settings import CoreSettings
 
 _dotenv_loaded = False
 _TRUE = ("1", "true", "yes", "on")
@@ -193,7 +190,7 @@ class Settings:
     """Base of every declared settings dataclass: `from_env` and the hook `finish`."""
 
     @classmethod
-    def from_env(cls, *, overrides: Mapping[str, Any] | None = None, core: CoreSettings | None = None) -> Self:
+    def from_env(cls, *, overrides: Mapping[str, Any] | None = None, core: Settings | None = None) -> Self:
         """Read every declared setting; `overrides` (field name -> value, e.g. from command-line
         options; None means not given) win over the environment and pass the same checks."""
         given = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -211,7 +208,7 @@ class Settings:
         return cls(**values)
 
     @classmethod
-    def finish(cls, values: dict[str, Any], core: CoreSettings | None) -> None:
+    def finish(cls, values: dict[str, Any], core: Settings | None) -> None:
         """Derive defaults that depend on other values and check across fields, in place."""
 
     @classmethod

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError
-from core.settings import CoreSettings, RateLimitSettings
+from core.settings import RateLimitSettings, core_or_env
 from core.settings_spec import Settings, setting
 
 MB = 1024 * 1024
@@ -146,10 +146,10 @@ class MediaSettings(Settings):
         return bool(self.server_key) or bool(self.service_did)
 
     @classmethod
-    def finish(cls, values: dict[str, Any], core: CoreSettings | None) -> None:
+    def finish(cls, values: dict[str, Any], core: Settings | None) -> None:
         from core.didweb import check_did_host  # aiohttp: only when settings are read
 
-        core = core or CoreSettings.from_env()
+        core = core_or_env(core)
         values.setdefault("data_dir", core.data_dir)
         values["host"] = values["host"] or core.http_host
         if values["storage"] == "s3" and not values["s3_bucket"]:

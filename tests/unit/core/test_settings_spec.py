@@ -25,7 +25,7 @@ class Sample(Settings):
     derived: str = setting("PLYR_T_DERIVED", None, "derived when unset", required=True)
 
     @classmethod
-    def finish(cls, values: dict[str, Any], core: CoreSettings | None) -> None:
+    def finish(cls, values: dict[str, Any], core: Settings | None) -> None:
         values["derived"] = values["derived"] or f"count-{values['count']}"
         if values["count"] > 10 and values["mode"] == "fast":
             raise ConfigError("PLYR_T_COUNT above 10 needs PLYR_T_MODE=slow")
