@@ -121,20 +121,31 @@ async def _track(pool: asyncpg.Pool, did: str, rkey: str, blob_cid: str, title: 
     return uri
 
 
+async def played_url(pool: asyncpg.Pool, uri: str) -> str | None:
+    """What the track plays from (appview/hydrate.py): our copy of the blob it carries now,
+    else the record's audioUrl."""
+    return await pool.fetchval(
+        """SELECT coalesce(m.url, t.audio_url) FROM tracks t
+           LEFT JOIN media_mirrors m ON m.track_uri = t.uri AND m.blob_cid = t.audio_blob_cid
+           WHERE t.uri = $1""",
+        uri,
+    )
+
+
 async def test_mirror_fetches_checks_stores_transcodes_and_points_the_track(
     media_server: MediaServer, pds: FakePds, resolver: IdentityResolver, pool: asyncpg.Pool, samples: dict[str, Path]
 ) -> None:
     data = samples["tone.wav"].read_bytes()
     cid = pds.add_blob(data)
     uri = await _track(pool, pds.did, "3kaaa", cid)
-    async with pool.acquire() as conn, conn.transaction():  # as the indexer calls it
+    async with pool.acquire() as conn, conn.transaction():  # as media/mirror_requests.py calls it
         job_id = await jobs.enqueue_blob_mirror(conn, track_uri=uri, did=pds.did, blob_cid=cid, mime_type="audio/wav")
     assert await media_server.run_jobs(media_server.worker(resolver=resolver)) == 1
     job = await media_server.job(job_id)
     assert job.status == "done", job.error
     sha = hashlib.sha256(data).hexdigest()
     assert job.result and job.result["sha256"] == sha and job.result["trackUpdated"]
-    audio_url = await pool.fetchval("SELECT audio_url FROM tracks WHERE uri = $1", uri)
+    audio_url = await played_url(pool, uri)
     assert audio_url == media_server.ctx.storage.url(stream_key(sha))
     async with media_server.session.get(audio_url) as resp:
         assert resp.status == 200 and (await resp.read())[:3] == b"ID3"
@@ -148,7 +159,7 @@ async def test_mirror_fetches_checks_stores_transcodes_and_points_the_track(
     await media_server.run_jobs(media_server.worker(resolver=resolver))
     assert (await media_server.job(job2)).status == "done"
     assert len(pds.requests) == 1
-    assert await pool.fetchval("SELECT audio_url FROM tracks WHERE uri = $1", uri2) == audio_url
+    assert await played_url(pool, uri2) == audio_url
 
 
 async def test_mp3_blob_plays_from_our_copy_without_transcoding(
@@ -177,7 +188,7 @@ async def test_blob_whose_bytes_do_not_match_its_cid(
     job = await media_server.job(job_id)
     assert job.status == "failed" and "do not match its CID" in (job.error or "")
     assert job.attempts == 1
-    assert await pool.fetchval("SELECT audio_url FROM tracks WHERE uri = $1", uri) is None
+    assert await played_url(pool, uri) is None
     assert await pool.fetchval("SELECT count(*) FROM media_objects") == 0
     assert leftover_temp_files(media_server.settings) == []
     assert not media_server.settings.media_dir.exists() or partial_objects(media_server.settings.media_dir) == []
