@@ -130,7 +130,8 @@ FROM (SELECT coalesce(sum(tracks), 0) AS tracks, coalesce(sum(artists), 0) AS ar
 async def read_figures(pool: asyncpg.Pool) -> dict[str, Figure]:
     """Tracks, artists, likes and plays, exact whatever the size (counters, not counts). The
     caller caches the result for stats_cache_seconds."""
-    row = await pool.fetchrow(_FIGURES)
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(_FIGURES)
     return {name: Figure(int(row[name]), "exact") for name in ("tracks", "artists", "likes", "plays")}
 
 

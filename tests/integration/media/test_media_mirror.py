@@ -31,6 +31,7 @@ from protocol.cid import cid_for_raw, cid_to_str
 from protocol.crypto import PrivateKey
 from protocol.identity import IdentityResolver
 from protocol.service_auth import create_service_jwt
+from tests.support.mirrors import played_url
 
 MEDIA_DID = "did:web:media.plyr.test"
 
@@ -119,17 +120,6 @@ async def _track(pool: asyncpg.Pool, did: str, rkey: str, blob_cid: str, title: 
         uri, did, rkey, title, blob_cid, now,
     )
     return uri
-
-
-async def played_url(pool: asyncpg.Pool, uri: str) -> str | None:
-    """What the track plays from (appview/hydrate.py): our copy of the blob it carries now,
-    else the record's audioUrl."""
-    return await pool.fetchval(
-        """SELECT coalesce(m.url, t.audio_url) FROM tracks t
-           LEFT JOIN media_mirrors m ON m.track_uri = t.uri AND m.blob_cid = t.audio_blob_cid
-           WHERE t.uri = $1""",
-        uri,
-    )
 
 
 async def test_mirror_fetches_checks_stores_transcodes_and_points_the_track(

@@ -20,6 +20,7 @@ from integration.media.test_media_mirror import FakePds, pds, resolver  # noqa: 
 from media.ingest import stream_key
 from media.mirror_requests import take_all_requests
 from protocol.identity import IdentityResolver
+from tests.support.mirrors import played_url
 from tests.support.rkeys import tid_key
 
 TRACK = "fm.plyr.track"
@@ -55,17 +56,6 @@ async def set_account(pool: asyncpg.Pool, change: AccountChange) -> str:
         outcome = await apply_account(conn, change)
     await take_all_requests(pool)
     return outcome
-
-
-async def played_url(pool: asyncpg.Pool, uri: str) -> str | None:
-    """What the track plays from (appview/hydrate.py): our copy of the blob it carries now,
-    else the record's audioUrl."""
-    return await pool.fetchval(
-        """SELECT coalesce(m.url, t.audio_url) FROM tracks t
-           LEFT JOIN media_mirrors m ON m.track_uri = t.uri AND m.blob_cid = t.audio_blob_cid
-           WHERE t.uri = $1""",
-        uri,
-    )
 
 
 async def mirror_jobs(pool: asyncpg.Pool, uri: str) -> list[asyncpg.Record]:
