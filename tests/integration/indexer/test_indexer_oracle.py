@@ -5,7 +5,7 @@ collection across a few DIDs, with real TID revs, some invalid records) and acco
 (deactivate, takedown, reactivate, delete), then delivers it the way a firehose, a replay or a
 backfill may: out of order, with duplicates and replays of old commits, cut into random batch
 boundaries. The same delivery goes through `apply_batch` / `apply_account` and through
-`Oracle`, a plain in-memory simulation of the rules the index promises (docs in writer.py):
+`Oracle`, a plain in-memory simulation of the rules the index promises (docs in indexer/writer/):
 
 - a write applies only when its rev is newer than everything stored for that URI (row or
   tombstone); a delete leaves a tombstone at its rev;
