@@ -41,6 +41,7 @@ from indexer.writer import (
     apply_batch,
     default_lexicons,
     dump_records,
+    recount,
 )
 from protocol.cid import cid_for_cbor, cid_to_str
 from protocol.data_model import json_to_dag_cbor
@@ -469,13 +470,13 @@ async def compare(pool: asyncpg.Pool, oracle: Oracle, last_seq: int) -> None:
     }
     stored_nonzero = {s: c for s, c in stored.items() if c != (0, 0)}
     assert stored_nonzero == oracle.counts()
-    recount = await pool.fetch(
+    from_rows = await pool.fetch(
         """SELECT subject_uri, sum(l)::int AS l, sum(c)::int AS c FROM (
              SELECT subject_uri, 1 AS l, 0 AS c FROM likes JOIN actors USING (did) WHERE visible
              UNION ALL SELECT subject_uri, 0, 1 FROM comments JOIN actors USING (did) WHERE visible) x
            GROUP BY subject_uri"""
     )
-    assert {r["subject_uri"]: (r["l"], r["c"]) for r in recount} == stored_nonzero
+    assert {r["subject_uri"]: (r["l"], r["c"]) for r in from_rows} == stored_nonzero
     assert all(c[0] >= 0 and c[1] >= 0 for c in stored.values()), "a count went negative"
 
     # The other counters (per actor, platform totals): a rebuild from the rows changes nothing.
