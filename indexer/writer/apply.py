@@ -122,7 +122,7 @@ async def apply_batch(
     result = BatchResult(invalid=result.invalid, skipped=result.skipped, stale=result.stale)
     async with conn.transaction():
         await lock_dids(conn, actor_dids)
-        newest_rev: dict[str, str] = {}
+        newest_rev = {}
         for uri, winner in winners.items():
             one = BatchResult()
             try:
