@@ -52,7 +52,7 @@ def serve(host: str | None, port: int | None) -> None:
 @click.option("--plays", default=1_000_000, show_default=True, type=click.IntRange(0, 100_000_000))
 @click.option("--force", is_flag=True, help="Seed even if the index already holds tracks.")
 def seed_demo(tracks: int, artists: int, likes: int, comments: int, plays: int, force: bool) -> None:
-    """Fill the index with a realistic synthetic dataset (server-side generate_series)."""
+    """Fill the index with a realistic synthetic dataset, written through the indexer's writer."""
     from appview.seed import SeedSize, seed
     from core import db
     from core.runtime import open_runtime

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from appview.api_page import render_api_body
 from appview.caches import TtlCache
-from appview.context import AppState, Route, not_hidden
+from appview.context import AppState, Route
 from appview.http import RETRY_AFTER, database_unavailable, etag_of, not_modified
 from appview.xrpc_schema import LexiconSet
 from core.settings import FirehoseSettings
@@ -31,9 +31,6 @@ log = logging.getLogger("plyr.appview")
 
 PACKAGE = "plyr-appview"
 
-# Below this many rows a figure is exact: counting at most EXACT_UP_TO + 1 rows costs the same
-# whatever the table's size. Above it, the planner's estimate, labelled "about".
-EXACT_UP_TO = 1000
 
 STYLE = """:root{color-scheme:light dark;--muted:#666;--line:#ddd;--box:rgba(127,127,127,.12)}
 @media (prefers-color-scheme:dark){:root{--muted:#aaa;--line:#444}}
@@ -116,74 +113,22 @@ class Figure:
         return f"{self.kind} {self.value:,}"
 
 
-# Each table counted up to EXACT_UP_TO + 1 rows (a bounded read, hidden actors left out as
-# everywhere), the authors among those tracks, and the planner's statistics for larger tables.
-_FIGURES = f"""
-WITH t AS (SELECT t.did FROM tracks t WHERE {not_hidden("t.did")} LIMIT $1)
-SELECT
-  (SELECT count(*) FROM t) AS tracks,
-  (SELECT count(DISTINCT did) FROM t) AS artists,
-  (SELECT count(*) FROM (SELECT 1 FROM likes l WHERE {not_hidden("l.did")} LIMIT $1) s) AS likes,
-  (SELECT count(*) FROM (SELECT 1 FROM plays p WHERE {not_hidden("p.listener_did")} LIMIT $1) s) AS plays,
-  (SELECT n_distinct FROM pg_stats
-    WHERE schemaname = current_schema() AND tablename = 'tracks' AND attname = 'did') AS did_distinct
+# Counters kept with the rows by their owners (index_totals: the indexer's writer, hidden
+# actors left out; play_totals: appview/methods/plays.py): a sum over a few slot rows.
+_FIGURES = """
+SELECT x.tracks, x.artists, x.likes, y.plays
+FROM (SELECT coalesce(sum(tracks), 0) AS tracks, coalesce(sum(artists), 0) AS artists,
+             coalesce(sum(likes), 0) AS likes FROM index_totals) x,
+     (SELECT coalesce(sum(plays), 0) AS plays FROM play_totals) y
 """
-
-# pg_class keeps the row count and page count of the last VACUUM/ANALYZE; scaled by the pages
-# the table has now, as the planner itself does (pg_relation_size reads no rows).
-_SIZES = """
-SELECT c.relname, c.reltuples, c.relpages,
-       pg_relation_size(c.oid) / current_setting('block_size')::bigint AS pages
-FROM pg_class c
-WHERE c.oid IN ('tracks'::regclass, 'likes'::regclass, 'plays'::regclass)
-"""
-
-
-def planner_estimate(reltuples: float, relpages: int, pages: int) -> float | None:
-    """Rows now, from the last statistics (None when the table was never analyzed)."""
-    if reltuples < 0 or relpages <= 0:
-        return None
-    return reltuples / relpages * pages
-
-
-def _about(estimate: float) -> int:
-    # Three significant figures: an estimate should not look exact.
-    value = int(round(estimate))
-    digits = len(str(value))
-    return round(value, -(digits - 3)) if digits > 3 else value
-
-
-def _table_figure(bounded: int, estimate: float | None) -> Figure:
-    if bounded <= EXACT_UP_TO:
-        return Figure(bounded, "exact")
-    if estimate is not None and estimate > EXACT_UP_TO:
-        return Figure(_about(estimate), "about")
-    return Figure(EXACT_UP_TO, "more than")
 
 
 async def read_figures(pool: asyncpg.Pool) -> dict[str, Figure]:
-    """Tracks, artists, likes and plays. Exact up to EXACT_UP_TO (bounded reads); larger tables
-    give Postgres planner estimates (pg_class.reltuples scaled to the current size; artists from
-    pg_stats.n_distinct of tracks.did), labelled "about". The caller caches the result for
-    stats_cache_seconds, so these statements run at most that often whatever the traffic."""
+    """Tracks, artists, likes and plays, exact whatever the size (counters, not counts). The
+    caller caches the result for stats_cache_seconds."""
     async with pool.acquire() as conn:
-        row = await conn.fetchrow(_FIGURES, EXACT_UP_TO + 1)
-        sizes = {r["relname"]: planner_estimate(r["reltuples"], r["relpages"], r["pages"])
-                 for r in await conn.fetch(_SIZES)}
-    figures = {name: _table_figure(row[name], sizes.get(name)) for name in ("tracks", "likes", "plays")}
-    if row["tracks"] <= EXACT_UP_TO:
-        figures["artists"] = Figure(row["artists"], "exact")  # every track was read: exact
-    else:
-        distinct = row["did_distinct"]
-        tracks_estimate = sizes.get("tracks")
-        # n_distinct < 0 is a fraction of the rows (it grows with the table).
-        if distinct is not None and distinct < 0 and tracks_estimate is not None:
-            distinct = -distinct * tracks_estimate
-        if distinct is not None and distinct > 0:
-            figures["artists"] = Figure(_about(max(distinct, row["artists"])), "about")
-        else:
-            figures["artists"] = Figure(row["artists"], "at least")
-    return figures
+        row = await conn.fetchrow(_FIGURES)
+    return {name: Figure(int(row[name]), "exact") for name in ("tracks", "artists", "likes", "plays")}
 
 
 @dataclass(frozen=True)
@@ -282,9 +227,8 @@ likes, comments, lists and profiles), indexes them in PostgreSQL and serves them
 plyr clients and embeds.</p>
 <h2>What it indexes</h2>
 <dl class="figures">{cells}</dl>
-<p class="note">Up to {EXACT_UP_TO:,} a figure is exact; above, it is Postgres's planner
-estimate ("about"). Figures are re-read {reread}; hidden accounts are left out of exact
-figures.</p>
+<p class="note">Figures are re-read {reread}; hidden accounts are left out of tracks, artists
+and likes.</p>
 <h2>How fresh it is</h2>
 {freshness}
 <p class="note">Every XRPC response says the same in its <code>Plyr-Index-Event-Time</code> and

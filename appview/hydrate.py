@@ -43,6 +43,7 @@ json_strip_nulls(json_build_object(
                               'avatar', {_URL.format(col="coalesce(a.avatar_url, p.avatar_url)")}),
   'fileType', t.file_type,
   'audioUrl', {_URL.format(col='''CASE
+      WHEN mm.url IS NOT NULL THEN mm.url
       WHEN t.audio_url <> '' THEN t.audio_url
       WHEN t.audio_blob_cid IS NOT NULL AND a.pds_url <> '' THEN
         rtrim(a.pds_url, '/') || '/xrpc/com.atproto.sync.getBlob?did=' || t.did
@@ -50,15 +51,19 @@ json_strip_nulls(json_build_object(
     END''')},
   'imageUrl', {_URL.format(col="t.image_url")}, 'duration', t.duration_s,
   'likeCount', coalesce(c.like_count, 0), 'commentCount', coalesce(c.comment_count, 0),
-  'playCount', coalesce(c.play_count, 0), 'labels', to_json(t.labels),
+  'playCount', coalesce(pc.play_count, 0), 'labels', to_json(t.labels),
   'createdAt', {_TIME.format(col="t.created_at")}, 'indexedAt', {_TIME.format(col="t.indexed_at")}
 ))"""
 
-# The joins a track view needs; `t` must be a tracks row. Hidden artists drop out here.
+# The joins a track view needs; `t` must be a tracks row. Hidden artists drop out here. Counts
+# come from their owners' tables (likes/comments: the indexer; plays: appview/methods/plays.py),
+# and a PDS blob plays from media's copy of it (media_mirrors) while the track still carries it.
 TRACK_JOINS_SQL = """
 LEFT JOIN actors a ON a.did = t.did
 LEFT JOIN profiles p ON p.did = t.did
 LEFT JOIN track_counts c ON c.subject_uri = t.uri
+LEFT JOIN play_counts pc ON pc.track_uri = t.uri
+LEFT JOIN media_mirrors mm ON mm.track_uri = t.uri AND mm.blob_cid = t.audio_blob_cid
 """
 
 _TRACKS_SQL = f"""

@@ -237,6 +237,28 @@ def records_dump(collection: str | None) -> None:
     run_async(_dump())
 
 
+@records_group.command("recount")
+def records_recount() -> None:
+    """Rebuild the counters (track_counts likes/comments, actor_counts, index_totals) from the
+    rows. Writers wait while it runs; reads go on."""
+    from indexer.writer import recount
+
+    async def _recount() -> None:
+        from core import db
+        from core.runtime import open_runtime
+
+        async with open_runtime(load_settings()) as rt:
+            # Its own connection: pool connections carry a per-command timeout meant for requests.
+            conn = await db.connect(rt.database_url)
+            try:
+                await recount(conn)
+            finally:
+                await conn.close()
+
+    run_async(_recount())
+    click.echo("counters rebuilt")
+
+
 commands: list[click.Command] = [
     index_command,
     capture_command,

@@ -19,6 +19,7 @@ import orjson
 
 from core import db
 from media.jobs import CHANNEL, NEW_JOB_CHANNEL
+from media.mirror_requests import MIRROR_OUTBOX_CHANNEL
 
 log = logging.getLogger("plyr.media.events")
 
@@ -28,6 +29,7 @@ class JobEvents:
         self.database_url = database_url
         self.subscribers: dict[int, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
         self.new_job = asyncio.Event()  # set on every enqueue: wakes idle workers
+        self.mirror_requests = asyncio.Event()  # set when the indexer requests mirrors
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
@@ -69,6 +71,9 @@ class JobEvents:
     def _on_new_job(self, *_args: object) -> None:
         self.new_job.set()
 
+    def _on_mirror_requests(self, *_args: object) -> None:
+        self.mirror_requests.set()
+
     async def _run(self) -> None:
         while True:
             conn: asyncpg.Connection | None = None
@@ -76,6 +81,7 @@ class JobEvents:
                 conn = await db.connect(self.database_url)
                 await conn.add_listener(CHANNEL, self._on_job)
                 await conn.add_listener(NEW_JOB_CHANNEL, self._on_new_job)
+                await conn.add_listener(MIRROR_OUTBOX_CHANNEL, self._on_mirror_requests)
                 self.connected.set()
                 while not conn.is_closed():
                     await asyncio.sleep(5)

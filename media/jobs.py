@@ -142,7 +142,7 @@ async def enqueue(
 async def enqueue_blob_mirror(
     conn: Conn, *, track_uri: str, did: str, blob_cid: str, mime_type: str
 ) -> int:
-    """Queue the mirror of a track's PDS audio blob (called by the indexer in its transaction).
+    """Queue the mirror of a track's PDS audio blob.
 
     One live job per (track, blob): a replayed record does not queue the same work twice.
     """
@@ -173,8 +173,9 @@ async def enqueue_blob_mirrors(
     """`enqueue_blob_mirror` for many tracks in one statement: (track_uri, did, blob_cid,
     mime_type) each. Same dedupe (one live job per track and blob); returns how many were new.
 
-    The indexer calls this once per batch, in its transaction. A job that is done or failed
-    does not block a new one: the caller decides when a mirror is needed again.
+    media/mirror_requests.py calls this with the indexer's requests, in the transaction that
+    takes them. A job that is done or failed does not block a new one: the caller decides when
+    a mirror is needed again.
     """
     if not mirrors:
         return 0

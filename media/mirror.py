@@ -1,11 +1,12 @@
 """The `mirror` job: copy a track's audio blob from the artist's PDS and play it from our storage.
 
-The indexer queues it (`enqueue_blob_mirror`, in media/jobs.py) when a track record carries an
-audioBlob. The job resolves the artist's DID to their PDS, streams
-`com.atproto.sync.getBlob?did=&cid=` to a temporary file while hashing it, checks that the
-sha-256 is the digest in the blob's CID (CIDv1, raw codec, sha2-256), ingests it like an upload,
-transcodes it when browsers need that, and points tracks.audio_url at our copy - only while the
-track still carries the same blob.
+The indexer requests it (its mirror_outbox) when a track record carries an audioBlob;
+media/mirror_requests.py turns requests into these jobs. The job resolves the artist's DID to
+their PDS, streams `com.atproto.sync.getBlob?did=&cid=` to a temporary file while hashing it,
+checks that the sha-256 is the digest in the blob's CID (CIDv1, raw codec, sha2-256), ingests it
+like an upload, transcodes it when browsers need that, and records our copy in `media_mirrors`
+(track uri, blob cid, url). The AppView plays a track from that copy while the track still
+carries the same blob.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ from media.transcode import needs_transcode
 from media.transcode_job import make_stream
 
 log = logging.getLogger("plyr.media.mirror")
+
+_RECORD_MIRROR = """
+INSERT INTO media_mirrors (track_uri, blob_cid, url) VALUES ($1, $2, $3)
+ON CONFLICT (track_uri, blob_cid) DO UPDATE SET url = excluded.url, mirrored_at = now()
+"""
 
 CODEC_RAW = 0x55
 SHA2_256 = 0x12
@@ -155,16 +161,16 @@ async def run_mirror(ctx: JobContext) -> dict[str, Any]:
             span=(0.45, 0.95),
         )
         stream_url = made["streamUrl"]
-    await ctx.progress(0.97, "updating track")
+    await ctx.progress(0.97, "recording our copy")
     async with media.pool.acquire() as conn:
-        status = await conn.execute(
-            "UPDATE tracks SET audio_url = $2 WHERE uri = $1 AND audio_blob_cid = $3",
-            track_uri, stream_url, blob_cid,
+        await conn.execute(_RECORD_MIRROR, track_uri, blob_cid, stream_url)
+        current = await conn.fetchval(
+            "SELECT 1 FROM tracks WHERE uri = $1 AND audio_blob_cid = $2", track_uri, blob_cid
         )
     return {
         "trackUri": track_uri,
         "sha256": sha,
         "masterUrl": obj["url"],
         "streamUrl": stream_url,
-        "trackUpdated": status.endswith(" 1"),
+        "trackUpdated": current is not None,  # the track carries this blob: it plays our copy
     }

@@ -21,6 +21,7 @@ from media.events import JobEvents
 from media.ffmpeg import ffmpeg_exe, run_ffmpeg
 from media.http import create_app, serving
 from media.ingest import MediaContext
+from media.mirror_requests import drain_forever
 from media.settings import MediaSettings
 from media.storage import storage_from_settings
 from media.worker import Worker, worker_name
@@ -103,6 +104,9 @@ async def run(rt: Runtime, *, strict: bool = False, settings: MediaSettings | No
         asyncio.create_task(_expire_exports_forever(ctx), name="media-housekeeping"),
         asyncio.create_task(_sweep_orphans_forever(ctx), name="media-orphan-sweep"),
     ]
+    if workers:  # requests wait in the outbox while no process here runs jobs
+        housekeeping.append(asyncio.create_task(
+            drain_forever(ctx.pool, events.mirror_requests), name="media-mirror-requests"))
     try:
         async with serving(app, settings.host, settings.port):
             log.info(

@@ -8,16 +8,16 @@ from appview.context import Call, Route, resolve_actor
 from appview.errors import not_found
 from appview.urls import servable_url
 
-# Per-actor counts walk that actor's index ranges only (tracks_by_artist, likes_by_actor,
-# lists_by_actor): small, bounded work, no platform-wide COUNT.
+# The actor's own counters, kept by the indexer's writer with the rows (actor_counts); plays
+# are summed over the actor's tracks from the plays module's counters (tracks_by_artist: a
+# walk of that actor's index range, never a count of play rows).
 _PROFILE = """
 SELECT a.did, a.handle, a.display_name, coalesce(a.avatar_url, p.avatar_url) AS avatar, p.bio,
-       (SELECT count(*) FROM tracks t WHERE t.did = a.did) AS track_count,
-       (SELECT count(*) FROM lists li WHERE li.did = a.did) AS list_count,
-       (SELECT count(*) FROM likes l WHERE l.did = a.did) AS like_count,
-       (SELECT coalesce(sum(c.play_count), 0) FROM tracks t
-          JOIN track_counts c ON c.subject_uri = t.uri WHERE t.did = a.did) AS play_count
-FROM actors a LEFT JOIN profiles p ON p.did = a.did
+       coalesce(ac.track_count, 0) AS track_count, coalesce(ac.list_count, 0) AS list_count,
+       coalesce(ac.like_count, 0) AS like_count,
+       (SELECT coalesce(sum(pc.play_count), 0) FROM tracks t
+          JOIN play_counts pc ON pc.track_uri = t.uri WHERE t.did = a.did) AS play_count
+FROM actors a LEFT JOIN profiles p ON p.did = a.did LEFT JOIN actor_counts ac ON ac.did = a.did
 WHERE a.did = $1 AND a.visible
 """
 
@@ -29,9 +29,9 @@ async def get_profile(call: Call) -> dict[str, Any]:
         raise not_found(f"actor not found: {call.params['actor']}")
     profile: dict[str, Any] = {
         "did": row["did"],
-        "trackCount": row["track_count"],
-        "listCount": row["list_count"],
-        "likeCount": row["like_count"],
+        "trackCount": int(row["track_count"]),
+        "listCount": int(row["list_count"]),
+        "likeCount": int(row["like_count"]),
         "playCount": int(row["play_count"]),
     }
     for key, col in (("handle", "handle"), ("displayName", "display_name"), ("bio", "bio")):

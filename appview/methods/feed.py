@@ -91,6 +91,8 @@ WHERE c.like_count > 0 AND {not_hidden("t.did")} {{where}}
 ORDER BY c.like_count DESC, c.subject_uri DESC LIMIT $1
 """
 
+# The one count over likes a read makes (docs/invariants.md 3): a ranking over a time window
+# cannot be a kept counter; it reads a range of likes_by_time and is shared (top_cache_seconds).
 _TOP_PERIOD = f"""
 SELECT l.subject_uri AS uri, count(*) AS n FROM likes l
 WHERE l.sort_at >= now() - $1::interval AND {not_hidden("l.did")}

@@ -2,12 +2,20 @@
 
 Plays are events (the `plays` table). A play counts once per listener and track within the
 dedupe window: one conditional upsert on `play_dedupe` decides, atomically under concurrent
-requests, and the event row and the track's play_count change in the same transaction.
+requests, and the event row and the counters change in the same transaction.
+
+This module is the only writer of `plays`, `play_counts` (per track) and `play_totals` (all
+plays, spread over slots like the indexer's index_totals): `add_plays` is the one way in, for
+requests and for `plyr seed-demo` alike.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
+
+import asyncpg
 
 from appview.context import Call, Route, not_hidden
 from appview.errors import not_found
@@ -19,11 +27,40 @@ WHERE d.last_counted_at <= excluded.last_counted_at - make_interval(secs => $3)
 RETURNING 1
 """
 
-_BUMP = """
-INSERT INTO track_counts (subject_uri, play_count) VALUES ($1, 1)
-ON CONFLICT (subject_uri) DO UPDATE SET play_count = track_counts.play_count + 1
-RETURNING play_count
+PLAY_TOTAL_SLOTS = 16  # rows of play_totals (migrations/0014_play_counts.sql)
+
+# (track uri, artist did, listener did, duration ms or None, played at or None for now)
+Play = tuple[str, str, str, int | None, datetime | None]
+
+_ADD_PLAYS = f"""
+WITH p AS (
+  INSERT INTO plays (track_uri, artist_did, listener_did, duration_ms, played_at)
+  SELECT u.track_uri, u.artist_did, u.listener_did, u.duration_ms, coalesce(u.played_at, now())
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::timestamptz[])
+    AS u(track_uri, artist_did, listener_did, duration_ms, played_at)
+  RETURNING track_uri
+), c AS (
+  INSERT INTO play_counts AS c (track_uri, play_count)
+  SELECT track_uri, count(*) FROM p GROUP BY track_uri ORDER BY track_uri
+  ON CONFLICT (track_uri) DO UPDATE SET play_count = c.play_count + excluded.play_count
+  RETURNING c.track_uri, c.play_count
+), t AS (
+  INSERT INTO play_totals AS t (slot, plays)
+  SELECT txid_current() % {PLAY_TOTAL_SLOTS}, count(*) FROM p
+  ON CONFLICT (slot) DO UPDATE SET plays = t.plays + excluded.plays
+)
+SELECT track_uri, play_count FROM c
 """
+
+
+async def add_plays(conn: asyncpg.Connection, plays: Sequence[Play]) -> dict[str, int]:
+    """Store counted plays with their counters; returns the new play count of each track.
+    Callers decide what counts (the dedupe gate) and run this in their transaction."""
+    if not plays:
+        return {}
+    cols = [list(col) for col in zip(*plays, strict=True)]
+    rows = await conn.fetch(_ADD_PLAYS, *cols)
+    return {r["track_uri"]: int(r["play_count"]) for r in rows}
 
 
 async def record_play(call: Call) -> dict[str, Any]:
@@ -41,18 +78,11 @@ async def record_play(call: Call) -> dict[str, Any]:
             _GATE, listener, track_uri, float(call.state.settings.play_dedupe_seconds)
         )
         if counted:
-            await conn.execute(
-                "INSERT INTO plays (track_uri, artist_did, listener_did, duration_ms) "
-                "VALUES ($1, $2, $3, $4)",
-                track_uri,
-                track["did"],
-                listener,
-                duration_ms,
-            )
-            play_count = await conn.fetchval(_BUMP, track_uri)
+            counts = await add_plays(conn, [(track_uri, track["did"], listener, duration_ms, None)])
+            play_count = counts[track_uri]
         else:
             play_count = await conn.fetchval(
-                "SELECT coalesce((SELECT play_count FROM track_counts WHERE subject_uri = $1), 0)",
+                "SELECT coalesce((SELECT play_count FROM play_counts WHERE track_uri = $1), 0)",
                 track_uri,
             )
     return {"counted": bool(counted), "playCount": play_count}

@@ -9,27 +9,24 @@ from appview.context import Call, Route, not_hidden, resolve_actor, uri_did
 from appview.errors import not_found
 from appview.hydrate import iso
 
-# Totals come from track_counts (kept by the writers) plus one pass over tracks; the result is
-# shared for stats_cache_seconds, so the pass runs at most that often.
-_PLATFORM = f"""
-SELECT
-  (SELECT count(*) FROM tracks t WHERE {not_hidden("t.did")}) AS tracks,
-  (SELECT count(DISTINCT t.did) FROM tracks t WHERE {not_hidden("t.did")}) AS artists,
-  (SELECT coalesce(sum(t.duration_s), 0) FROM tracks t WHERE {not_hidden("t.did")}) AS duration,
-  (SELECT coalesce(sum(play_count), 0) FROM track_counts) AS plays,
-  (SELECT coalesce(sum(like_count), 0) FROM track_counts) AS likes,
-  (SELECT coalesce(sum(comment_count), 0) FROM track_counts) AS comments
+# Totals are counters kept with the rows by their owners: index_totals by the indexer's writer
+# (visible actors only), play_totals by appview/methods/plays.py. Each is a sum over a few slot
+# rows; the result is still shared for stats_cache_seconds.
+_PLATFORM = """
+SELECT x.tracks, x.artists, x.duration, y.plays, x.likes, x.comments
+FROM (SELECT coalesce(sum(tracks), 0) AS tracks, coalesce(sum(artists), 0) AS artists,
+             coalesce(sum(track_seconds), 0) AS duration, coalesce(sum(likes), 0) AS likes,
+             coalesce(sum(comments), 0) AS comments FROM index_totals) x,
+     (SELECT coalesce(sum(plays), 0) AS plays FROM play_totals) y
 """
 
 
 async def get_platform_stats(call: Call) -> dict[str, Any]:
     async def load() -> dict[str, Any]:
-        async with call.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SET LOCAL jit = off")  # see feed.get_top_tracks
-            row = await conn.fetchrow(_PLATFORM)
+        row = await call.pool.fetchrow(_PLATFORM)
         return {
-            "tracks": row["tracks"],
-            "artists": row["artists"],
+            "tracks": int(row["tracks"]),
+            "artists": int(row["artists"]),
             "plays": int(row["plays"]),
             "likes": int(row["likes"]),
             "comments": int(row["comments"]),
@@ -59,7 +56,7 @@ async def get_track_plays(call: Call) -> dict[str, Any]:
     uri = call.params["uri"]
     row = await call.pool.fetchrow(
         f"SELECT coalesce(c.play_count, 0) AS total FROM tracks t "
-        f"LEFT JOIN track_counts c ON c.subject_uri = t.uri WHERE t.uri = $1 AND {not_hidden('$2')}",
+        f"LEFT JOIN play_counts c ON c.track_uri = t.uri WHERE t.uri = $1 AND {not_hidden('$2')}",
         uri,
         uri_did(uri),
     )
@@ -72,7 +69,7 @@ async def get_artist_plays(call: Call) -> dict[str, Any]:
     did = await resolve_actor(call.pool, call.params["actor"], must_exist=True)
     total = await call.pool.fetchval(
         "SELECT coalesce(sum(c.play_count), 0) FROM tracks t "
-        "JOIN track_counts c ON c.subject_uri = t.uri WHERE t.did = $1",
+        "JOIN play_counts c ON c.track_uri = t.uri WHERE t.did = $1",
         did,
     )
     return {"did": did, "total": int(total), "buckets": await _buckets(call, "artist_did", did)}

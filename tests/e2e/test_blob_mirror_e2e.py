@@ -2,10 +2,11 @@
 
 A short WAV made by ffmpeg is uploaded to the PDS (`uploadBlob`) and referenced as `audioBlob`
 by an fm.plyr.track record. The real `plyr index` (signature checks on, identities from the
-harness's PLC) indexes it from the PDS firehose and queues the mirror job in the same
-transaction; a real media worker resolves the artist's DID, fetches the blob with
-`com.atproto.sync.getBlob`, checks it against its CID, stores it and makes the MP3 rendition (WAV
-is lossless); tracks.audio_url then points at our copy, whose bytes are the blob's.
+harness's PLC) indexes it from the PDS firehose and requests the mirror (mirror_outbox) in the
+same transaction; media turns the request into a mirror job, and a real media worker resolves
+the artist's DID, fetches the blob with `com.atproto.sync.getBlob`, checks it against its CID,
+stores it and makes the MP3 rendition (WAV is lossless); the track then plays from our copy,
+whose bytes are the blob's.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import pytest
 
 from media.ffmpeg import ffmpeg_exe
 from media.ingest import stream_key
+from media.mirror_requests import take_all_requests
 from protocol.identity import IdentityResolver
 from tests.integration.media.conftest import media_settings, start_media_server
+from tests.support.mirrors import played_url
 
 from .pds_client import PdsClient
 from .pds_network import PdsNetwork
@@ -63,27 +66,32 @@ async def test_blob_track_from_the_pds_plays_from_our_copy(
 
     await indexer.start("--cursor", "0")
 
-    async def queued() -> asyncpg.Record | None:
+    async def requested() -> asyncpg.Record | None:
         return await pool.fetchrow(
-            "SELECT id, status, payload FROM media_jobs WHERE kind = 'mirror' AND payload->>'track_uri' = $1",
-            uri,
+            "SELECT track_uri, did, blob_cid, mime_type FROM mirror_outbox WHERE track_uri = $1", uri
         )
 
-    job = await eventually(queued, f"the mirror job of {uri}\n{indexer.tail()}", 90)
-    assert job["payload"] == {"track_uri": uri, "did": artist.did, "blob_cid": cid, "mime_type": "audio/wav"}
+    request = await eventually(requested, f"the mirror request of {uri}\n{indexer.tail()}", 90)
+    assert dict(request) == {"track_uri": uri, "did": artist.did, "blob_cid": cid, "mime_type": "audio/wav"}
     assert await pool.fetchval("SELECT audio_blob_cid FROM tracks WHERE uri = $1", uri) == cid
-    assert await pool.fetchval("SELECT audio_url FROM tracks WHERE uri = $1", uri) is None
+    assert await played_url(pool, uri) is None
     await indexer.stop()
 
     runner, media, events = await start_media_server(pool, database_url, media_settings(tmp_path / "media"))
     resolver = IdentityResolver(pds_network.plc_url)
     try:
+        assert await take_all_requests(pool) == 1  # media takes the request: one mirror job
+        job = await pool.fetchrow(
+            "SELECT id, status, payload FROM media_jobs WHERE kind = 'mirror' AND payload->>'track_uri' = $1",
+            uri,
+        )
+        assert job["payload"] == {"track_uri": uri, "did": artist.did, "blob_cid": cid, "mime_type": "audio/wav"}
         assert await media.run_jobs(media.worker(resolver=resolver)) == 1
         finished = await media.job(job["id"])
         assert finished.status == "done", finished.error
         sha = hashlib.sha256(data).hexdigest()
         ours = media.ctx.storage.url(stream_key(sha))  # the MP3 rendition of the lossless blob
-        assert await pool.fetchval("SELECT audio_url FROM tracks WHERE uri = $1", uri) == ours
+        assert await played_url(pool, uri) == ours
         async with media.session.get(ours) as resp:
             assert resp.status == 200 and (await resp.read())[:3] == b"ID3"
         obj = await pool.fetchrow("SELECT url, format, blob_cid FROM media_objects WHERE sha256 = $1", sha)

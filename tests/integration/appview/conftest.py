@@ -19,12 +19,13 @@ from appview.app import build_app
 from appview.auth import SERVICE_FRAGMENT
 from appview.settings import AppviewSettings
 from indexer.records import RecordOp
-from indexer.writer import AccountChange, apply_account, index_records, update_handle
+from indexer.writer import AccountChange, apply_account, update_handle
 from protocol.cid import cid_for_cbor, cid_to_str
 from protocol.crypto import PrivateKey
 from protocol.identity import IdentityResolver
 from protocol.service_auth import create_service_jwt
 from protocol.syntax import TidClock
+from tests.support.indexing import index_records
 
 SERVICE_DID = "did:web:appview.test"
 PUBLIC_URL = "http://appview.test"

@@ -34,7 +34,8 @@ async def test_plays_dedupe_per_listener_and_count_in_the_same_transaction(
     # many concurrent repeats by another listener still count once
     results = await asyncio.gather(*(post(client, PLAY, {"track": uri}, other.auth(PLAY)) for _ in range(8)))
     assert sum(r["counted"] for r in results) == 1
-    assert await pool.fetchval("SELECT play_count FROM track_counts WHERE subject_uri = $1", uri) == 2
+    assert await pool.fetchval("SELECT play_count FROM play_counts WHERE track_uri = $1", uri) == 2
+    assert await pool.fetchval("SELECT sum(plays) FROM play_totals") == 2
     assert await pool.fetchval("SELECT count(*) FROM plays WHERE track_uri = $1", uri) == 2
     assert await pool.fetchval("SELECT artist_did FROM plays LIMIT 1") == ann.did
 

@@ -8,9 +8,10 @@ from typing import Any
 
 from indexer.handles import MAX_FAILURES, HandleChecker, request_checks
 from indexer.records import RecordOp
-from indexer.writer import AccountChange, apply_account, index_records
+from indexer.writer import AccountChange, apply_account
 from tests.integration.indexer.test_indexer_consumer import replay
 from tests.support.frames import identity_frame, track_record
+from tests.support.indexing import index_records
 
 ALICE = "did:plc:alice234567abcdefghijklm"
 BOB = "did:plc:bob234567abcdefghijklmno"

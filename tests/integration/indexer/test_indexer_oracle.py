@@ -5,7 +5,7 @@ collection across a few DIDs, with real TID revs, some invalid records) and acco
 (deactivate, takedown, reactivate, delete), then delivers it the way a firehose, a replay or a
 backfill may: out of order, with duplicates and replays of old commits, cut into random batch
 boundaries. The same delivery goes through `apply_batch` / `apply_account` and through
-`Oracle`, a plain in-memory simulation of the rules the index promises (docs in writer.py):
+`Oracle`, a plain in-memory simulation of the rules the index promises (docs in indexer/writer/):
 
 - a write applies only when its rev is newer than everything stored for that URI (row or
   tombstone); a delete leaves a tombstone at its rev;
@@ -41,6 +41,7 @@ from indexer.writer import (
     apply_batch,
     default_lexicons,
     dump_records,
+    recount,
 )
 from protocol.cid import cid_for_cbor, cid_to_str
 from protocol.data_model import json_to_dag_cbor
@@ -321,8 +322,23 @@ class Oracle:
 async def reset(pool: asyncpg.Pool) -> None:
     await pool.execute(
         "TRUNCATE actors, tracks, likes, comments, lists, list_items, profiles, track_counts, "
-        "tombstones, cursors, dead_letters RESTART IDENTITY CASCADE"
+        "actor_counts, index_totals, mirror_outbox, tombstones, cursors, dead_letters "
+        "RESTART IDENTITY CASCADE"
     )
+
+
+async def counter_state(pool: asyncpg.Pool) -> tuple[dict[str, tuple[int, ...]], tuple[int, ...]]:
+    """actor_counts without all-zero rows, and the sum of the index_totals slots."""
+    actors = {
+        r["did"]: tuple(int(v) for v in list(r.values())[1:])
+        for r in await pool.fetch(
+            "SELECT did, track_count, list_count, like_count, comment_count, track_seconds "
+            "FROM actor_counts")
+    }
+    totals = await pool.fetchrow(
+        "SELECT coalesce(sum(tracks), 0), coalesce(sum(artists), 0), coalesce(sum(track_seconds), 0), "
+        "coalesce(sum(likes), 0), coalesce(sum(comments), 0) FROM index_totals")
+    return {d: c for d, c in actors.items() if any(c)}, tuple(int(v) for v in totals.values())
 
 
 async def run_writer(pool: asyncpg.Pool, scenario: Scenario) -> int:
@@ -454,14 +470,20 @@ async def compare(pool: asyncpg.Pool, oracle: Oracle, last_seq: int) -> None:
     }
     stored_nonzero = {s: c for s, c in stored.items() if c != (0, 0)}
     assert stored_nonzero == oracle.counts()
-    recount = await pool.fetch(
+    from_rows = await pool.fetch(
         """SELECT subject_uri, sum(l)::int AS l, sum(c)::int AS c FROM (
              SELECT subject_uri, 1 AS l, 0 AS c FROM likes JOIN actors USING (did) WHERE visible
              UNION ALL SELECT subject_uri, 0, 1 FROM comments JOIN actors USING (did) WHERE visible) x
            GROUP BY subject_uri"""
     )
-    assert {r["subject_uri"]: (r["l"], r["c"]) for r in recount} == stored_nonzero
+    assert {r["subject_uri"]: (r["l"], r["c"]) for r in from_rows} == stored_nonzero
     assert all(c[0] >= 0 and c[1] >= 0 for c in stored.values()), "a count went negative"
+
+    # The other counters (per actor, platform totals): a rebuild from the rows changes nothing.
+    kept = await counter_state(pool)
+    async with pool.acquire() as conn:
+        await recount(conn)
+    assert await counter_state(pool) == kept
 
     assert await pool.fetchval("SELECT count(*) FROM dead_letters") == oracle.dead_letters
     if last_seq:

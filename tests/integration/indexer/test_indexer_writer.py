@@ -17,6 +17,7 @@ from indexer.writer import (
     apply_account,
     apply_batch,
     default_lexicons,
+    winners,
 )
 from protocol.syntax import tid_from_micros
 from tests.support.frames import (
@@ -225,7 +226,7 @@ async def test_cursor_in_same_transaction_as_rows(pool: asyncpg.Pool, monkeypatc
     async def crash(*_a: object, **_k: object) -> None:
         raise RuntimeError("crash between rows and cursor")
 
-    monkeypatch.setattr(writer, "_write_counts", crash)
+    monkeypatch.setattr(winners, "write_counts", crash)
     with pytest.raises(RuntimeError):
         await apply(
             pool,

@@ -29,10 +29,11 @@ from hypothesis import strategies as st
 from core import db
 from core.settings import CoreSettings
 from indexer.records import INDEXED_COLLECTIONS, RecordOp
-from indexer.writer import dump_records, index_records
+from indexer.writer import dump_records
 from protocol.cid import cid_for_cbor, cid_to_str
 from protocol.data_model import json_to_dag_cbor
 from protocol.syntax import tid_from_micros
+from tests.support.indexing import index_records
 from tests.support.lexicon_strategies import Broken, LexiconStrategies, Target, json_round_trip
 
 # Records at their size limits make hypothesis warn about long reprs; that size is the point.

@@ -31,6 +31,7 @@ from protocol.cid import cid_for_raw, cid_to_str
 from protocol.crypto import PrivateKey
 from protocol.identity import IdentityResolver
 from protocol.service_auth import create_service_jwt
+from tests.support.mirrors import played_url
 
 MEDIA_DID = "did:web:media.plyr.test"
 
@@ -127,14 +128,14 @@ async def test_mirror_fetches_checks_stores_transcodes_and_points_the_track(
     data = samples["tone.wav"].read_bytes()
     cid = pds.add_blob(data)
     uri = await _track(pool, pds.did, "3kaaa", cid)
-    async with pool.acquire() as conn, conn.transaction():  # as the indexer calls it
+    async with pool.acquire() as conn, conn.transaction():  # as media/mirror_requests.py calls it
         job_id = await jobs.enqueue_blob_mirror(conn, track_uri=uri, did=pds.did, blob_cid=cid, mime_type="audio/wav")
     assert await media_server.run_jobs(media_server.worker(resolver=resolver)) == 1
     job = await media_server.job(job_id)
     assert job.status == "done", job.error
     sha = hashlib.sha256(data).hexdigest()
     assert job.result and job.result["sha256"] == sha and job.result["trackUpdated"]
-    audio_url = await pool.fetchval("SELECT audio_url FROM tracks WHERE uri = $1", uri)
+    audio_url = await played_url(pool, uri)
     assert audio_url == media_server.ctx.storage.url(stream_key(sha))
     async with media_server.session.get(audio_url) as resp:
         assert resp.status == 200 and (await resp.read())[:3] == b"ID3"
@@ -148,7 +149,7 @@ async def test_mirror_fetches_checks_stores_transcodes_and_points_the_track(
     await media_server.run_jobs(media_server.worker(resolver=resolver))
     assert (await media_server.job(job2)).status == "done"
     assert len(pds.requests) == 1
-    assert await pool.fetchval("SELECT audio_url FROM tracks WHERE uri = $1", uri2) == audio_url
+    assert await played_url(pool, uri2) == audio_url
 
 
 async def test_mp3_blob_plays_from_our_copy_without_transcoding(
@@ -177,7 +178,7 @@ async def test_blob_whose_bytes_do_not_match_its_cid(
     job = await media_server.job(job_id)
     assert job.status == "failed" and "do not match its CID" in (job.error or "")
     assert job.attempts == 1
-    assert await pool.fetchval("SELECT audio_url FROM tracks WHERE uri = $1", uri) is None
+    assert await played_url(pool, uri) is None
     assert await pool.fetchval("SELECT count(*) FROM media_objects") == 0
     assert leftover_temp_files(media_server.settings) == []
     assert not media_server.settings.media_dir.exists() or partial_objects(media_server.settings.media_dir) == []

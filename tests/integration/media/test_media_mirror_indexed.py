@@ -1,7 +1,8 @@
 """The indexer queues the PDS blob mirror: a track record with an `audioBlob` written through the
-real writer (`apply_batch`, real Postgres) gets a `mirror` job in the same transaction; replays
-do not queue more; the real media worker then fetches the blob from a local PDS stand-in
-(aiohttp, with its did:web document), and tracks.audio_url points at our copy.
+real writer (`apply_batch`, real Postgres) gets a mirror request in the same transaction, which
+media turns into one `mirror` job; replays do not queue more; the real media worker then fetches
+the blob from a local PDS stand-in (aiohttp, with its did:web document), and the track plays
+from our copy.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from indexer.writer import AccountChange, apply_account, apply_batch, default_le
 from integration.media.conftest import MediaServer
 from integration.media.test_media_mirror import FakePds, pds, resolver  # noqa: F401 - fixtures
 from media.ingest import stream_key
+from media.mirror_requests import take_all_requests
 from protocol.identity import IdentityResolver
+from tests.support.mirrors import played_url
 from tests.support.rkeys import tid_key
 
 TRACK = "fm.plyr.track"
@@ -41,8 +44,18 @@ def op(did: str, rkey: str, rev: str, record: dict[str, Any] | None, action: str
 
 
 async def write(pool: asyncpg.Pool, *ops: RecordOp) -> Any:
+    """Index `ops`, then let media take the mirror requests (as its NOTIFY listener would)."""
     async with pool.acquire() as conn:
-        return await apply_batch(conn, list(ops), lexicons=default_lexicons(), source="test")
+        result = await apply_batch(conn, list(ops), lexicons=default_lexicons(), source="test")
+    await take_all_requests(pool)
+    return result
+
+
+async def set_account(pool: asyncpg.Pool, change: AccountChange) -> str:
+    async with pool.acquire() as conn:
+        outcome = await apply_account(conn, change)
+    await take_all_requests(pool)
+    return outcome
 
 
 async def mirror_jobs(pool: asyncpg.Pool, uri: str) -> list[asyncpg.Record]:
@@ -83,7 +96,7 @@ async def test_indexed_blob_track_is_mirrored_once(
     assert [j["status"] for j in jobs] == ["done"]
     sha = hashlib.sha256(data).hexdigest()
     ours = media_server.ctx.storage.url(stream_key(sha))
-    assert await pool.fetchval("SELECT audio_url FROM tracks WHERE uri = $1", uri) == ours
+    assert await played_url(pool, uri) == ours
     async with media_server.session.get(ours) as resp:
         assert resp.status == 200 and (await resp.read())[:3] == b"ID3"
     master = await pool.fetchval("SELECT url FROM media_objects WHERE sha256 = $1", sha)
@@ -94,8 +107,8 @@ async def test_indexed_blob_track_is_mirrored_once(
     # stays, no new job. A new blob: a new job, and the track no longer plays the old copy.
     newer = await write(pool, op(pds.did, "3kblobtrack1", "3kaaaaaaaac2", blob_track("Renamed", cid, len(data)), "update"))
     assert newer.applied == 1
-    row = await pool.fetchrow("SELECT title, audio_url FROM tracks WHERE uri = $1", uri)
-    assert (row["title"], row["audio_url"]) == ("Renamed", ours)
+    assert await pool.fetchval("SELECT title FROM tracks WHERE uri = $1", uri) == "Renamed"
+    assert await played_url(pool, uri) == ours
     assert len(await mirror_jobs(pool, uri)) == 1
     assert await media_server.run_jobs(media_server.worker(resolver=resolver)) == 0
 
@@ -104,9 +117,9 @@ async def test_indexed_blob_track_is_mirrored_once(
     await write(pool, op(pds.did, "3kblobtrack1", "3kaaaaaaaad2", blob_track("New audio", cid2, len(other), "audio/mpeg"), "update"))
     jobs = await mirror_jobs(pool, uri)
     assert [(j["status"], j["payload"]["blob_cid"]) for j in jobs] == [("done", cid), ("queued", cid2)]
-    assert await pool.fetchval("SELECT audio_url FROM tracks WHERE uri = $1", uri) is None
+    assert await played_url(pool, uri) is None
     assert await media_server.run_jobs(media_server.worker(resolver=resolver)) == 1
-    url2 = await pool.fetchval("SELECT audio_url FROM tracks WHERE uri = $1", uri)
+    url2 = await played_url(pool, uri)
     assert url2 is not None and url2 != ours
     async with media_server.session.get(url2) as resp:
         assert await resp.read() == other  # an MP3 plays as uploaded
@@ -119,22 +132,19 @@ async def test_hidden_actor_is_mirrored_when_shown_again(
     data = samples["tone.mp3"].read_bytes()
     cid = pds.add_blob(data)
     uri = f"at://{pds.did}/{TRACK}/{tid_key('3kblobtrack2')}"
-    async with pool.acquire() as conn:
-        await apply_account(conn, AccountChange(pds.did, False, "deactivated"))
+    await set_account(pool, AccountChange(pds.did, False, "deactivated"))
     result = await write(pool, op(pds.did, "3kblobtrack2", "3kaaaaaaaab2", blob_track("Hidden", cid, len(data), "audio/mpeg")))
     assert result.applied == 1
     assert await mirror_jobs(pool, uri) == []  # its PDS would not serve the blob now
 
-    async with pool.acquire() as conn:
-        assert await apply_account(conn, AccountChange(pds.did, True)) == "shown"
+    assert await set_account(pool, AccountChange(pds.did, True)) == "shown"
     jobs = await mirror_jobs(pool, uri)
     assert [(j["status"], j["payload"]["mime_type"]) for j in jobs] == [("queued", "audio/mpeg")]
     assert await media_server.run_jobs(media_server.worker(resolver=resolver)) == 1
-    url = await pool.fetchval("SELECT audio_url FROM tracks WHERE uri = $1", uri)
+    url = await played_url(pool, uri)
     async with media_server.session.get(url) as resp:
         assert await resp.read() == data
     # Hidden and shown again once it is mirrored: nothing to queue.
-    async with pool.acquire() as conn:
-        await apply_account(conn, AccountChange(pds.did, False, "deactivated"))
-        await apply_account(conn, AccountChange(pds.did, True))
+    await set_account(pool, AccountChange(pds.did, False, "deactivated"))
+    await set_account(pool, AccountChange(pds.did, True))
     assert len(await mirror_jobs(pool, uri)) == 1

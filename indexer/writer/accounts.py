@@ -1,0 +1,109 @@
+"""Account status and handles: `#account` events hide, show or delete an actor's rows, with
+their counters and mirror requests, in one transaction with the cursor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from indexer import crashpoints
+from indexer.crashpoints import ARMED as _CRASH_ARMED
+from indexer.writer.counts import forget_actor, move_actor
+from indexer.writer.cursor import CursorUpdate, write_cursor
+from indexer.writer.locks import lock_dids
+from indexer.writer.outbox import request_actor_mirrors
+from indexer.writer.statements import TABLE
+
+
+@dataclass(slots=True)
+class AccountChange:
+    did: str
+    active: bool
+    status: str | None = None
+    seq: int | None = None
+
+
+async def apply_account(
+    conn: asyncpg.Connection, change: AccountChange, *, cursor: CursorUpdate | None = None
+) -> str:
+    """Apply an `#account` event to an actor we index; returns what happened (for logs).
+
+    inactive -> hidden (rows kept, counts without them); active -> shown again (counts back);
+    status `deleted` -> the actor's rows removed, tombstoned at their rev, counts adjusted.
+    An inactive status of a DID with no actors row yet is stored (a hidden actor row): records
+    that arrive later (a backfill racing the stream, a late delivery) must stay hidden too.
+    An active event for an unknown DID changes nothing.
+    """
+    async with conn.transaction():
+        await lock_dids(conn, [change.did])
+        row = await conn.fetchrow(
+            "SELECT status, visible, repo_rev FROM actors WHERE did = $1", change.did
+        )
+        outcome = "unknown actor"
+        if row is None and not change.active:
+            await conn.execute(
+                """INSERT INTO actors (did, status, visible) VALUES ($1, $2, false)
+                   ON CONFLICT (did) DO NOTHING""",
+                change.did,
+                change.status or "deactivated",
+            )
+            outcome = "remembered"
+        elif row is not None:
+            was_visible = row["visible"]
+            if change.active:
+                outcome = "shown"
+                if not was_visible:
+                    await move_actor(conn, change.did, +1)
+                    await request_actor_mirrors(conn, change.did)
+                await conn.execute(
+                    "UPDATE actors SET status = 'active', visible = true, updated_at = now() WHERE did = $1",
+                    change.did,
+                )
+            else:
+                status = change.status or "deactivated"
+                if was_visible:
+                    await move_actor(conn, change.did, -1)
+                if status == "deleted":
+                    await _delete_actor_rows(conn, change.did, row["repo_rev"])
+                    await forget_actor(conn, change.did)
+                    outcome = "deleted"
+                else:
+                    outcome = "hidden"
+                await conn.execute(
+                    "UPDATE actors SET status = $2, visible = false, updated_at = now() WHERE did = $1",
+                    change.did,
+                    status,
+                )
+        if cursor is not None:
+            await write_cursor(conn, cursor)
+        if _CRASH_ARMED:
+            crashpoints.hit("account_before_commit")
+    return outcome
+
+
+async def _delete_actor_rows(conn: asyncpg.Connection, did: str, repo_rev: str | None) -> None:
+    # Tombstone every record at max(its rev, the repo's newest rev): replays stay dead.
+    for collection, table in TABLE.items():
+        await conn.execute(
+            f"""WITH gone AS (DELETE FROM {table} WHERE did = $1 RETURNING uri, rev)
+                INSERT INTO tombstones (uri, did, collection, rev)
+                SELECT uri, $1, $2,
+                       CASE WHEN $3::text IS NOT NULL AND $3::text COLLATE "C" > rev
+                            THEN $3::text ELSE rev END
+                FROM gone
+                ON CONFLICT (uri) DO UPDATE SET rev = excluded.rev, deleted_at = now()
+                WHERE tombstones.rev < excluded.rev""",
+            did,
+            collection,
+            repo_rev,
+        )
+
+
+async def update_handle(conn: asyncpg.Connection | asyncpg.Pool, did: str, handle: str | None) -> None:
+    """Store the bidirectionally verified handle (or NULL) of an indexed actor."""
+    await conn.execute(
+        "UPDATE actors SET handle = $2, updated_at = now() WHERE did = $1 AND handle IS DISTINCT FROM $2",
+        did,
+        handle,
+    )

@@ -1,0 +1,49 @@
+"""The stream's cursor rows: where each source stands, written in the batch's transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+
+@dataclass(slots=True)
+class CursorUpdate:
+    """Where a stream stands after this batch. `expected` fences a consumer that lost its lock:
+    when given, the stored seq must still equal it (or be absent), else CursorConflict."""
+
+    source: str
+    seq: int
+    event_time: datetime | None = None
+    expected: int | None = None
+
+
+class CursorConflict(Exception):
+    """The stored cursor moved under us: another consumer owns the stream now."""
+
+
+async def write_cursor(conn: asyncpg.Connection, cursor: CursorUpdate) -> None:
+    """Upsert the cursor row; with `expected`, refuse to move a cursor someone else moved."""
+    if cursor.expected is None:
+        await conn.execute(
+            """INSERT INTO cursors (source, seq, event_time) VALUES ($1, $2, $3)
+               ON CONFLICT (source) DO UPDATE SET seq = excluded.seq,
+                 event_time = excluded.event_time, updated_at = now()""",
+            cursor.source,
+            cursor.seq,
+            cursor.event_time,
+        )
+        return
+    stored = await conn.fetchval(
+        "SELECT seq FROM cursors WHERE source = $1 FOR UPDATE", cursor.source
+    )
+    if stored is not None and stored != cursor.expected:
+        raise CursorConflict(
+            f"cursor {cursor.source} is at {stored}, expected {cursor.expected}: another consumer owns it"
+        )
+    await write_cursor(conn, CursorUpdate(cursor.source, cursor.seq, cursor.event_time))
+
+
+async def read_cursor(conn: asyncpg.Connection | asyncpg.Pool, source: str) -> int | None:
+    return await conn.fetchval("SELECT seq FROM cursors WHERE source = $1", source)

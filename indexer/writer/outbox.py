@@ -1,0 +1,57 @@
+"""Mirror requests: the indexer asks media to copy a track's PDS audio blob, through an outbox.
+
+A track version applied with an `audioBlob`, by a visible actor, writes a row to `mirror_outbox`
+in the batch's transaction (so a request exists exactly when the row does) and NOTIFYs
+MIRROR_OUTBOX_CHANNEL, delivered at commit. Media (media/mirror_requests.py) consumes the rows:
+it deletes what it takes and turns each request into at most one live `mirror` job, skipping
+blobs it has mirrored for that track already, so a request may be made more than once at no cost.
+
+Tracks of hidden actors (deactivated, taken down) are not requested - their PDS does not serve
+their blobs - until `apply_account` shows the actor again, which requests all its tracks'
+blobs (media skips the ones it holds). Ops the rev rules ignore (replays) request nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+
+# media/mirror_requests.py listens on the same name.
+MIRROR_OUTBOX_CHANNEL = "plyr_mirror_outbox"
+
+# (track uri, did, blob cid, mime type)
+MirrorRequest = tuple[str, str, str, str]
+
+_INSERT = """
+INSERT INTO mirror_outbox (track_uri, did, blob_cid, mime_type)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+"""
+
+
+def blob_mime(record: Mapping[str, Any] | None) -> str:
+    blob = (record or {}).get("audioBlob")
+    mime = blob.get("mimeType") if isinstance(blob, dict) else None
+    return mime if isinstance(mime, str) and mime else "application/octet-stream"
+
+
+async def request_mirrors(conn: asyncpg.Connection, requests: list[MirrorRequest]) -> None:
+    """Queue `requests` in the caller's transaction, and wake media at commit."""
+    if not requests:
+        return
+    await conn.execute(_INSERT, *(list(col) for col in zip(*requests, strict=True)))
+    await conn.execute("SELECT pg_notify($1, '')", MIRROR_OUTBOX_CHANNEL)
+
+
+async def request_actor_mirrors(conn: asyncpg.Connection, did: str) -> None:
+    """Requests for every track of `did` that carries a blob (the actor is visible again)."""
+    rows = await conn.fetch(
+        """SELECT uri, audio_blob_cid, record->'audioBlob'->>'mimeType' AS mime FROM tracks
+           WHERE did = $1 AND audio_blob_cid IS NOT NULL""",
+        did,
+    )
+    await request_mirrors(
+        conn,
+        [(r["uri"], did, r["audio_blob_cid"], r["mime"] or "application/octet-stream") for r in rows],
+    )

@@ -1,0 +1,217 @@
+"""The newest op of each record URI against what is stored: rows, tombstones, counters and
+mirror requests, each written with one set-based statement per batch.
+
+The rev rules: an op whose rev is not newer than the stored row's or tombstone's rev changes
+nothing (a version hidden as invalid may return: `_comes_back`); a delete or a hiding leaves a
+tombstone. Records of deleted actors are not written; hidden actors' rows are written but do not
+count in `track_counts` or the totals, and their tracks are not mirrored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from indexer import crashpoints
+from indexer.crashpoints import ARMED as _CRASH_ARMED
+from indexer.records import COMMENT, INDEXED_COLLECTIONS, LIKE, LIST, PROFILE, TRACK, RecordOp
+from indexer.writer.counts import CountDeltas, write_counts
+from indexer.writer.outbox import MirrorRequest, blob_mime, request_mirrors
+from indexer.writer.statements import (
+    INSERT_LIST_ITEMS,
+    STATE_KIND,
+    STATE_SQL,
+    TABLE,
+    UPSERT_COMMENTS,
+    UPSERT_LIKES,
+    UPSERT_LISTS,
+    UPSERT_PROFILES,
+    UPSERT_TOMBSTONES,
+    UPSERT_TRACKS,
+)
+
+# uri -> (the op that wins, the rows its record makes or None)
+Winners = dict[str, tuple[RecordOp, Any]]
+
+# Positions in a tracks row (indexer/records.track_row).
+_TRACK_BLOB_CID = 11
+_TRACK_SECONDS = 13
+# Position of the subject in a likes or comments row.
+_SUBJECT = 5
+
+
+@dataclass(slots=True)
+class BatchResult:
+    applied: int = 0  # rows created, updated or deleted
+    stale: int = 0  # ignored by the rev rules (or the actor is deleted)
+    invalid: int = 0  # dead-lettered ops
+    hidden: int = 0  # records whose newest version is invalid: removed from the index, like deletes
+    skipped: int = 0  # fm.plyr.* collections this index does not store
+    new_dids: list[str] = field(default_factory=list)  # actors rows created by this batch
+    dead_letters: int = 0  # dead_letters rows written (ops and frames)
+
+
+@dataclass(slots=True)
+class _Stored:
+    """What is stored for the URIs of a batch (one round trip, STATE_SQL)."""
+
+    actors: dict[str, tuple[str, bool]] = field(default_factory=dict)  # did -> (status, visible)
+    tomb_rev: dict[str, str] = field(default_factory=dict)
+    tomb_hidden: dict[str, str] = field(default_factory=dict)  # uri -> cid of the refused version
+    rows: dict[str, tuple[str, str | None, int]] = field(default_factory=dict)  # rev, subject, s
+
+
+async def _read_stored(conn: asyncpg.Connection, winners: Winners, actor_dids: set[str]) -> _Stored:
+    by_kind: list[list[str]] = [[] for _ in range(6)]
+    for uri, (op, _rows) in winners.items():
+        by_kind[0].append(uri)
+        by_kind[STATE_KIND[op.collection]].append(uri)
+    stored = _Stored()
+    for r in await conn.fetch(STATE_SQL, *by_kind, list(actor_dids)):
+        k = r["k"]
+        if k == -1:
+            stored.actors[r["uri"]] = (r["rev"], r["subject"] == "true")
+        elif k == 0:
+            stored.tomb_rev[r["uri"]] = r["rev"]
+            if r["subject"] is not None:
+                stored.tomb_hidden[r["uri"]] = r["subject"]
+        else:
+            seconds = r["seconds"]
+            stored.rows[r["uri"]] = (r["rev"], r["subject"], int(seconds or 0))
+    return stored
+
+
+async def apply_winners(
+    conn: asyncpg.Connection, winners: Winners, actor_dids: set[str], result: BatchResult
+) -> dict[str, str]:
+    """Rows, tombstones, counters and mirror requests for the newest op of each URI; returns
+    the newest rev applied per DID."""
+    if not winners:
+        return {}
+    stored = await _read_stored(conn, winners, actor_dids)
+    upserts: dict[str, list[Any]] = {c: [] for c in INDEXED_COLLECTIONS}
+    deletes: dict[str, list[str]] = {c: [] for c in INDEXED_COLLECTIONS}
+    tombstones: list[tuple[str, str, str, str, str | None]] = []
+    counts = CountDeltas()
+    newest_rev: dict[str, str] = {}
+    mirrors: list[MirrorRequest] = []
+    for uri, (op, rows) in winners.items():
+        status, visible = stored.actors.get(op.did, ("active", True))
+        if status == "deleted":
+            result.stale += 1
+            continue
+        row = stored.rows.get(uri)
+        floor = max(row[0] if row else "", stored.tomb_rev.get(uri, ""))
+        if op.rev <= floor and not _comes_back(op, row, stored.tomb_hidden):
+            result.stale += 1
+            continue
+        if op.action == "hide":
+            result.hidden += 1
+        else:
+            result.applied += 1
+        if newest_rev.get(op.did, "") < op.rev:
+            newest_rev[op.did] = op.rev
+        if op.action in ("delete", "hide"):
+            if row is not None:
+                deletes[op.collection].append(uri)
+                _count(counts, op, visible, row, None)
+            hidden_cid = op.cid if op.action == "hide" else None
+            tombstones.append((uri, op.did, op.collection, op.rev, hidden_cid))
+            continue
+        upserts[op.collection].append(rows)
+        _count(counts, op, visible, row, rows)
+        if op.collection == TRACK and rows[_TRACK_BLOB_CID] is not None and visible:
+            # Media skips blobs it holds for this track already (writer/outbox.py).
+            mirrors.append((uri, op.did, rows[_TRACK_BLOB_CID], blob_mime(op.record)))
+
+    for collection, uris in deletes.items():
+        if uris:
+            await conn.execute(f"DELETE FROM {TABLE[collection]} WHERE uri = ANY($1::text[])", uris)
+    if tombstones:
+        await conn.execute(UPSERT_TOMBSTONES, *columns(tombstones))
+    await _write_upserts(conn, upserts)
+    if _CRASH_ARMED:
+        crashpoints.hit("rows_written_before_commit")
+    await write_counts(conn, counts)
+    await request_mirrors(conn, mirrors)
+    return newest_rev
+
+
+def _count(
+    counts: CountDeltas,
+    op: RecordOp,
+    visible: bool,
+    old: tuple[str, str | None, int] | None,
+    new: Any,
+) -> None:
+    """The counter changes of replacing the stored row `old` (or none) by `new` (or none)."""
+    actor = counts.actor(op.did, visible)
+    step = (new is not None) - (old is not None)
+    if op.collection == TRACK:
+        actor.tracks += step
+        actor.seconds += (int(new[_TRACK_SECONDS] or 0) if new is not None else 0) - (
+            old[2] if old is not None else 0
+        )
+    elif op.collection == LIST:
+        actor.lists += step
+    elif op.collection in (LIKE, COMMENT):
+        if op.collection == LIKE:
+            actor.likes += step
+            per_subject = counts.likes
+        else:
+            actor.comments += step
+            per_subject = counts.comments
+        old_subject = old[1] if old is not None else None
+        new_subject = new[_SUBJECT] if new is not None else None
+        if visible and old_subject != new_subject:
+            if old_subject is not None:
+                counts.subject(per_subject, old_subject, -1)
+            if new_subject is not None:
+                counts.subject(per_subject, new_subject, +1)
+
+
+def _comes_back(
+    op: RecordOp,
+    stored: tuple[str, str | None, int] | None,
+    tomb_hidden: Mapping[str, str],
+) -> bool:
+    """A version hidden because our lexicons refused it, now valid (a replay after a lexicon
+    fix): the same cid is the same content, so it returns, unless a row is stored already.
+    (The hiding tombstone keeps its rev, which later backfills may have moved past op.rev:
+    the floor for older writes stays where it was.)"""
+    return (
+        op.action in ("create", "update")
+        and op.cid is not None
+        and tomb_hidden.get(op.uri) == op.cid
+        and stored is None
+    )
+
+
+def columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    return [list(col) for col in zip(*rows, strict=True)]
+
+
+async def _write_upserts(conn: asyncpg.Connection, upserts: dict[str, list[Any]]) -> None:
+    if upserts[TRACK]:
+        await conn.execute(UPSERT_TRACKS, *columns(upserts[TRACK]))
+    if upserts[LIKE]:
+        await conn.execute(UPSERT_LIKES, *columns(upserts[LIKE]))
+    if upserts[COMMENT]:
+        await conn.execute(UPSERT_COMMENTS, *columns(upserts[COMMENT]))
+    if upserts[LIST]:
+        list_rows = [row for row, _items in upserts[LIST]]
+        await conn.execute(UPSERT_LISTS, *columns(list_rows))
+        list_uris = [row[0] for row in list_rows]
+        await conn.execute("DELETE FROM list_items WHERE list_uri = ANY($1::text[])", list_uris)
+        items = [
+            (row[0], pos, subject_uri, subject_cid)
+            for row, row_items in upserts[LIST]
+            for pos, (subject_uri, subject_cid) in enumerate(row_items)
+        ]
+        if items:
+            await conn.execute(INSERT_LIST_ITEMS, *columns(items))
+    if upserts[PROFILE]:
+        await conn.execute(UPSERT_PROFILES, *columns(upserts[PROFILE]))
