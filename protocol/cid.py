@@ -62,7 +62,7 @@ def is_dag_cbor_cid(cid: bytes) -> bool:
     return len(cid) == BLESSED_CID_LEN and cid[:4] == DAG_CBOR_PREFIX
 
 
-def _read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+def _read_varint(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, int]:
     """A CID field (multiformats varints must be minimal); CidError when it cannot be read."""
     try:
         return read_varint(buf, pos, minimal=True)
@@ -70,7 +70,7 @@ def _read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
         raise CidError(str(exc)) from None
 
 
-def cid_length(buf: bytes | memoryview, pos: int = 0) -> int:
+def cid_length(buf: bytes | bytearray | memoryview, pos: int = 0) -> int:
     """Length in bytes of the binary CID starting at ``buf[pos]`` (CIDv0 or CIDv1)."""
     if bytes(buf[pos : pos + 4]) in _BLESSED_PREFIXES:
         if len(buf) - pos < BLESSED_CID_LEN:

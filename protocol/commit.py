@@ -32,7 +32,9 @@ class _Signer(Protocol):
     def sign(self, data: bytes) -> bytes: ...
 
 
-class _Verifier(Protocol):
+class SigningKey(Protocol):
+    """A public key that checks signatures (protocol.crypto.PublicKey is one)."""
+
     def verify(self, data: bytes, sig: bytes) -> bool: ...
 
 
@@ -173,7 +175,7 @@ def unsigned_bytes_from_block(raw_block: bytes) -> bytes:
     return bytes((0xA0 | (count - 1),)) + b"".join(kept)
 
 
-def verify_commit_signature(raw_block: bytes, public_key: _Verifier) -> bool:
+def verify_commit_signature(raw_block: bytes, public_key: SigningKey) -> bool:
     """True when the commit block is well formed and signed by ``public_key``."""
     try:
         commit = parse_commit(raw_block)

@@ -38,7 +38,13 @@ from typing import Any, Literal, Protocol
 
 from protocol.car import Car, CarError, read_car
 from protocol.cid import cid_to_str, verify_block
-from protocol.commit import Commit, CommitError, parse_commit, verify_commit_signature
+from protocol.commit import (
+    Commit,
+    CommitError,
+    SigningKey,
+    parse_commit,
+    verify_commit_signature,
+)
 from protocol.errors import ProtocolError
 from protocol.mst import MissingBlock, MstError, invert_ops
 from protocol.syntax import is_valid, tid_from_micros, tid_to_micros
@@ -61,12 +67,6 @@ class VerificationError(ProtocolError):
     def __init__(self, kind: FailureKind, message: str) -> None:
         super().__init__(message)
         self.kind: FailureKind = kind
-
-
-class SigningKey(Protocol):
-    """A public key (protocol.crypto.PublicKey)."""
-
-    def verify(self, data: bytes, sig: bytes) -> bool: ...
 
 
 class SigningKeyLookup(Protocol):
