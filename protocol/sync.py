@@ -98,7 +98,7 @@ class SyncMessage:
 
 
 @dataclass(frozen=True, slots=True)
-class RecordOp:
+class VerifiedOp:
     """One verified op: for create/update, the record block hashed against ``cid``."""
 
     action: str
@@ -111,7 +111,7 @@ class RecordOp:
 @dataclass(frozen=True, slots=True)
 class VerifiedCommit:
     commit: Commit
-    ops: list[RecordOp]
+    ops: list[VerifiedOp]
 
 
 # ---------------------------------------------------------------- the calls
@@ -132,7 +132,7 @@ async def verify_commit_message(
     if message.prev_data is not None and keys is not None:
         check_inversion(commit.data, message.prev_data, message.ops, car.blocks)
     ops = message.ops if wanted is None else wanted
-    return VerifiedCommit(commit, [_record_op(op, car.blocks) for op in ops])
+    return VerifiedCommit(commit, [_verified_op(op, car.blocks) for op in ops])
 
 
 async def verify_sync_message(
@@ -284,13 +284,15 @@ async def _check_signature(raw: bytes, did: str, keys: SigningKeyLookup) -> None
     raise VerificationError("signature", f"commit signature of {did} does not verify")
 
 
-def _record_op(op: Mapping[str, Any], blocks: Mapping[bytes, bytes]) -> RecordOp:
+def _verified_op(op: Any, blocks: Mapping[bytes, bytes]) -> VerifiedOp:
+    if not isinstance(op, Mapping):
+        raise VerificationError("commit", "commit op is not a map")
     action, path = op.get("action"), op.get("path")
     if action not in ACTIONS or not isinstance(path, str) or path.count("/") != 1:
         raise VerificationError("commit", f"malformed op {action!r} {path!r}")
     collection, rkey = path.split("/")
     if action == "delete":
-        return RecordOp(action, collection, rkey, None, None)
+        return VerifiedOp(action, collection, rkey, None, None)
     cid = op.get("cid")
     if not isinstance(cid, bytes):
         raise VerificationError("commit", f"{action} of {path} without a record CID")
@@ -299,4 +301,4 @@ def _record_op(op: Mapping[str, Any], blocks: Mapping[bytes, bytes]) -> RecordOp
         raise VerificationError("car", f"record block of {path} missing from the CAR slice")
     if not verify_block(cid, block):
         raise VerificationError("car", f"record block of {path} does not match its CID")
-    return RecordOp(action, collection, rkey, cid, block)
+    return VerifiedOp(action, collection, rkey, cid, block)
