@@ -24,6 +24,7 @@ import libipld
 
 from protocol.cid import BLESSED_CID_LEN, DAG_CBOR_PREFIX, RAW_PREFIX, CidError, cid_length
 from protocol.errors import ProtocolError
+from protocol.wire import TruncatedError, WireError, encode_varint, read_varint
 
 # Largest accepted section (CID + block). atproto caps records at 1 MB and firehose CAR slices
 # at 2 MB; anything bigger in a repo export is hostile or broken.
@@ -31,6 +32,22 @@ MAX_SECTION = 4 * 1024 * 1024
 MAX_HEADER = 64 * 1024
 
 _PREFIXES = frozenset((DAG_CBOR_PREFIX, RAW_PREFIX))
+
+__all__ = [
+    "MAX_HEADER",
+    "MAX_SECTION",
+    "Car",
+    "CarError",
+    "CarFileReader",
+    "CarStream",
+    "car_header",
+    "car_section",
+    "encode_varint",
+    "iter_car",
+    "iter_car_file",
+    "read_car",
+    "write_car",
+]
 _sha256 = hashlib.sha256
 
 
@@ -47,19 +64,13 @@ class Car:
 
 
 def _varint(buf: bytes | bytearray, pos: int, end: int) -> tuple[int, int]:
-    """Decode a varint at ``pos``; return (value, next pos), or (-1, pos) if it runs past ``end``."""
-    value = 0
-    shift = 0
-    while pos < end:
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-        if shift > 56:
-            raise CarError("varint too long")
-    return -1, pos
+    """(value, next pos) of the varint at ``pos``, or (-1, pos) if it runs past ``end``."""
+    try:
+        return read_varint(buf, pos, end)
+    except TruncatedError:
+        return -1, pos
+    except WireError as exc:
+        raise CarError(str(exc)) from None
 
 
 def _parse_header(raw: bytes) -> list[bytes]:
@@ -148,16 +159,6 @@ def read_car(data: bytes, *, verify: bool = True, max_section: int = MAX_SECTION
         blocks[cid] = block
         pos = send
     return Car(roots, blocks)
-
-
-def encode_varint(n: int) -> bytes:
-    """Unsigned LEB128 varint."""
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def car_header(roots: list[bytes]) -> bytes:

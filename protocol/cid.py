@@ -23,6 +23,7 @@ import hashlib
 import libipld
 
 from protocol.errors import ProtocolError
+from protocol.wire import WireError, read_varint
 
 CODEC_DAG_CBOR = 0x71
 CODEC_RAW = 0x55
@@ -61,31 +62,15 @@ def is_dag_cbor_cid(cid: bytes) -> bool:
     return len(cid) == BLESSED_CID_LEN and cid[:4] == DAG_CBOR_PREFIX
 
 
-def read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
-    """Read an unsigned LEB128 varint at ``pos``; return (value, next position).
-
-    Raises CidError on truncation or on a varint longer than 9 bytes (values above 2^63).
-    """
-    value = 0
-    shift = 0
-    end = len(buf)
-    while True:
-        if pos >= end:
-            raise CidError("truncated varint")
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            if byte == 0 and shift:
-                # A trailing zero byte means the encoding was not minimal.
-                raise CidError("non-minimal varint")
-            return value, pos
-        shift += 7
-        if shift > 56:
-            raise CidError("varint too long")
+def _read_varint(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, int]:
+    """A CID field (multiformats varints must be minimal); CidError when it cannot be read."""
+    try:
+        return read_varint(buf, pos, minimal=True)
+    except WireError as exc:
+        raise CidError(str(exc)) from None
 
 
-def cid_length(buf: bytes | memoryview, pos: int = 0) -> int:
+def cid_length(buf: bytes | bytearray | memoryview, pos: int = 0) -> int:
     """Length in bytes of the binary CID starting at ``buf[pos]`` (CIDv0 or CIDv1)."""
     if bytes(buf[pos : pos + 4]) in _BLESSED_PREFIXES:
         if len(buf) - pos < BLESSED_CID_LEN:
@@ -96,12 +81,12 @@ def cid_length(buf: bytes | memoryview, pos: int = 0) -> int:
         if len(buf) - pos < 34:
             raise CidError("truncated CID")
         return 34
-    version, p = read_varint(buf, pos)
+    version, p = _read_varint(buf, pos)
     if version != 1:
         raise CidError(f"unsupported CID version {version}")
-    _codec, p = read_varint(buf, p)
-    _hash_code, p = read_varint(buf, p)
-    digest_len, p = read_varint(buf, p)
+    _codec, p = _read_varint(buf, p)
+    _hash_code, p = _read_varint(buf, p)
+    digest_len, p = _read_varint(buf, p)
     if len(buf) - p < digest_len:
         raise CidError("truncated CID")
     return p + digest_len - pos
@@ -119,10 +104,10 @@ def parse_cid(cid: bytes) -> tuple[int, int, int, bytes]:
         raise CidError("truncated CID") from exc
     if n != len(cid):
         raise CidError("trailing bytes after CID")
-    version, p = read_varint(cid, 0)
-    codec, p = read_varint(cid, p)
-    hash_code, p = read_varint(cid, p)
-    _digest_len, p = read_varint(cid, p)
+    version, p = _read_varint(cid, 0)
+    codec, p = _read_varint(cid, p)
+    hash_code, p = _read_varint(cid, p)
+    _digest_len, p = _read_varint(cid, p)
     return version, codec, hash_code, bytes(cid[p:])
 
 

@@ -21,6 +21,7 @@ import libipld
 from protocol.cid import is_dag_cbor_cid
 from protocol.data_model import Link, encode_dag_cbor_exact
 from protocol.errors import ProtocolError
+from protocol.wire import WireError, read_head
 
 
 class CommitError(ProtocolError, ValueError):
@@ -31,7 +32,9 @@ class _Signer(Protocol):
     def sign(self, data: bytes) -> bytes: ...
 
 
-class _Verifier(Protocol):
+class SigningKey(Protocol):
+    """A public key that checks signatures (protocol.crypto.PublicKey is one)."""
+
     def verify(self, data: bytes, sig: bytes) -> bool: ...
 
 
@@ -119,15 +122,10 @@ def sign_commit(
 
 def _arg(buf: bytes, pos: int) -> tuple[int, int, int]:
     """(major type, argument, next pos) of the CBOR head at ``pos``."""
-    ib = buf[pos]
-    major, info = ib >> 5, ib & 0x1F
-    pos += 1
-    if info < 24:
-        return major, info, pos
-    if info > 27:
-        raise CommitError("indefinite-length or reserved CBOR item in commit")
-    n = 1 << (info - 24)
-    return major, int.from_bytes(buf[pos : pos + n], "big"), pos + n
+    try:
+        return read_head(buf, pos)
+    except WireError as exc:
+        raise CommitError(f"bad CBOR head in commit: {exc}") from None
 
 
 def _item_end(buf: bytes, pos: int, depth: int = 0) -> int:
@@ -177,7 +175,7 @@ def unsigned_bytes_from_block(raw_block: bytes) -> bytes:
     return bytes((0xA0 | (count - 1),)) + b"".join(kept)
 
 
-def verify_commit_signature(raw_block: bytes, public_key: _Verifier) -> bool:
+def verify_commit_signature(raw_block: bytes, public_key: SigningKey) -> bool:
     """True when the commit block is well formed and signed by ``public_key``."""
     try:
         commit = parse_commit(raw_block)

@@ -41,6 +41,7 @@ import libipld
 
 from protocol.cid import CidError, cid_from_str, cid_length, cid_to_str, parse_cid
 from protocol.errors import ProtocolError
+from protocol.wire import WireError, encode_head, read_head
 
 
 class DataModelError(ProtocolError, ValueError):
@@ -141,21 +142,6 @@ def json_to_ipld(value: Any) -> Any:
 # ---------------------------------------------------------------- exact DAG-CBOR encoder
 
 
-def _head(major: int, arg: int) -> bytes:
-    m = major << 5
-    if arg < 24:
-        return bytes((m | arg,))
-    if arg < 0x100:
-        return bytes((m | 24, arg))
-    if arg < 0x10000:
-        return bytes((m | 25,)) + arg.to_bytes(2, "big")
-    if arg < 0x100000000:
-        return bytes((m | 26,)) + arg.to_bytes(4, "big")
-    if arg < 0x10000000000000000:
-        return bytes((m | 27,)) + arg.to_bytes(8, "big")
-    raise DataModelError("integer out of the 64-bit range")
-
-
 def _map_key(item: tuple[bytes, Any]) -> tuple[int, bytes]:
     return (len(item[0]), item[0])
 
@@ -163,7 +149,7 @@ def _map_key(item: tuple[bytes, Any]) -> tuple[int, bytes]:
 def _encode_into(value: Any, out: list[bytes]) -> None:
     if isinstance(value, str):
         data = value.encode("utf-8")
-        out.append(_head(3, len(data)))
+        out.append(encode_head(3, len(data)))
         out.append(data)
     elif value is None:
         out.append(b"\xf6")
@@ -173,17 +159,17 @@ def _encode_into(value: Any, out: list[bytes]) -> None:
         out.append(b"\xf4")
     elif isinstance(value, int):
         if value >= 0:
-            out.append(_head(0, value))
+            out.append(encode_head(0, value))
         else:
-            out.append(_head(1, -1 - value))
+            out.append(encode_head(1, -1 - value))
     elif isinstance(value, Link):
         out.append(b"\xd8\x2a")  # tag 42
-        out.append(_head(2, len(value) + 1))
+        out.append(encode_head(2, len(value) + 1))
         out.append(b"\x00")  # multibase identity prefix, required inside tag 42
         out.append(bytes(value))
     elif isinstance(value, bytes | bytearray | memoryview):
         data = bytes(value)
-        out.append(_head(2, len(data)))
+        out.append(encode_head(2, len(data)))
         out.append(data)
     elif isinstance(value, dict):
         items = []
@@ -193,13 +179,13 @@ def _encode_into(value: Any, out: list[bytes]) -> None:
             items.append((k.encode("utf-8"), v))
         # DAG-CBOR canonical order: shorter keys first, then bytewise.
         items.sort(key=_map_key)
-        out.append(_head(5, len(items)))
+        out.append(encode_head(5, len(items)))
         for kb, v in items:
-            out.append(_head(3, len(kb)))
+            out.append(encode_head(3, len(kb)))
             out.append(kb)
             _encode_into(v, out)
     elif isinstance(value, list | tuple):
-        out.append(_head(4, len(value)))
+        out.append(encode_head(4, len(value)))
         for v in value:
             _encode_into(v, out)
     elif isinstance(value, float):
@@ -213,7 +199,10 @@ def _encode_into(value: Any, out: list[bytes]) -> None:
 def encode_dag_cbor_exact(value: Any) -> bytes:
     """Canonical DAG-CBOR, pure Python: ``Link`` -> tag 42, any other bytes -> byte string."""
     out: list[bytes] = []
-    _encode_into(value, out)
+    try:
+        _encode_into(value, out)
+    except WireError as exc:  # an int of 2**64 or more
+        raise DataModelError(str(exc)) from None
     return b"".join(out)
 
 
@@ -247,20 +236,6 @@ def json_to_dag_cbor(value: Any) -> bytes:
 # ---------------------------------------------------------------- exact DAG-CBOR -> JSON form
 
 
-def _read_arg(buf: bytes, pos: int, info: int) -> tuple[int, int]:
-    if info < 24:
-        return info, pos
-    if info == 24:
-        return buf[pos], pos + 1
-    if info == 25:
-        return int.from_bytes(buf[pos : pos + 2], "big"), pos + 2
-    if info == 26:
-        return int.from_bytes(buf[pos : pos + 4], "big"), pos + 4
-    if info == 27:
-        return int.from_bytes(buf[pos : pos + 8], "big"), pos + 8
-    raise DataModelError("indefinite or reserved CBOR length")
-
-
 # How deeply data values may nest (maps and arrays). The data-model spec asks parsers to guard
 # against deep nesting; records past this are refused by validation, never half-stored.
 MAX_NESTING = 128
@@ -290,10 +265,8 @@ def _decode_json_item(buf: bytes, pos: int, depth: int) -> tuple[Any, int]:
     if depth > MAX_NESTING:
         raise DataModelError("nesting too deep")
     ib = buf[pos]
-    pos += 1
-    major = ib >> 5
-    info = ib & 0x1F
-    if major == 7:
+    if ib >> 5 == 7:
+        pos += 1
         if ib == 0xF4:
             return False, pos
         if ib == 0xF5:
@@ -307,7 +280,7 @@ def _decode_json_item(buf: bytes, pos: int, depth: int) -> tuple[Any, int]:
         if ib == 0xF9:
             return struct.unpack(">e", buf[pos : pos + 2])[0], pos + 2
         raise DataModelError(f"unsupported CBOR simple value 0x{ib:02x}")
-    arg, pos = _read_arg(buf, pos, info)
+    major, arg, pos = read_head(buf, pos)
     if major == 0:
         return arg, pos
     if major == 1:
@@ -333,7 +306,7 @@ def _decode_json_item(buf: bytes, pos: int, depth: int) -> tuple[Any, int]:
     # major 6: the only tag DAG-CBOR allows is 42 (CID link), wrapping 0x00 + binary CID.
     if arg != 42 or buf[pos] >> 5 != 2:
         raise DataModelError(f"unsupported CBOR tag {arg}")
-    length, pos = _read_arg(buf, pos + 1, buf[pos] & 0x1F)
+    _major, length, pos = read_head(buf, pos)
     payload = buf[pos : pos + length]
     if not payload or payload[0] != 0 or cid_length(payload, 1) != length - 1:
         raise DataModelError("malformed CID link")
@@ -374,6 +347,6 @@ def block_to_json(raw: bytes) -> Any:
         return value
     try:
         value, _ = _decode_json_item(bytes(raw), 0, 0)
-    except (IndexError, CidError, UnicodeDecodeError, struct.error) as exc:
+    except (IndexError, CidError, WireError, UnicodeDecodeError, struct.error) as exc:
         raise DataModelError(f"invalid DAG-CBOR: {exc}") from exc
     return value

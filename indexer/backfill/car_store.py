@@ -20,26 +20,19 @@ import libipld
 
 from protocol.car import MAX_HEADER, MAX_SECTION, CarError
 from protocol.cid import cid_to_str, verify_block
+from protocol.wire import TruncatedError, WireError, read_varint
 
 DEFAULT_MEMORY_LIMIT = 16 * 1024 * 1024
 
 
 def parse_car_header(buf: bytes | bytearray | memoryview) -> tuple[list[bytes], int] | None:
     """(roots, where the sections start) once `buf` holds the whole CAR v1 header, else None."""
-    hlen = 0
-    shift = 0
-    pos = 0
-    while True:
-        if pos >= len(buf):
-            return None
-        byte = buf[pos]
-        pos += 1
-        hlen |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            break
-        shift += 7
-        if shift > 28:
-            raise CarError("bad CAR header length")
+    try:
+        hlen, pos = read_varint(buf, 0)
+    except TruncatedError:
+        return None
+    except WireError:
+        raise CarError("bad CAR header length") from None
     if hlen == 0 or hlen > MAX_HEADER:
         raise CarError(f"bad CAR header length {hlen}")
     if pos + hlen > len(buf):

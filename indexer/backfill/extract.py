@@ -5,7 +5,7 @@ by rev and CID, not tree order), so the CAR is read in one pass into a `CarIndex
 (car_index.py): the bytes are stored (in memory up to a limit, then in a temporary file) and the
 sections framed as they arrive, remembering where blocks are. Nothing is hashed or decoded then.
 
-`extract_records` then checks the commit (hash, DID, signature), walks the MST only where
+`extract_records` then checks the commit (hash, DID, signature: protocol.sync.verify_repo_commit), walks the MST only where
 `fm.plyr.*` keys can be (`protocol.mst.walk` prunes subtrees by key range) and reads just those
 records. Every block used is hashed against its CID on the bytes received.
 
@@ -24,9 +24,9 @@ from indexer.backfill.car_index import CarIndex
 from indexer.backfill.car_store import DEFAULT_MEMORY_LIMIT, CarStore
 from protocol.car import CarError
 from protocol.cid import cid_to_str, is_blessed
-from protocol.commit import CommitError, parse_commit, verify_commit_signature
 from protocol.data_model import DataModelError, block_to_json
 from protocol.mst import MissingBlock, MstError, walk
+from protocol.sync import VerificationError, verify_repo_commit
 
 KEY_START = "fm.plyr."
 KEY_END = "fm.plyr/"  # "/" sorts right after ".": [start, end) is every fm.plyr.* collection
@@ -83,17 +83,18 @@ def extract_records(
         raw = index.get_verified(commit_cid)
     if raw is None:
         raise CarError("CAR does not contain its root commit block")
+    if verify_signature and signing_key is None:
+        raise ExtractError("no signing key to check the commit signature with")
     try:
-        commit = parse_commit(raw)
-    except CommitError as exc:
+        commit = verify_repo_commit(raw, commit_cid, did, signing_key if verify_signature else None)
+    except VerificationError as exc:
+        if exc.kind == "signature":
+            raise ExtractError(
+                "bad commit signature (not signed by the DID's #atproto key)"
+            ) from exc
+        if exc.kind == "car":
+            raise CarError(str(exc)) from exc
         raise ExtractError(f"bad commit: {exc}") from exc
-    if commit.did != did:
-        raise ExtractError(f"commit is for {commit.did}, not {did}")
-    if verify_signature:
-        if signing_key is None:
-            raise ExtractError("no signing key to check the commit signature with")
-        if not verify_commit_signature(raw, signing_key):
-            raise ExtractError("bad commit signature (not signed by the DID's #atproto key)")
 
     get = index.get_verified
     missing_nodes: set[bytes] = set()
