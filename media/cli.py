@@ -24,6 +24,7 @@ def media(ctx: click.Context, port: int | None, workers: int | None) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from core.runtime import open_runtime, run_until_signalled
+    from media import service
     from media.auth import require_auth_configured
     from media.settings import MediaSettings
 
@@ -37,7 +38,7 @@ def media(ctx: click.Context, port: int | None, workers: int | None) -> None:
 
     async def _run() -> None:
         async with open_runtime(settings) as rt:
-            await run_until_signalled(rt, ["media"])
+            await run_until_signalled(rt, {"media": service.run})
 
     run_async(_run())
 

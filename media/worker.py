@@ -19,7 +19,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Histogram
 
@@ -27,6 +27,9 @@ from media import jobs
 from media.errors import describe, exhausted_errno
 from media.ingest import MediaContext
 from media.jobs import Job, LeaseLost
+
+if TYPE_CHECKING:
+    from protocol.identity import IdentityResolving
 
 log = logging.getLogger("plyr.media.worker")
 
@@ -46,7 +49,7 @@ class JobContext:
     media: MediaContext
     job: Job
     worker: str
-    resolver: Any = None
+    resolver: IdentityResolving | None = None
     _last_report: float = field(default=0.0)
 
     async def progress(self, fraction: float | None = None, phase: str | None = None) -> None:
@@ -84,7 +87,7 @@ class Worker:
         *,
         name: str,
         handlers: dict[str, Handler] | None = None,
-        resolver: Any = None,
+        resolver: IdentityResolving | None = None,
         wake: asyncio.Event | None = None,
         poll_s: float = 1.0,
     ) -> None:

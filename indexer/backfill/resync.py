@@ -23,7 +23,7 @@ from indexer.backfill.audit import refresh_audit_metrics
 from indexer.backfill.http import Politeness
 from indexer.backfill.repo import RepoSyncer
 from indexer.backfill.runner import open_syncer, sync_many
-from protocol.identity import IdentityResolver
+from protocol.identity import IdentityResolving
 
 log = logging.getLogger("plyr.backfill")
 
@@ -45,16 +45,19 @@ async def run_resync_loop(
     interval: float | None = None,
     batch: int | None = None,
     politeness: Politeness | None = None,
-    resolver: IdentityResolver | None = None,
+    resolver: IdentityResolving | None = None,
 ) -> None:
-    """Fetch marked repos until cancelled (or `rt.stopping` is set)."""
+    """Fetch marked repos until cancelled (or `rt.stopping` is set); `resolver` replaces the
+    process's (`rt.identity`), for tests."""
     interval = interval if interval is not None else env_float("PLYR_RESYNC_INTERVAL_S", 5.0)
     batch = batch or env_int("PLYR_RESYNC_BATCH", 16, minimum=1)
     rules = politeness or Politeness(concurrency=env_int("PLYR_RESYNC_CONCURRENCY", 4, minimum=1))
     log.info("resync loop started", extra={"interval_s": interval})
     last_metrics = 0.0
     failures = 0
-    async with open_syncer(rt.pool, politeness=rules, resolver=resolver) as syncer:
+    async with open_syncer(
+        rt.pool, politeness=rules, resolver=resolver or rt.identity, lexicons=rt.lexicons
+    ) as syncer:
         while not rt.stopping.is_set():
             try:
                 if time.monotonic() - last_metrics > 60:

@@ -142,7 +142,7 @@ def start_appview(db_url: str, port: int, microcache: float, coalesce: bool, plc
            "PLYR_APPVIEW_MICROCACHE_SECONDS": str(microcache), "PLYR_LOG_LEVEL": "WARNING",
            "PLYR_APPVIEW_COALESCE": "1" if coalesce else "0",
            "PLYR_DB_POOL_MAX": os.environ.get("PLYR_DB_POOL_MAX", "4")}  # 2 cores: fewer, busier connections
-    proc = subprocess.Popen([PY, "-m", "core.cli", "serve", "--port", str(port)], cwd=ROOT, env=env)
+    proc = subprocess.Popen([PY, "-m", "plyr", "serve", "--port", str(port)], cwd=ROOT, env=env)
     wait_http(f"http://127.0.0.1:{port}/health")
     return proc
 
@@ -168,12 +168,12 @@ def main() -> None:
         sys.exit("wrk is not installed (apt-get install -y wrk)")
     if args.seed:
         # An empty database has no tables yet: migrate first (a no-op when up to date).
-        subprocess.run([PY, "-m", "core.cli", "migrate"], cwd=ROOT, check=True,
+        subprocess.run([PY, "-m", "plyr", "migrate"], cwd=ROOT, check=True,
                        env={**os.environ, "DATABASE_URL": args.database_url})
         conn_count = asyncio.run(_count_tracks(args.database_url))
         if conn_count == 0:
             started = time.monotonic()
-            subprocess.run([PY, "-m", "core.cli", "seed-demo"], cwd=ROOT, check=True,
+            subprocess.run([PY, "-m", "plyr", "seed-demo"], cwd=ROOT, check=True,
                            env={**os.environ, "DATABASE_URL": args.database_url})
             print(f"seeded in {time.monotonic() - started:.1f}s")
     asyncio.run(_vacuum(args.database_url))

@@ -172,7 +172,7 @@ async def test_backfill_from_pds_then_dids_audit_and_repair(
         "PLYR_LOG_LEVEL": "WARNING",
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "core.cli", "audit", *[a for d in dids for a in ("--did", d)],
+        sys.executable, "-m", "plyr", "audit", *[a for d in dids for a in ("--did", d)],
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 120)

@@ -350,7 +350,7 @@ async def plyr(target: Db, net: PdsNetwork, *args: str) -> tuple[int, str, str]:
         "PLYR_LOG_LEVEL": "WARNING",
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "core.cli", *args, cwd=ROOT, env=env,
+        sys.executable, "-m", "plyr", *args, cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 300)

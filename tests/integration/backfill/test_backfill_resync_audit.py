@@ -126,7 +126,7 @@ async def test_audit_reports_drift_and_repair_fixes_it(
 
 async def _plyr(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "core.cli", *args, env=env,
+        sys.executable, "-m", "plyr", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 60)

@@ -259,7 +259,7 @@ class Done:
 
 async def plyr(*args: str, env: dict[str, str]) -> Done:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "core.cli", *args, cwd=ROOT, env=env,
+        sys.executable, "-m", "plyr", *args, cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 120)

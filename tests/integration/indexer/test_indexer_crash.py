@@ -62,7 +62,7 @@ from tests.support.rkeys import tid_key
 from tests.unit.protocol.fake_identity_server import FakeIdentityServer, did_doc
 
 ROOT = Path(__file__).resolve().parents[3]
-PLYR = [sys.executable, "-m", "core.cli"]
+PLYR = [sys.executable, "-m", "plyr"]
 COLLECTIONS = (
     "fm.plyr.track",
     "fm.plyr.like",

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
-PLYR = [sys.executable, "-m", "core.cli"]
+PLYR = [sys.executable, "-m", "plyr"]
 
 
 def _env(**extra: str) -> dict[str, str]:
