@@ -89,7 +89,6 @@ class IdentityResolver:
             )
         self.plc_url = plc_url.rstrip("/")
         self.handle_resolver_url = handle_resolver_url.rstrip("/") if handle_resolver_url else None
-        self.timeout = timeout
         self.cache_ttl = cache_ttl
         self.negative_ttl = negative_ttl
         self.refresh_floor = refresh_floor
@@ -110,6 +109,15 @@ class IdentityResolver:
             refusal_reason=refusal_reason,
         )
         self._dns = handles.DnsTxtLookup(dns_resolver, timeout=timeout)
+
+    @property
+    def timeout(self) -> float:
+        """Seconds each lookup may take (one deadline for the HTTP exchange, or for DNS)."""
+        return self._fetcher.timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self._fetcher.timeout = self._dns.timeout = seconds
 
     # ---- lifecycle ----
 

@@ -34,9 +34,9 @@ from core.migrate import apply_migrations  # noqa: E402
 from core.settings import CoreSettings  # noqa: E402
 from indexer.backfill.http import Politeness  # noqa: E402
 from indexer.backfill.runner import BackfillOptions, run_backfill  # noqa: E402
-from protocol.identity import IdentityResolver  # noqa: E402
 from tests.e2e.pds_client import PdsClient, write_op  # noqa: E402
 from tests.e2e.pds_network import ensure_installed, start_network, stop_network  # noqa: E402
+from tests.support.identity import local_resolver  # noqa: E402
 
 
 def now() -> str:
@@ -131,7 +131,7 @@ async def main() -> None:
         await apply_migrations(conn)
         await conn.close()
         pool = await db.create_pool(url, CoreSettings.from_env(), min_size=2, max_size=10)
-        resolver = IdentityResolver(info["plc_url"])
+        resolver = local_resolver(info["plc_url"])
         try:
             opts = BackfillOptions(
                 pds=[info["pds_url"]], progress_tty=False, progress_interval=3600,

@@ -51,6 +51,7 @@ from indexer.sources import RelaySource
 from indexer.writer import dump_records
 from protocol.identity import IdentityResolver
 from protocol.syntax import TidClock
+from tests.support.identity import local_resolver
 
 from .pds_client import Account, PdsClient, rkey_of
 from .pds_network import PdsNetwork, new_account
@@ -193,7 +194,7 @@ async def make_db(
 
 @pytest.fixture
 async def resolver(pds_network: PdsNetwork) -> AsyncIterator[IdentityResolver]:
-    r = IdentityResolver(pds_network.plc_url)
+    r = local_resolver(pds_network.plc_url)
     yield r
     await r.close()
 

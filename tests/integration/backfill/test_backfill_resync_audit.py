@@ -33,7 +33,7 @@ async def test_resync_loop_fetches_marked_repos_and_clears_the_mark(
         repo.did,
         failing.did,
     )
-    rt = Runtime(settings=CoreSettings.from_env(), database_url=database_url, pool=pool)
+    rt = Runtime(settings=CoreSettings.from_env(), database_url=database_url, pool=pool, identity=resolver)
     task = asyncio.create_task(
         run_resync_loop(rt, interval=0.05, politeness=FAST, resolver=resolver)
     )
