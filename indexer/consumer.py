@@ -39,7 +39,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -73,6 +73,9 @@ from indexer.writer import (
 )
 from protocol.syntax import InvalidSyntax, parse_datetime
 
+if TYPE_CHECKING:  # importing identity would pull in aiohttp
+    from protocol.identity import IdentityResolving
+
 # get_logger: extra fields can never collide with LogRecord attributes (core/logging.py).
 log = get_logger("plyr.indexer")
 
@@ -103,7 +106,7 @@ class Consumer:
         *,
         lexicons: Any,
         verifier: Verifier,
-        resolver: Any | None = None,
+        resolver: IdentityResolving | None = None,
         batch_size: int = 1000,
         batch_delay: float = 0.3,
         start_cursor: int | None = None,

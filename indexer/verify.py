@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import libipld
 import orjson
@@ -50,6 +50,9 @@ from protocol.commit import Commit, CommitError, parse_commit, verify_commit_sig
 from protocol.data_model import block_to_json
 from protocol.mst import MissingBlock, MstError, invert_ops
 from protocol.syntax import is_valid, tid_from_micros, tid_to_micros
+
+if TYPE_CHECKING:  # importing identity would pull in aiohttp
+    from protocol.identity import IdentityResolving
 
 log = logging.getLogger("plyr.indexer")
 
@@ -174,7 +177,7 @@ def check_inversion(
 
 
 class Verifier:
-    def __init__(self, resolver: Any | None, *, verify_signatures: bool = True) -> None:
+    def __init__(self, resolver: IdentityResolving | None, *, verify_signatures: bool = True) -> None:
         if verify_signatures and resolver is None:
             raise ValueError("signature checks need an identity resolver")
         self.resolver = resolver
