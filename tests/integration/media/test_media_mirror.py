@@ -105,7 +105,7 @@ async def pds() -> AsyncIterator[FakePds]:
 
 @pytest.fixture
 async def resolver() -> AsyncIterator[IdentityResolver]:
-    r = local_resolver("http://127.0.0.1:9", allow_private_network=True)
+    r = local_resolver("http://127.0.0.1:9")
     yield r
     await r.close()
 
