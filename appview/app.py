@@ -28,7 +28,7 @@ from appview.xrpc_schema import LexiconSet
 from core.didweb import add_did_json_route
 from core.metrics import metrics_handler
 from core.ratelimit import RequestLimits
-from protocol.identity import IdentityResolver, resolver_from_env
+from protocol.identity import IdentityResolving
 
 log = logging.getLogger("plyr.appview")
 
@@ -52,16 +52,15 @@ def build_app(
     pool: asyncpg.Pool,
     settings: AppviewSettings,
     *,
-    resolver: IdentityResolver | None = None,
+    resolver: IdentityResolving,
     lexicons: LexiconSet | None = None,
     check_output: bool = False,
     limits_clock: Callable[[], float] | None = None,
 ) -> web.Application:
-    """`check_output` validates every response against its lexicon (tests turn it on);
+    """`resolver`: the process's identity resolver (checks service-auth tokens; the caller
+    closes it). `check_output` validates every response against its lexicon (tests turn it on);
     `limits_clock` is the rate limiter's wall clock (tests move it)."""
     lexicons = lexicons or LexiconSet.load()
-    own_resolver = resolver is None
-    resolver = resolver or resolver_from_env()
     state = AppState(settings=settings, pool=pool)
     freshness = Freshness(pool, settings.freshness_interval)
     endpoint = XrpcEndpoint(
@@ -121,8 +120,6 @@ def build_app(
         await state.views.close()
         if state.likes is not None:
             await state.likes.close()
-        if own_resolver:
-            await resolver.close()
 
     async def add_freshness(request: web.Request, response: web.StreamResponse) -> None:
         # Every XRPC response, errors and 304s included, says how fresh the index is.

@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 
 from appview.errors import XRPCError
-from protocol.identity import IdentityResolver
+from protocol.identity import IdentityResolving
 from protocol.service_auth import (
     AuthError,
     IssuerGate,
@@ -40,7 +40,7 @@ class Authenticator:
     def __init__(
         self,
         service_did: str,
-        resolver: IdentityResolver,
+        resolver: IdentityResolving,
         *,
         max_cached: int = 10_000,
         issuers: IssuerGate | None = None,

@@ -12,6 +12,7 @@ from aiohttp import web
 from appview.app import build_app
 from appview.fairpool import FairPool
 from appview.settings import AppviewSettings
+from appview.xrpc_schema import LexiconSet
 from core import db
 from core.runtime import Runtime
 
@@ -27,12 +28,16 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
 
 
 async def serve(rt: Runtime, settings: AppviewSettings) -> None:
+    lexicons = LexiconSet.load(validator=rt.lexicons)
     # The AppView's own pool: its connections never carry another service's session state,
     # which is what makes the round-trip-free reset above safe.
     pool = await db.create_pool(rt.database_url, rt.settings, reset=_keep_session)
     try:
         # First come, first served, the gate twice as wide as the pool: see fairpool.py.
-        app = build_app(FairPool(pool, 2 * rt.settings.db_pool_max), settings)  # type: ignore[arg-type]
+        app = build_app(
+            FairPool(pool, 2 * rt.settings.db_pool_max), settings,  # type: ignore[arg-type]
+            resolver=rt.identity, lexicons=lexicons,
+        )  # fmt: skip
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         # Everything built so far (modules, lexicons, routes) lives as long as the process: out

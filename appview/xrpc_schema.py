@@ -48,8 +48,11 @@ class LexiconSet:
             )
 
     @classmethod
-    def load(cls, folder: Path = LEXICONS_DIR) -> LexiconSet:
-        validator = Lexicons.load(folder)  # checks every document; raises on a broken one
+    def load(cls, folder: Path = LEXICONS_DIR, *, validator: Lexicons | None = None) -> LexiconSet:
+        """The documents of `folder`; `validator`: those same lexicons already loaded (the
+        process's), else they are loaded here."""
+        if validator is None:
+            validator = Lexicons.load(folder)  # checks every document; raises on a broken one
         docs: dict[str, dict[str, Any]] = {}
         for path in sorted(folder.rglob("*.json")):
             doc = orjson.loads(path.read_bytes())

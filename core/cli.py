@@ -1,9 +1,13 @@
-"""The `plyr` command. Each package adds its own commands from its `cli.py` (`commands` list)."""
+"""What every `plyr` command shares (settings, logging, the event loop, error reporting) and the
+commands of core itself (migrate, db-url, lexicon check).
+
+The `plyr` group is put together at the top, in plyr/cli.py: core cannot import the services.
+Each package lists its commands in its `cli.py` (`commands`).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -18,9 +22,6 @@ from core.settings import CoreSettings
 from protocol.errors import ProtocolError
 
 T = TypeVar("T")
-
-# Packages whose `cli.commands` join the top-level group when the package exists.
-_COMMAND_PACKAGES = ("indexer.cli", "indexer.backfill.cli", "appview.cli", "media.cli")
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
@@ -39,12 +40,7 @@ def load_settings() -> CoreSettings:
     return settings
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
-    """plyr: the AppView and firehose indexer of a music platform on the AT Protocol."""
-
-
-@cli.command()
+@click.command()
 def migrate() -> None:
     """Apply pending database migrations (embedded Postgres unless DATABASE_URL is set)."""
     from core import db
@@ -63,7 +59,7 @@ def migrate() -> None:
     click.echo(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
 
 
-@cli.command("db-url")
+@click.command("db-url")
 def db_url() -> None:
     """Print the URL of the database in use (starting the embedded one if needed)."""
     from core import db
@@ -78,30 +74,7 @@ def db_url() -> None:
         )
 
 
-@cli.command()
-@click.option(
-    "--only",
-    multiple=True,
-    type=click.Choice(["indexer", "resync", "appview", "media"]),
-    help="Run only these services (repeatable). Default: all of them.",
-)
-def up(only: tuple[str, ...]) -> None:
-    """Run everything in one process: database, migrations, indexer, resync, appview, media.
-
-    Ctrl-C stops it (and the embedded PostgreSQL, when that is in use).
-    """
-    from core.runtime import SERVICES, open_runtime, run_until_signalled
-
-    settings = load_settings()
-
-    async def _up() -> None:
-        async with open_runtime(settings) as rt:
-            await run_until_signalled(rt, list(only) or list(SERVICES))
-
-    run_async(_up())
-
-
-@cli.group()
+@click.group()
 def lexicon() -> None:
     """Lexicon tools."""
 
@@ -136,24 +109,13 @@ def lexicon_check(nsid: str, file: Path, lexicon_dir: Path | None) -> None:
     click.echo(f"{file}: valid {nsid}")
 
 
-def _add_package_commands() -> None:
-    for module_name in _COMMAND_PACKAGES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        for command in getattr(module, "commands", []):
-            cli.add_command(command)
+commands: list[click.Command] = [migrate, db_url, lexicon]
 
 
-_add_package_commands()
-
-
-def main() -> None:
+def run_cli(group: click.Group) -> None:
+    """Run `group`, reporting expected failures as one line and an exit status."""
     try:
-        cli(standalone_mode=False)
+        group(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -166,6 +128,3 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
 
-
-if __name__ == "__main__":
-    main()

@@ -14,7 +14,7 @@ to connect to, not the names:
   every redirect hop.
 
 This lives in core rather than protocol/ because it is a deployment policy tied to a setting,
-shared by identity resolution (protocol/identity.py), the backfill client
+shared by identity resolution (built in core/identity.py), the backfill client
 (indexer/backfill/runner.py) and the media blob mirror (media/mirror.py).
 """
 
@@ -154,3 +154,10 @@ def guard_refusal(exc: BaseException | None) -> BlockedAddressError | None:
         nested = getattr(exc, "os_error", None)
         exc = nested if isinstance(nested, BaseException) else (exc.__cause__ or exc.__context__)
     return None
+
+
+def refusal_reason(exc: BaseException) -> str | None:
+    """The guard's message when it refused the connection behind `exc`, else None (what
+    `protocol.identity` asks to tell a refused address from an unreachable one)."""
+    refused = guard_refusal(exc)
+    return refused.strerror if refused is not None else None

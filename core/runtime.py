@@ -1,84 +1,100 @@
-"""What a running plyr process shares: settings, the database URL and pool, and a way to stop.
+"""What a running plyr process shares: settings, the database pool, the identity resolver, the
+lexicons, the outbound HTTP session, and a way to stop.
 
-Each service (indexer, appview, media) exposes `async def run(rt: Runtime) -> None`, which runs
-until cancelled. `plyr up` runs all of them in one process; `plyr index`/`serve`/`media` run one.
+One `Runtime` per process, so one resolver cache and one set of lexicons however many services
+run in it. Each service exposes `async def run(rt: Runtime) -> None`, which runs until
+cancelled; the list of services lives at the top (plyr/services.py), since core sits below
+them. `plyr up` runs all of them in one process; `plyr index`/`serve`/`media` run one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
+import functools
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+import aiohttp
 import asyncpg
 
 from core import db
+from core.identity import resolver_from_env
 from core.migrate import apply_migrations
+from core.net import outbound_connector
 from core.settings import CoreSettings
+from protocol.identity import IdentityResolving
+from protocol.lexicon import LEXICONS_DIR, Lexicons
 
 log = logging.getLogger("plyr.runtime")
 
-# name -> "module:function" of each service's entry point, in start order.
-SERVICES: dict[str, str] = {
-    "indexer": "indexer.service:run",
-    "resync": "indexer.backfill.service:run",
-    "appview": "appview.service:run",
-    "media": "media.service:run",
-}
+USER_AGENT = "plyr-appview"
+
+Service = Callable[["Runtime"], Coroutine[Any, Any, None]]
+
+
+@functools.cache
+def project_lexicons() -> Lexicons:
+    """The project's lexicons (lexicons/), loaded and checked once per process."""
+    return Lexicons.load(LEXICONS_DIR)
 
 
 @dataclass
 class Runtime:
+    """`identity`: the one resolver (and cache) of the process. `http`: an outbound session
+    guarded against non-public addresses, for fetches that network data points at (None when
+    a test builds a runtime without one)."""
+
     settings: CoreSettings
     database_url: str
     pool: asyncpg.Pool
+    identity: IdentityResolving
+    http: aiohttp.ClientSession | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def lexicons(self) -> Lexicons:
+        # Loaded on first use: commands that never validate records do not pay for it.
+        return project_lexicons()
 
 
 @contextlib.asynccontextmanager
 async def open_runtime(settings: CoreSettings, *, migrate: bool = True) -> AsyncIterator[Runtime]:
-    """Database URL (embedded if none), migrations, pool; all closed on exit."""
-    url = db.resolve_database_url(settings)
-    if migrate:
-        conn = await db.connect(url)
+    """HTTP session and identity resolver, database URL (embedded if none), migrations, pool;
+    all closed on exit."""
+    async with aiohttp.ClientSession(
+        connector=outbound_connector(
+            allow_private_network=settings.allow_private_network, limit=100, ttl_dns_cache=300
+        ),
+        headers={"User-Agent": USER_AGENT},
+    ) as http:
+        identity = resolver_from_env(session=http)  # a bad PLC URL fails before the database starts
         try:
-            await apply_migrations(conn)
+            url = db.resolve_database_url(settings)
+            if migrate:
+                conn = await db.connect(url)
+                try:
+                    await apply_migrations(conn)
+                finally:
+                    await conn.close()
+            pool = await db.create_pool(url, settings)
+            try:
+                yield Runtime(settings=settings, database_url=url, pool=pool, identity=identity, http=http)
+            finally:
+                await pool.close()
         finally:
-            await conn.close()
-    pool = await db.create_pool(url, settings)
-    try:
-        yield Runtime(settings=settings, database_url=url, pool=pool)
-    finally:
-        await pool.close()
+            await identity.close()
 
 
-def load_service(name: str) -> Callable[[Runtime], Awaitable[None]] | None:
-    module_name, func_name = SERVICES[name].split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            return None  # that service is not built yet
-        raise
-    return getattr(module, func_name)
-
-
-async def run_until_signalled(rt: Runtime, services: list[str]) -> None:
-    """Run the named services together until SIGINT/SIGTERM, or until one of them fails."""
+async def run_until_signalled(rt: Runtime, services: Mapping[str, Service]) -> None:
+    """Run `services` (name -> entry point) together until SIGINT/SIGTERM, or until one fails."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, rt.stopping.set)
-    tasks: dict[asyncio.Task[None], str] = {}
-    for name in services:
-        entry = load_service(name)
-        if entry is None:
-            log.info("service not available in this build", extra={"service": name})
-            continue
-        tasks[asyncio.create_task(entry(rt), name=name)] = name
+    tasks = {asyncio.create_task(entry(rt), name=name): name for name, entry in services.items()}
     log.info("up", extra={"services": ",".join(tasks.values()) or "none", "database": db.redact(rt.database_url)})
     stop_waiter = asyncio.create_task(rt.stopping.wait())
     try:

@@ -71,7 +71,10 @@ def index_command(kind: str | None, url: str | None, replay: Path | None, no_ver
         try:
             async with open_runtime(core_settings) as rt:
                 started = time.monotonic()
-                indexing = run_indexer(rt.database_url, rt.pool, settings, source, verify=verify, start_cursor=cursor)
+                indexing = run_indexer(
+                    rt.database_url, rt.pool, settings, source, verify=verify, start_cursor=cursor,
+                    resolver=rt.identity, lexicons=rt.lexicons,
+                )  # fmt: skip
                 if not source.live:
                     await indexing
                     click.echo(f"replayed {replay} in {time.monotonic() - started:.1f}s", err=True)
@@ -203,7 +206,9 @@ def deadletters_replay(limit: int, no_verify: bool) -> None:
         from core.runtime import open_runtime
 
         async with open_runtime(load_settings()) as rt:
-            return await replay_dead_letters(rt.pool, limit=limit, verify=not no_verify)
+            return await replay_dead_letters(
+                rt.pool, limit=limit, verify=not no_verify, lexicons=rt.lexicons, resolver=rt.identity
+            )
 
     summary = run_async(_replay())
     click.echo(" ".join(f"{k}={v}" for k, v in summary.items()))

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import time
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -65,6 +65,9 @@ from indexer.writer import (
     write_cursor,
 )
 
+if TYPE_CHECKING:  # importing identity would pull in aiohttp
+    from protocol.identity import IdentityResolving
+
 # get_logger: extra fields can never collide with LogRecord attributes (core/logging.py).
 log = get_logger("plyr.indexer")
 
@@ -77,7 +80,7 @@ class Consumer:
         *,
         lexicons: Any,
         verifier: Verifier,
-        resolver: Any | None = None,
+        resolver: IdentityResolving | None = None,
         batch_size: int = 1000,
         batch_delay: float = 0.3,
         start_cursor: int | None = None,

@@ -21,45 +21,44 @@ from indexer.frames import CommitEvent, FrameDecoder
 from indexer.records import RecordOp
 from indexer.verify import Verifier, VerifyError
 from indexer.writer import apply_batch, checked_rows, default_lexicons
+from protocol.identity import IdentityResolving
+from protocol.lexicon import Lexicons
 
 
 async def replay_dead_letters(
-    pool: asyncpg.Pool, *, limit: int = 1000, verify: bool = True, lexicons: Any = None, resolver: Any = None
+    pool: asyncpg.Pool,
+    *,
+    limit: int = 1000,
+    verify: bool = True,
+    lexicons: Lexicons | None = None,
+    resolver: IdentityResolving | None = None,
 ) -> dict[str, int]:
-    from protocol.identity import resolver_from_env
-
+    """Replay up to `limit` pending letters; `resolver` is needed when `verify` is on."""
     lexicons = lexicons or default_lexicons()
-    own_resolver = resolver is None and verify
-    if own_resolver:
-        resolver = resolver_from_env()
     verifier = Verifier(resolver, verify_signatures=verify)
     summary = {"applied": 0, "still_invalid": 0}
-    try:
-        rows = await pool.fetch(
-            """SELECT id, seq, did, collection, uri, rev, cid, record, raw FROM dead_letters
-               WHERE replayed_at IS NULL ORDER BY id LIMIT $1""",
-            limit,
-        )
-        for row in rows:
-            ops, problem = await _ops_for(row, lexicons, verifier)
-            async with pool.acquire() as conn, conn.transaction():
-                if problem is not None:
-                    await conn.execute(
-                        "UPDATE dead_letters SET replay_result = $2 WHERE id = $1", row["id"], problem
-                    )
-                    summary["still_invalid"] += 1
-                    continue
-                result = await apply_batch(conn, ops, lexicons=lexicons, source="deadletters")
-                outcome = f"applied {result.applied}, stale {result.stale}"
+    rows = await pool.fetch(
+        """SELECT id, seq, did, collection, uri, rev, cid, record, raw FROM dead_letters
+           WHERE replayed_at IS NULL ORDER BY id LIMIT $1""",
+        limit,
+    )
+    for row in rows:
+        ops, problem = await _ops_for(row, lexicons, verifier)
+        async with pool.acquire() as conn, conn.transaction():
+            if problem is not None:
                 await conn.execute(
-                    "UPDATE dead_letters SET replayed_at = now(), replay_result = $2 WHERE id = $1",
-                    row["id"],
-                    outcome,
+                    "UPDATE dead_letters SET replay_result = $2 WHERE id = $1", row["id"], problem
                 )
-                summary["applied"] += 1
-    finally:
-        if own_resolver and resolver is not None:
-            await resolver.close()
+                summary["still_invalid"] += 1
+                continue
+            result = await apply_batch(conn, ops, lexicons=lexicons, source="deadletters")
+            outcome = f"applied {result.applied}, stale {result.stale}"
+            await conn.execute(
+                "UPDATE dead_letters SET replayed_at = now(), replay_result = $2 WHERE id = $1",
+                row["id"],
+                outcome,
+            )
+            summary["applied"] += 1
     return summary
 
 

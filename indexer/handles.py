@@ -23,10 +23,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING
 
 import asyncpg
 from prometheus_client import Counter
+
+if TYPE_CHECKING:  # importing identity would pull in aiohttp
+    from protocol.identity import IdentityResolving
 
 log = logging.getLogger("plyr.indexer.handles")
 
@@ -78,7 +81,7 @@ class HandleChecker:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        resolver: Any,
+        resolver: IdentityResolving,
         *,
         concurrency: int = 8,
         page: int = 200,

@@ -25,6 +25,8 @@ from indexer.settings import IndexerSettings
 from indexer.sources import CaptureSource, JetstreamSource, RelaySource, Source
 from indexer.verify import Verifier
 from indexer.writer import CursorConflict, default_lexicons
+from protocol.identity import IdentityResolving
+from protocol.lexicon import Lexicons
 
 log = logging.getLogger("plyr.indexer")
 
@@ -57,8 +59,8 @@ async def run_indexer(
     *,
     verify: bool,
     start_cursor: int | None = None,
-    resolver: Any | None = None,
-    lexicons: Any | None = None,
+    resolver: IdentityResolving | None = None,
+    lexicons: Lexicons | None = None,
     on_consumer: Any | None = None,
     resolve_handles: bool | None = None,
 ) -> None:
@@ -66,47 +68,40 @@ async def run_indexer(
 
     Handles of indexed actors are verified in the background, except (by default) when
     replaying a capture without signature checks, which is how offline replays are run.
+    `resolver` is needed for signature checks and handles (the process's, `rt.identity`).
     """
-    from protocol.identity import resolver_from_env
-
     _warn_no_verify(source, verify)
-    own_resolver = resolver is None
-    resolver = resolver if resolver is not None else resolver_from_env()
     lexicons = lexicons or default_lexicons()
     if resolve_handles is None:
-        resolve_handles = source.live or verify
+        resolve_handles = resolver is not None and (source.live or verify)
     backoff = Backoff(base=1.0, cap=60.0)
     first = True
-    try:
-        while True:
-            consumer = Consumer(
-                pool, source, lexicons=lexicons,
-                verifier=Verifier(resolver, verify_signatures=verify and source.format == "cbor"),
-                resolver=resolver if resolve_handles else None, batch_size=settings.batch_size, batch_delay=settings.batch_delay,
-                start_cursor=start_cursor if first else None,
-            )  # fmt: skip
-            if on_consumer is not None:
-                on_consumer(consumer)
-            first = False
-            try:
-                if not source.live:
-                    await consumer.run()
-                    return
-                await run_as_leader(database_url, source.name, consumer.run, poll=settings.standby_poll)
+    while True:
+        consumer = Consumer(
+            pool, source, lexicons=lexicons,
+            verifier=Verifier(resolver, verify_signatures=verify and source.format == "cbor"),
+            resolver=resolver if resolve_handles else None, batch_size=settings.batch_size, batch_delay=settings.batch_delay,
+            start_cursor=start_cursor if first else None,
+        )  # fmt: skip
+        if on_consumer is not None:
+            on_consumer(consumer)
+        first = False
+        try:
+            if not source.live:
+                await consumer.run()
                 return
-            except (LeadershipLost, CursorConflict, asyncpg.PostgresError, asyncpg.InterfaceError,
-                    DatabaseError, OSError) as exc:  # fmt: skip
-                if not source.live:
-                    raise
-                delay = backoff.next_delay()
-                log.error(
-                    "indexer stopped; restarting from the stored cursor",
-                    extra={"error": f"{exc.__class__.__name__}: {exc}", "retry_in_s": round(delay, 2)},
-                )
-                await asyncio.sleep(delay)
-    finally:
-        if own_resolver:
-            await resolver.close()
+            await run_as_leader(database_url, source.name, consumer.run, poll=settings.standby_poll)
+            return
+        except (LeadershipLost, CursorConflict, asyncpg.PostgresError, asyncpg.InterfaceError,
+                DatabaseError, OSError) as exc:  # fmt: skip
+            if not source.live:
+                raise
+            delay = backoff.next_delay()
+            log.error(
+                "indexer stopped; restarting from the stored cursor",
+                extra={"error": f"{exc.__class__.__name__}: {exc}", "retry_in_s": round(delay, 2)},
+            )
+            await asyncio.sleep(delay)
 
 
 async def run(rt: Runtime) -> None:
@@ -114,4 +109,7 @@ async def run(rt: Runtime) -> None:
     the appview's /metrics from the same registry)."""
     settings = IndexerSettings.from_env()
     source = make_source(settings)
-    await run_indexer(rt.database_url, rt.pool, settings, source, verify=settings.verify)
+    await run_indexer(
+        rt.database_url, rt.pool, settings, source, verify=settings.verify,
+        resolver=rt.identity, lexicons=rt.lexicons,
+    )  # fmt: skip

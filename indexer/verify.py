@@ -14,7 +14,7 @@ resync).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import libipld
 import orjson
@@ -34,6 +34,9 @@ from protocol.sync import (
     verify_commit_message,
     verify_sync_message,
 )
+
+if TYPE_CHECKING:  # importing identity would pull in aiohttp
+    from protocol.identity import IdentityResolving
 
 VerifyError = VerificationError
 
@@ -69,7 +72,7 @@ def _cid_str(cid: bytes) -> str:
 
 
 class Verifier:
-    def __init__(self, resolver: Any | None, *, verify_signatures: bool = True) -> None:
+    def __init__(self, resolver: IdentityResolving | None, *, verify_signatures: bool = True) -> None:
         if verify_signatures and resolver is None:
             raise ValueError("signature checks need an identity resolver")
         self.resolver = resolver

@@ -14,12 +14,15 @@ import binascii
 import hmac
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from core.errors import ConfigError
 from media.settings import MediaSettings
+
+if TYPE_CHECKING:
+    from protocol.identity import IdentityResolving
 
 _DID = re.compile(r"^did:[a-z]+:[a-zA-Z0-9._:%-]{1,2000}$")
 
@@ -76,7 +79,9 @@ def _claimed_lxm(token: str) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, settings: MediaSettings, resolver: Any = None, *, required: bool = True) -> None:
+    def __init__(
+        self, settings: MediaSettings, resolver: IdentityResolving | None = None, *, required: bool = True
+    ) -> None:
         # `required=False` (plyr up without auth settings): the service starts but every
         # authenticated endpoint refuses - still closed, never open.
         if required:
@@ -86,11 +91,10 @@ class Authenticator:
         self.service_did = settings.service_did
         self._resolver = resolver
 
-    def resolver(self) -> Any:
+    def resolver(self) -> IdentityResolving:
+        """The identity resolver that checks service-auth tokens (the process's)."""
         if self._resolver is None:
-            from protocol.identity import resolver_from_env
-
-            self._resolver = resolver_from_env()
+            raise RuntimeError("service-auth tokens need an identity resolver: pass one to Authenticator")
         return self._resolver
 
     async def authenticate(self, headers: Any, lxm: str | tuple[str, ...]) -> Caller:

@@ -3,11 +3,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
-from collections.abc import Coroutine
-from typing import Any
+import functools
 
 import click
 
@@ -15,20 +11,6 @@ from core.cli import load_settings, run_async
 from core.errors import PlyrError
 from core.settings_spec import option
 from media.settings import MIN_ORPHAN_GRACE_S, MediaSettings
-
-
-async def _until_signalled(coro: Coroutine[Any, Any, None]) -> None:
-    """Run `coro` until it ends or SIGINT/SIGTERM cancels it (closing what it opened)."""
-    task = asyncio.ensure_future(coro)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    try:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 @click.group("media", invoke_without_command=True)
@@ -43,7 +25,7 @@ def media(ctx: click.Context, port: int | None, workers: int | None) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    from core.runtime import open_runtime
+    from core.runtime import open_runtime, run_until_signalled
     from media.auth import require_auth_configured
     from media.service import run as run_media
 
@@ -53,7 +35,7 @@ def media(ctx: click.Context, port: int | None, workers: int | None) -> None:
 
     async def _run() -> None:
         async with open_runtime(settings) as rt:
-            await _until_signalled(run_media(rt, settings=media_settings))
+            await run_until_signalled(rt, {"media": functools.partial(run_media, settings=media_settings)})
 
     run_async(_run())
 

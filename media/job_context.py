@@ -9,11 +9,14 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from media import jobs
 from media.ingest import MediaContext
 from media.jobs import Job
+
+if TYPE_CHECKING:  # importing identity would pull in aiohttp
+    from protocol.identity import IdentityResolving
 
 
 class JobFailed(Exception):
@@ -25,7 +28,7 @@ class JobContext:
     media: MediaContext
     job: Job
     worker: str
-    resolver: Any = None
+    resolver: IdentityResolving | None = None
     _last_report: float = field(default=0.0)
 
     async def progress(self, fraction: float | None = None, phase: str | None = None) -> None:

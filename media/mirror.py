@@ -52,9 +52,7 @@ def blob_digest(blob_cid: str) -> bytes:
 async def _pds_endpoint(ctx: JobContext, did: str) -> str:
     resolver = ctx.resolver
     if resolver is None:
-        from protocol.identity import resolver_from_env
-
-        resolver = ctx.resolver = resolver_from_env()
+        raise RuntimeError("mirror jobs need an identity resolver: pass one to the Worker")
     from protocol.identity import IdentityError
 
     try:

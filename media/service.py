@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 from core.errors import ConfigError
 from core.runtime import Runtime
@@ -87,11 +86,7 @@ async def run(rt: Runtime, *, strict: bool = False, settings: MediaSettings | No
     await check_ffmpeg(exe)
     storage = storage_from_settings(settings)
     ctx = MediaContext(settings=settings, pool=rt.pool, storage=storage, ffmpeg=exe)
-    resolver: Any = None
-    if settings.service_did or settings.workers:
-        from protocol.identity import resolver_from_env
-
-        resolver = resolver_from_env()
+    resolver = rt.identity
     events = JobEvents(rt.database_url)
     await events.start()
     auth = Authenticator(settings, resolver, required=strict)
@@ -125,6 +120,3 @@ async def run(rt: Runtime, *, strict: bool = False, settings: MediaSettings | No
         await events.stop()
         with contextlib.suppress(Exception):
             await storage.close()
-        if resolver is not None:
-            with contextlib.suppress(Exception):
-                await resolver.close()

@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Histogram
 
@@ -29,6 +29,9 @@ from media.job_context import Handler, JobContext, JobFailed
 from media.jobs import Job, LeaseLost
 from media.mirror import run_mirror
 from media.transcode_job import run_transcode, run_verify
+
+if TYPE_CHECKING:
+    from protocol.identity import IdentityResolving
 
 log = logging.getLogger("plyr.media.worker")
 
@@ -54,7 +57,7 @@ class Worker:
         *,
         name: str,
         handlers: dict[str, Handler] | None = None,
-        resolver: Any = None,
+        resolver: IdentityResolving | None = None,
         wake: asyncio.Event | None = None,
         poll_s: float = 1.0,
     ) -> None:

@@ -28,7 +28,7 @@ import orjson
 
 from protocol.crypto import PrivateKey, PublicKey, curve_for_jwt_alg
 from protocol.errors import ProtocolError
-from protocol.identity import IdentityError, IdentityResolver, is_valid_did
+from protocol.identity import IdentityError, IdentityResolving, is_valid_did
 
 MAX_TOKEN_LENGTH = 8192
 # Access/refresh/DPoP tokens of PDS sessions and OAuth must never pass as service auth.
@@ -91,7 +91,7 @@ class IssuerGate:
         self._known: OrderedDict[str, float] = OrderedDict()  # did -> known until
         self._failed: OrderedDict[str, tuple[float, AuthError]] = OrderedDict()  # did -> (until, error)
 
-    async def key(self, resolver: IdentityResolver, did: str, *, fresh: bool) -> PublicKey | None:
+    async def key(self, resolver: IdentityResolving, did: str, *, fresh: bool) -> PublicKey | None:
         now = self._clock()
         failed = self._failed.get(did)
         if failed is not None:
@@ -132,7 +132,7 @@ class IssuerGate:
 _default_gates: weakref.WeakKeyDictionary[Any, IssuerGate] = weakref.WeakKeyDictionary()
 
 
-def default_gate(resolver: IdentityResolver) -> IssuerGate:
+def default_gate(resolver: IdentityResolving) -> IssuerGate:
     try:
         gate = _default_gates.get(resolver)
         if gate is None:
@@ -181,7 +181,7 @@ async def verify_service_jwt(
     *,
     audience: str,
     lxm: str | None,
-    resolver: IdentityResolver,
+    resolver: IdentityResolving,
     now: float | None = None,
     leeway: float = 30,
     accept_bare_audience: bool = False,
@@ -283,7 +283,7 @@ def _signature_ok(key: PublicKey | None, curve: str, signing_input: bytes, sig: 
     return key is not None and key.curve == curve and key.verify(signing_input, sig)
 
 
-async def _issuer_key(resolver: IdentityResolver, did: str, *, fresh: bool) -> PublicKey | None:
+async def _issuer_key(resolver: IdentityResolving, did: str, *, fresh: bool) -> PublicKey | None:
     try:
         doc = await resolver.resolve_did(did, fresh=fresh)
     except IdentityError as exc:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from core.cli import load_settings, run_async
 from core.errors import PlyrError
 from core.settings_spec import option
-from indexer.backfill.discovery import check_dids, read_dids_file
-from indexer.backfill.http import Politeness
 from indexer.settings import BackfillSettings
+
+if TYPE_CHECKING:  # the HTTP client imports aiohttp: not for `plyr --help`
+    from indexer.backfill.http import Politeness
 
 
 def _politeness(concurrency: int, per_host: int, retries: int, timeout: float) -> Politeness:
@@ -20,6 +22,8 @@ def _politeness(concurrency: int, per_host: int, retries: int, timeout: float) -
         raise PlyrError(
             "--concurrency and --per-host must be at least 1, --retries at least 0, --timeout above 0"
         )
+    from indexer.backfill.http import Politeness
+
     return Politeness(
         concurrency=concurrency, per_host=per_host, retries=retries, read_timeout=timeout,
         request_timeout=timeout,
@@ -96,6 +100,7 @@ def backfill(
     an interrupted backfill continues where it stopped. Exit status 1 when any repo failed.
     """
     from core.runtime import open_runtime
+    from indexer.backfill.discovery import check_dids, read_dids_file
     from indexer.backfill.runner import BackfillOptions, run_backfill
 
     settings = load_settings()
@@ -114,7 +119,7 @@ def backfill(
 
     async def _run():  # type: ignore[no-untyped-def]
         async with open_runtime(settings) as rt:
-            return await run_backfill(rt.pool, opts)
+            return await run_backfill(rt.pool, opts, resolver=rt.identity, lexicons=rt.lexicons)
 
     summary = run_async(_run())
     for line in summary.lines(dry_run=dry_run):
@@ -141,6 +146,7 @@ def audit(
     """
     from core.runtime import open_runtime
     from indexer.backfill.audit import pick_repos, run_audit
+    from indexer.backfill.discovery import check_dids
     from indexer.backfill.runner import open_syncer
 
     if all_repos and sample is not None:
@@ -156,7 +162,9 @@ def audit(
             repos = await pick_repos(
                 rt.pool, sample=None if all_repos else (sample or 20), dids=wanted
             )
-            async with open_syncer(rt.pool, politeness=rules) as syncer:
+            async with open_syncer(
+                rt.pool, politeness=rules, resolver=rt.identity, lexicons=rt.lexicons
+            ) as syncer:
                 return await run_audit(syncer, repos, repair=repair, workers=concurrency)
 
     report = run_async(_run())

@@ -31,7 +31,7 @@ from indexer.backfill.http import FetchError, PoliteClient, xrpc_url
 from indexer.records import INDEXED_COLLECTIONS, RecordOp
 from indexer.writer import BatchResult, apply_batch
 from protocol.car import CarError
-from protocol.identity import IdentityError, IdentityResolver
+from protocol.identity import IdentityError, IdentityResolving
 from protocol.mst import MstError
 
 log = logging.getLogger("plyr.backfill")
@@ -75,7 +75,7 @@ class RepoSyncer:
         self,
         pool: asyncpg.Pool,
         client: PoliteClient,
-        resolver: IdentityResolver,
+        resolver: IdentityResolving,
         *,
         lexicons: Any,
         verify_signatures: bool = True,

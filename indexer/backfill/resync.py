@@ -24,7 +24,7 @@ from indexer.backfill.http import Politeness
 from indexer.backfill.repo import RepoSyncer
 from indexer.backfill.runner import open_syncer, sync_many
 from indexer.settings import ResyncSettings
-from protocol.identity import IdentityResolver
+from protocol.identity import IdentityResolving
 
 log = logging.getLogger("plyr.backfill")
 
@@ -46,16 +46,19 @@ async def run_resync_loop(
     interval: float | None = None,
     batch: int | None = None,
     politeness: Politeness | None = None,
-    resolver: IdentityResolver | None = None,
+    resolver: IdentityResolving | None = None,
 ) -> None:
-    """Fetch marked repos until cancelled (or `rt.stopping` is set)."""
+    """Fetch marked repos until cancelled (or `rt.stopping` is set); `resolver` replaces the
+    process's (`rt.identity`), for tests."""
     settings = ResyncSettings.from_env(overrides={"interval_s": interval, "batch": batch or None})
     interval, batch = settings.interval_s, settings.batch
     rules = politeness or Politeness(concurrency=settings.concurrency)
     log.info("resync loop started", extra={"interval_s": interval})
     last_metrics = 0.0
     failures = 0
-    async with open_syncer(rt.pool, politeness=rules, resolver=resolver) as syncer:
+    async with open_syncer(
+        rt.pool, politeness=rules, resolver=resolver or rt.identity, lexicons=rt.lexicons
+    ) as syncer:
         while not rt.stopping.is_set():
             try:
                 if time.monotonic() - last_metrics > 60:

@@ -27,7 +27,7 @@ from indexer.backfill.extract import DEFAULT_MEMORY_LIMIT
 from indexer.backfill.http import FetchError, PoliteClient, Politeness
 from indexer.backfill.progress import Progress
 from indexer.backfill.repo import RepoResult, RepoSyncer
-from protocol.identity import IdentityResolver, resolver_from_env
+from protocol.identity import IdentityResolving
 
 log = logging.getLogger("plyr.backfill")
 
@@ -95,13 +95,13 @@ async def open_syncer(
     pool: asyncpg.Pool,
     *,
     politeness: Politeness | None = None,
-    resolver: IdentityResolver | None = None,
+    resolver: IdentityResolving,
     verify_signatures: bool = True,
     spill_dir: Path | None = None,
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
     lexicons: Any = None,
 ) -> AsyncIterator[RepoSyncer]:
-    """A RepoSyncer with its HTTP session and identity resolver, closed on exit."""
+    """A RepoSyncer with its HTTP session (closed on exit) and the process's identity resolver."""
     from indexer.writer import default_lexicons
 
     rules = politeness or Politeness()
@@ -117,16 +117,10 @@ async def open_syncer(
     async with aiohttp.ClientSession(
         connector=connector, headers={"User-Agent": USER_AGENT}
     ) as session:
-        own_resolver = resolver is None
-        resolver = resolver or resolver_from_env(session=session)
-        try:
-            yield RepoSyncer(
-                pool, PoliteClient(session, rules), resolver, lexicons=lexicons or default_lexicons(),
-                verify_signatures=verify_signatures, spill_dir=spill_dir, memory_limit=memory_limit,
-            )  # fmt: skip
-        finally:
-            if own_resolver:
-                await resolver.close()
+        yield RepoSyncer(
+            pool, PoliteClient(session, rules), resolver, lexicons=lexicons or default_lexicons(),
+            verify_signatures=verify_signatures, spill_dir=spill_dir, memory_limit=memory_limit,
+        )  # fmt: skip
 
 
 async def sync_many(
@@ -162,7 +156,7 @@ async def run_backfill(
     pool: asyncpg.Pool,
     opts: BackfillOptions,
     *,
-    resolver: IdentityResolver | None = None,
+    resolver: IdentityResolving,
     lexicons: Any = None,
 ) -> BackfillSummary:
     summary = BackfillSummary()

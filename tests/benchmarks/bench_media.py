@@ -201,7 +201,7 @@ async def bench_upload_export(db_url: str, work: Path, use_s3: bool, only: str |
                      aws_access_key_id="t", aws_secret_access_key="t").create_bucket(Bucket="bench")
         env.update(PLYR_STORAGE="s3", PLYR_S3_BUCKET="bench", PLYR_S3_ENDPOINT_URL=f"http://127.0.0.1:{moto_port}",
                    PLYR_S3_REGION="us-east-1", AWS_ACCESS_KEY_ID="t", AWS_SECRET_ACCESS_KEY="t")
-    proc = subprocess.Popen([sys.executable, "-m", "core.cli", "media"], cwd=str(work), env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "plyr", "media"], cwd=str(work), env=env)
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {KEY}", "X-Plyr-Did": OWNER}
     results: dict[str, Any] = {"file_bytes": size, "storage": "s3 (moto)" if use_s3 else "local"}

@@ -24,9 +24,9 @@ from aiohttp import web
 
 from appview.app import build_app
 from appview.web_pages import EMBED_HEIGHT, EMBED_WIDTH
-from protocol.identity import IdentityResolver
 from tests.conftest import skip_unless_required
 from tests.integration.appview.conftest import Plc, World, appview_settings
+from tests.support.identity import local_resolver
 
 pytestmark = pytest.mark.browser
 
@@ -181,7 +181,7 @@ async def test_embed_page_plays_and_seeks_in_chromium(pool: Any, plc: Plc) -> No
                                 imageUrl=f"{media_url}/media/cover.png")
         short_id = await pool.fetchval("SELECT short_id FROM tracks WHERE uri = $1", uri)
 
-        resolver = IdentityResolver(plc.url)
+        resolver = local_resolver(plc.url)
         # The public URL is only known once bound: build the app for the port we got.
         probe_runner, base = await start_site(web.Application())
         await probe_runner.cleanup()

@@ -14,10 +14,10 @@ import pytest
 from aiohttp import web
 
 from appview.app import build_app
-from protocol.identity import IdentityResolver
 from tests.browser.test_appview_embed_browser import Browser, chromium, start_site
 from tests.integration.appview.conftest import Plc, World, appview_settings
 from tests.integration.appview.test_front_door import seed, set_cursor
+from tests.support.identity import local_resolver
 
 pytestmark = pytest.mark.browser
 
@@ -86,7 +86,7 @@ async def test_front_door_in_chromium(pool: Any, plc: Plc, tmp_path: Path) -> No
     await seed(world)  # 3 tracks, 2 artists, 3 likes, 2 plays once the hidden account is left out
     await set_cursor(pool, "wss://relay.example.test", 777, datetime.now(UTC) - timedelta(seconds=5))
 
-    resolver = IdentityResolver(plc.url)
+    resolver = local_resolver(plc.url)
     # The public URL is only known once bound: build the app for the port we got.
     probe_runner, base = await start_site(web.Application())
     await probe_runner.cleanup()

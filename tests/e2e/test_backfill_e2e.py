@@ -20,7 +20,7 @@ from indexer.backfill.audit import run_audit
 from indexer.backfill.http import Politeness
 from indexer.backfill.runner import BackfillOptions, open_syncer, run_backfill
 from indexer.records import INDEXED_COLLECTIONS
-from protocol.identity import IdentityResolver
+from tests.support.identity import local_resolver
 
 from .pds_client import Account, PdsClient, write_op
 from .pds_network import PdsNetwork, new_account
@@ -126,7 +126,7 @@ async def test_backfill_from_pds_then_dids_audit_and_repair(
     accounts = [await new_account(pds, pds_network, f"bf{i}") for i in range(3)]
     for i, acct in enumerate(accounts):
         await publish(pds, acct, 4 + i)
-    resolver = IdentityResolver(pds_network.plc_url)
+    resolver = local_resolver(pds_network.plc_url)
     try:
         # 1. from the PDS's listRepos (other tests' accounts may be listed too: only ours asserted)
         summary = await run_backfill(
@@ -172,7 +172,7 @@ async def test_backfill_from_pds_then_dids_audit_and_repair(
         "PLYR_LOG_LEVEL": "WARNING",
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "core.cli", "audit", *[a for d in dids for a in ("--did", d)],
+        sys.executable, "-m", "plyr", "audit", *[a for d in dids for a in ("--did", d)],
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 120)
@@ -190,7 +190,7 @@ async def test_backfill_while_the_live_indexer_runs_and_writes_continue(
     accounts = [await new_account(pds, pds_network, f"lv{i}") for i in range(3)]
     for acct in accounts:
         await publish(pds, acct, 6)  # before any indexer runs: only the backfill can see these
-    resolver = IdentityResolver(pds_network.plc_url)
+    resolver = local_resolver(pds_network.plc_url)
     source = RelaySource(pds_network.firehose_url)
     live = asyncio.create_task(
         run_indexer(

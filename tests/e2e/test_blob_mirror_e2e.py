@@ -22,8 +22,8 @@ import pytest
 from media.ffmpeg import ffmpeg_exe
 from media.ingest import stream_key
 from media.mirror_requests import take_all_requests
-from protocol.identity import IdentityResolver
 from tests.integration.media.conftest import media_settings, start_media_server
+from tests.support.identity import local_resolver
 from tests.support.mirrors import played_url
 
 from .pds_client import PdsClient
@@ -78,7 +78,7 @@ async def test_blob_track_from_the_pds_plays_from_our_copy(
     await indexer.stop()
 
     runner, media, events = await start_media_server(pool, database_url, media_settings(tmp_path / "media"))
-    resolver = IdentityResolver(pds_network.plc_url)
+    resolver = local_resolver(pds_network.plc_url)
     try:
         assert await take_all_requests(pool) == 1  # media takes the request: one mirror job
         job = await pool.fetchrow(

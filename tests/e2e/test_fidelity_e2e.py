@@ -51,6 +51,7 @@ from indexer.sources import RelaySource
 from indexer.writer import dump_records
 from protocol.identity import IdentityResolver
 from protocol.syntax import TidClock
+from tests.support.identity import local_resolver
 
 from .pds_client import Account, PdsClient, rkey_of
 from .pds_network import PdsNetwork, new_account
@@ -193,7 +194,7 @@ async def make_db(
 
 @pytest.fixture
 async def resolver(pds_network: PdsNetwork) -> AsyncIterator[IdentityResolver]:
-    r = IdentityResolver(pds_network.plc_url)
+    r = local_resolver(pds_network.plc_url)
     yield r
     await r.close()
 
@@ -350,7 +351,7 @@ async def plyr(target: Db, net: PdsNetwork, *args: str) -> tuple[int, str, str]:
         "PLYR_LOG_LEVEL": "WARNING",
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "core.cli", *args, cwd=ROOT, env=env,
+        sys.executable, "-m", "plyr", *args, cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 300)

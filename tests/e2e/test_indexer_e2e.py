@@ -126,7 +126,7 @@ class Indexer:
     async def start(self, *extra: str) -> None:
         with self.log.open("ab") as out:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "core.cli", "index", "--url", self.url, *extra,
+                sys.executable, "-m", "plyr", "index", "--url", self.url, *extra,
                 cwd=ROOT, env=self.env, stdout=out, stderr=out, start_new_session=True,
             )  # fmt: skip
 
@@ -170,7 +170,7 @@ class Indexer:
 
     async def dump(self) -> list[dict[str, Any]]:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "core.cli", "records", "dump", cwd=ROOT, env=self.env,
+            sys.executable, "-m", "plyr", "records", "dump", cwd=ROOT, env=self.env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, err = await asyncio.wait_for(proc.communicate(), 120)

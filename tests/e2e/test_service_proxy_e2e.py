@@ -136,7 +136,7 @@ class PlyrProcess:
     async def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "core.cli", *self.args, cwd=self.cwd, env=self.env,
+                sys.executable, "-m", "plyr", *self.args, cwd=self.cwd, env=self.env,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
             )  # fmt: skip
 

@@ -19,11 +19,11 @@ from appview.errors import XRPCError
 from appview.urls import servable_url, servable_url_sql
 from core import db
 from core.settings import CoreSettings
-from protocol.crypto import PrivateKey, PublicKey
-from protocol.identity import DidDocument, IdentityError, IdentityResolver
+from protocol.crypto import PrivateKey
 from protocol.service_auth import AuthError, IssuerGate, create_service_jwt, verify_service_jwt
 from tests.integration.appview import conftest as appview_fixtures
 from tests.integration.appview.conftest import SERVICE_DID, AppFactory, Plc, World, appview_settings
+from tests.support.identity import FakeResolver, local_resolver
 
 # The AppView test fixtures (a PLC stand-in, the index writer, app clients), by name for pytest.
 plc = appview_fixtures.plc
@@ -112,7 +112,7 @@ async def test_database_that_goes_away(pg_server_url: str, database_url: str, pl
     socket_dirs = [v for k, v in parse_qsl(parts.query) if k == "host"]
     secrets_in_url = {name, parts.hostname or "", str(parts.port or 5432), *socket_dirs} - {""}
     pool = await db.create_pool(database_url, CoreSettings.from_env(), min_size=1, max_size=3)
-    resolver = IdentityResolver(plc.url)
+    resolver = local_resolver(plc.url)
     fan = plc.register("fan")
     client = TestClient(TestServer(build_app(pool, appview_settings(), resolver=resolver), host="127.0.0.1"))
     await client.start_server()
@@ -300,25 +300,6 @@ AUD = SERVICE_DID + SERVICE_FRAGMENT
 LXM = "fm.plyr.viewer.getQueue"
 
 
-class StubResolver:
-    """Answers DID lookups from a dict and counts every lookup that would be a fetch."""
-
-    def __init__(self) -> None:
-        self.keys: dict[str, PublicKey] = {}
-        self.fetches = 0
-        self.error_kind = "not_found"
-
-    async def resolve_did(self, did: str, *, fresh: bool = False) -> DidDocument:
-        self.fetches += 1
-        key = self.keys.get(did)
-        if key is None:
-            raise IdentityError(f"{did}: not found", kind=self.error_kind)  # type: ignore[arg-type]
-        return DidDocument(did=did, handle=None, pds_endpoint=None, signing_key=key, raw={})
-
-    async def close(self) -> None:
-        return None
-
-
 def _random_plc() -> str:
     alphabet = "abcdefghijklmnopqrstuvwxyz234567"
     return "did:plc:" + "".join(secrets.choice(alphabet) for _ in range(24))
@@ -329,7 +310,7 @@ def _request(token: str) -> Any:
 
 
 async def test_service_auth_lifetime_cache_and_unknown_issuers() -> None:
-    resolver = StubResolver()
+    resolver = FakeResolver()
     did = _random_plc()
     key = PrivateKey.generate("k256")
     resolver.keys[did] = key.public_key()

@@ -195,7 +195,7 @@ async def test_capture_corpus_is_read_up_to_the_damage_and_reported(path: Path) 
 
 async def plyr(*args: str, env: dict[str, str]) -> tuple[int, bytes]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "core.cli", *args, cwd=ROOT, env=env,
+        sys.executable, "-m", "plyr", *args, cwd=ROOT, env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     _out, err = await asyncio.wait_for(proc.communicate(), 120)

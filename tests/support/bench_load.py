@@ -182,7 +182,7 @@ def start_appview(db_url: str, plc_url: str, *, microcache: float, coalesce: boo
         PLYR_APPVIEW_COALESCE="1" if coalesce else "0",
         PLYR_DB_POOL_MAX=str(pool_max),  # 2 cores: fewer, busier connections
     )  # fmt: skip
-    proc = subprocess.Popen([PY, "-m", "core.cli", "serve", "--port", str(port)], env=env)
+    proc = subprocess.Popen([PY, "-m", "plyr", "serve", "--port", str(port)], env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{base}/health")

@@ -25,6 +25,7 @@ from protocol.crypto import PrivateKey
 from protocol.identity import IdentityResolver
 from protocol.service_auth import create_service_jwt
 from protocol.syntax import TidClock
+from tests.support.identity import local_resolver
 from tests.support.indexing import index_records
 
 SERVICE_DID = "did:web:appview.test"
@@ -199,7 +200,7 @@ async def make_client(pool: asyncpg.Pool, plc: Plc) -> AsyncIterator[AppFactory]
     resolvers: list[IdentityResolver] = []
 
     async def factory(*, app_pool: Any = None, **overrides: Any) -> TestClient:
-        resolver = IdentityResolver(plc.url)
+        resolver = local_resolver(plc.url)
         resolvers.append(resolver)
         app = build_app(app_pool or pool, appview_settings(**overrides), resolver=resolver, check_output=True)
         client = TestClient(TestServer(app, host="127.0.0.1"))

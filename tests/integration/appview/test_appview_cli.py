@@ -24,7 +24,7 @@ async def test_plyr_serve_runs_and_stops_cleanly(database_url: str) -> None:
     env = {**os.environ, "DATABASE_URL": database_url, "PLYR_LOG_LEVEL": "WARNING",
            "PLYR_CORS_ORIGINS": "https://plyr.test"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "core.cli", "serve", "--port", str(port), cwd=ROOT, env=env,
+        sys.executable, "-m", "plyr", "serve", "--port", str(port), cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -57,7 +57,7 @@ async def test_plyr_serve_reports_a_busy_port_in_one_line(database_url: str) -> 
         port = busy.getsockname()[1]
         env = {**os.environ, "DATABASE_URL": database_url, "PLYR_LOG_LEVEL": "WARNING"}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "core.cli", "serve", "--port", str(port), cwd=ROOT, env=env,
+            sys.executable, "-m", "plyr", "serve", "--port", str(port), cwd=ROOT, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         _, stderr = await asyncio.wait_for(proc.communicate(), 30)

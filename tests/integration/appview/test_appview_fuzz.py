@@ -14,8 +14,8 @@ import asyncpg
 from aiohttp import web
 
 from appview.app import build_app
-from protocol.identity import IdentityResolver
 from tests.integration.appview.conftest import appview_settings
+from tests.support.identity import local_resolver
 
 World = Any
 ST = str(Path(sys.executable).with_name("st"))
@@ -47,7 +47,7 @@ async def test_fuzzer_finds_no_server_errors(pool: asyncpg.Pool, world: World, p
     album = await world.playlist(ann, "Debut", uris[:3], "album")
     known = {"dids": [ann.did, fan.did], "handles": [ann.handle, fan.handle], "uris": [*uris, album]}
 
-    resolver = IdentityResolver(plc.url)
+    resolver = local_resolver(plc.url)
     app = build_app(pool, appview_settings(), resolver=resolver, check_output=True)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

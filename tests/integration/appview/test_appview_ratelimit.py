@@ -18,6 +18,7 @@ from appview.app import LIMITS_KEY, build_app
 from core.ratelimit import RateLimitSettings, RequestLimits
 from protocol.identity import IdentityResolver
 from tests.integration.appview.conftest import Plc, World, appview_settings
+from tests.support.identity import local_resolver
 
 LATEST = "/xrpc/fm.plyr.feed.getLatestTracks"
 NSID = "fm.plyr.feed.getLatestTracks"
@@ -42,7 +43,7 @@ async def nodes(pool: asyncpg.Pool, plc: Plc) -> AsyncIterator[Callable[..., Any
     resolvers: list[IdentityResolver] = []
 
     async def make(clock: Callable[[], float], **limits: Any) -> Node:
-        resolver = IdentityResolver(plc.url)
+        resolver = local_resolver(plc.url)
         resolvers.append(resolver)
         settings = RateLimitSettings(enabled=True, window_seconds=WINDOW, loopback=True, **limits)
         app = build_app(pool, appview_settings(rate_limit=settings), resolver=resolver,
@@ -167,7 +168,7 @@ async def test_background_sync_carries_the_count(nodes: Any, pool: asyncpg.Pool)
 
 
 async def test_loopback_is_not_limited_unless_asked(nodes: Any, pool: asyncpg.Pool, plc: Plc) -> None:
-    resolver = IdentityResolver(plc.url)
+    resolver = local_resolver(plc.url)
     app = build_app(pool, appview_settings(rate_limit=RateLimitSettings(ip_limit=1)), resolver=resolver)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         for _ in range(3):

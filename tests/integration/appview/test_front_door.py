@@ -24,8 +24,8 @@ from core.settings import FirehoseSettings
 from core.settings_spec import spec_of
 from indexer import settings as indexer_settings
 from indexer.writer import CursorUpdate, apply_batch, default_lexicons
-from protocol.identity import IdentityResolver
 from tests.integration.appview.conftest import PUBLIC_URL, AppFactory, Plc, World, appview_settings
+from tests.support.identity import local_resolver
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
@@ -243,7 +243,7 @@ async def test_hostile_lexicon_text_is_escaped(pool: asyncpg.Pool, plc: Plc) -> 
                           "output": {"encoding": "application/json",
                                      "schema": {"type": "ref", "ref": "#x\"><script>"}}}},
     }
-    resolver = IdentityResolver(plc.url)
+    resolver = local_resolver(plc.url)
     app = build_app(pool, appview_settings(), resolver=resolver, lexicons=LexiconSet(base.validator, docs))
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()

@@ -9,6 +9,7 @@ import pytest
 from indexer.backfill.http import Politeness
 from protocol.identity import IdentityResolver
 from tests.integration.backfill.fake_network import FakeNetwork
+from tests.support.identity import local_resolver
 
 FAST = Politeness(
     concurrency=4, per_host=2, retries=2, backoff_base=0.02, backoff_max=0.1, read_timeout=5
@@ -25,6 +26,6 @@ async def net() -> AsyncIterator[FakeNetwork]:
 
 @pytest.fixture
 async def resolver(net: FakeNetwork) -> AsyncIterator[IdentityResolver]:
-    r = IdentityResolver(net.base, negative_ttl=0, cache_ttl=0.001)
+    r = local_resolver(net.base, negative_ttl=0, cache_ttl=0.001)
     yield r
     await r.close()

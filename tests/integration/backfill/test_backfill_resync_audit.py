@@ -33,7 +33,7 @@ async def test_resync_loop_fetches_marked_repos_and_clears_the_mark(
         repo.did,
         failing.did,
     )
-    rt = Runtime(settings=CoreSettings.from_env(), database_url=database_url, pool=pool)
+    rt = Runtime(settings=CoreSettings.from_env(), database_url=database_url, pool=pool, identity=resolver)
     task = asyncio.create_task(
         run_resync_loop(rt, interval=0.05, politeness=FAST, resolver=resolver)
     )
@@ -126,7 +126,7 @@ async def test_audit_reports_drift_and_repair_fixes_it(
 
 async def _plyr(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "core.cli", *args, env=env,
+        sys.executable, "-m", "plyr", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 60)

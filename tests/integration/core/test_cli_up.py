@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
-PLYR = [sys.executable, "-m", "core.cli"]
+PLYR = [sys.executable, "-m", "plyr"]
 
 
 def _env(data_dir: Path, **extra: str) -> dict[str, str]:

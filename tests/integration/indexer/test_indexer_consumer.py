@@ -35,6 +35,7 @@ from tests.support.frames import (
     track_record,
     write_capture,
 )
+from tests.support.identity import local_resolver
 from tests.support.rkeys import tid_key
 from tests.unit.protocol.fake_identity_server import FakeIdentityServer, did_doc
 
@@ -47,7 +48,7 @@ BOB = "did:plc:bob234567abcdefghijklmno"
 async def identity() -> AsyncIterator[tuple[FakeIdentityServer, IdentityResolver]]:
     server = FakeIdentityServer()
     await server.start()
-    resolver = IdentityResolver(server.url, handle_resolver_url=server.url, refresh_floor=0)
+    resolver = local_resolver(server.url, handle_resolver_url=server.url, refresh_floor=0)
     yield server, resolver
     await resolver.close()
     await server.stop()
@@ -259,7 +260,7 @@ class Done:
 
 async def plyr(*args: str, env: dict[str, str]) -> Done:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "core.cli", *args, cwd=ROOT, env=env,
+        sys.executable, "-m", "plyr", *args, cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 120)

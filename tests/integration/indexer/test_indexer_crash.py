@@ -57,12 +57,13 @@ from tests.support.frames import (
     track_record,
     write_capture,
 )
+from tests.support.identity import local_resolver
 from tests.support.repo_builder import RepoBuilder
 from tests.support.rkeys import tid_key
 from tests.unit.protocol.fake_identity_server import FakeIdentityServer, did_doc
 
 ROOT = Path(__file__).resolve().parents[3]
-PLYR = [sys.executable, "-m", "core.cli"]
+PLYR = [sys.executable, "-m", "plyr"]
 COLLECTIONS = (
     "fm.plyr.track",
     "fm.plyr.like",
@@ -547,7 +548,6 @@ async def test_fuzz_corpus_never_stops_the_consumer(
     from indexer.service import run_indexer
     from indexer.settings import IndexerSettings
     from indexer.sources import CaptureSource
-    from protocol.identity import IdentityResolver
 
     work = build_workload(random.Random(7), 40, n_repos=2, offset=1000)
     register(identity, work)
@@ -555,7 +555,7 @@ async def test_fuzz_corpus_never_stops_the_consumer(
         source="relay", relay_url="ws://127.0.0.1:1", jetstream_url="ws://127.0.0.1:1", verify=True,
         metrics_port=0, batch_size=10, batch_delay=0.05, standby_poll=0.1,
     )  # fmt: skip
-    resolver = IdentityResolver(identity.url, handle_resolver_url=identity.url, refresh_floor=0)
+    resolver = local_resolver(identity.url, handle_resolver_url=identity.url, refresh_floor=0)
     caplog.set_level(logging.INFO, logger="plyr")
     failures: list[str] = []
     try:
@@ -596,7 +596,6 @@ async def test_cursor_never_passes_an_unwritten_event(
     from indexer.settings import IndexerSettings
     from indexer.sources import CaptureSource
     from indexer.verify import Verifier
-    from protocol.identity import IdentityResolver
 
     rng = random.Random(11)
     work = build_workload(rng, 600, n_repos=3, account_rate=0.04)
@@ -632,7 +631,7 @@ async def test_cursor_never_passes_an_unwritten_event(
         source="relay", relay_url="ws://127.0.0.1:1", jetstream_url="ws://127.0.0.1:1", verify=True,
         metrics_port=0, batch_size=15, batch_delay=0.01, standby_poll=0.1,
     )  # fmt: skip
-    resolver = IdentityResolver(identity.url, handle_resolver_url=identity.url, refresh_floor=0)
+    resolver = local_resolver(identity.url, handle_resolver_url=identity.url, refresh_floor=0)
     capture = write_capture(tmp_path / "race.bin", [f for _s, f in work.frames])
     try:
         await run_indexer(

@@ -11,32 +11,12 @@ from indexer.records import RecordOp
 from indexer.writer import AccountChange, apply_account
 from tests.integration.indexer.test_indexer_consumer import replay
 from tests.support.frames import identity_frame, track_record
+from tests.support.identity import FakeResolver
 from tests.support.indexing import index_records
 
 ALICE = "did:plc:alice234567abcdefghijklm"
 BOB = "did:plc:bob234567abcdefghijklmno"
 CID = "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"
-
-
-class StubResolver:
-    """Handles from a dict; a DID in `failing` raises; `during` runs inside each lookup."""
-
-    def __init__(self, handles: dict[str, str | None]) -> None:
-        self.handles = handles
-        self.failing: set[str] = set()
-        self.lookups: list[str] = []
-        self.during: Any = None
-
-    def invalidate(self, did: str) -> None:
-        pass
-
-    async def verified_handle(self, did: str) -> str | None:
-        self.lookups.append(did)
-        if self.during is not None:
-            await self.during(did)
-        if did in self.failing:
-            raise OSError("PLC unreachable")
-        return self.handles.get(did)
 
 
 async def _track(pool, did: str, rkey: str = "3ktcx22222222") -> None:
@@ -56,7 +36,7 @@ async def test_actors_written_outside_the_live_stream_get_their_handle(pool) -> 
     # e.g. a backfill: the row is created by the writer, nobody spawned a lookup for it
     await _track(pool, ALICE)
     assert (await _state(pool, ALICE))["pending"]
-    resolver = StubResolver({ALICE: "alice.test"})
+    resolver = FakeResolver(handles={ALICE: "alice.test"})
     assert await HandleChecker(pool, resolver).run_once() == 1
     row = await _state(pool, ALICE)
     assert row["handle"] == "alice.test" and not row["pending"]
@@ -65,7 +45,7 @@ async def test_actors_written_outside_the_live_stream_get_their_handle(pool) -> 
 
 async def test_a_request_made_during_the_lookup_keeps_the_check_pending(pool) -> None:
     await _track(pool, ALICE)
-    resolver = StubResolver({ALICE: "old.test"})
+    resolver = FakeResolver(handles={ALICE: "old.test"})
 
     async def identity_event_meanwhile(did: str) -> None:
         async with pool.acquire() as conn:
@@ -85,7 +65,7 @@ async def test_a_request_made_during_the_lookup_keeps_the_check_pending(pool) ->
 
 async def test_failures_back_off_then_give_up_until_the_next_request(pool) -> None:
     await _track(pool, ALICE)
-    resolver = StubResolver({})
+    resolver = FakeResolver(handles={})
     resolver.failing.add(ALICE)
     checker = HandleChecker(pool, resolver)
     await checker.run_once()
@@ -108,7 +88,7 @@ async def test_hidden_actors_wait_until_they_are_visible(pool) -> None:
     await _track(pool, ALICE)
     async with pool.acquire() as conn:
         await apply_account(conn, AccountChange(ALICE, False, "deactivated"))
-    resolver = StubResolver({ALICE: "alice.test"})
+    resolver = FakeResolver(handles={ALICE: "alice.test"})
     assert await HandleChecker(pool, resolver).run_once() == 0
     async with pool.acquire() as conn:
         await apply_account(conn, AccountChange(ALICE, True, None))
@@ -120,7 +100,7 @@ async def test_identity_events_request_checks_with_the_cursor(pool, database_url
     resolver) leaves it in the database, and the next one looks it up when it starts."""
     await _track(pool, ALICE)
     await _track(pool, BOB)
-    resolver = StubResolver({ALICE: "alice.test", BOB: "bob.test"})
+    resolver = FakeResolver(handles={ALICE: "alice.test", BOB: "bob.test"})
     await HandleChecker(pool, resolver).run_once()
     frames = [identity_frame(1, ALICE)]
     await replay(pool, database_url, tmp_path, frames, None, verify=False, name="i.bin")

@@ -208,14 +208,14 @@ async def test_capture_then_replay(pool: asyncpg.Pool, database_url: str, fireho
     root = ROOT
     env = {**os.environ, "DATABASE_URL": database_url, "PLYR_PLC_URL": "http://127.0.0.1:9"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "core.cli", "capture", firehose.url, str(out), "--limit", "12",
+        sys.executable, "-m", "plyr", "capture", firehose.url, str(out), "--limit", "12",
         cwd=root, env=env, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
     assert b"captured 12 frames" in err
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "core.cli", "index", "--replay", str(out), "--no-verify",
+        sys.executable, "-m", "plyr", "index", "--replay", str(out), "--no-verify",
         cwd=root, env=env, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     _, err = await asyncio.wait_for(proc.communicate(), 60)

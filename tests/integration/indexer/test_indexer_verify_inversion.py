@@ -21,6 +21,7 @@ from protocol.identity import IdentityResolver
 from protocol.syntax import tid_from_micros
 from tests.integration.indexer.test_indexer_consumer import replay
 from tests.support.frames import post_record, track_record
+from tests.support.identity import local_resolver
 from tests.support.repo_builder import CommitResult, RepoBuilder
 from tests.support.rkeys import tid_key
 from tests.unit.protocol.fake_identity_server import FakeIdentityServer, did_doc
@@ -35,7 +36,7 @@ TIME = "2026-01-01T00:00:00.000Z"
 async def identity() -> AsyncIterator[tuple[FakeIdentityServer, IdentityResolver]]:
     server = FakeIdentityServer()
     await server.start()
-    resolver = IdentityResolver(server.url, handle_resolver_url=server.url, refresh_floor=0)
+    resolver = local_resolver(server.url, handle_resolver_url=server.url, refresh_floor=0)
     yield server, resolver
     await resolver.close()
     await server.stop()

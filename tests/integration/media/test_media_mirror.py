@@ -31,6 +31,7 @@ from protocol.cid import cid_for_raw, cid_to_str
 from protocol.crypto import PrivateKey
 from protocol.identity import IdentityResolver
 from protocol.service_auth import create_service_jwt
+from tests.support.identity import local_resolver
 from tests.support.mirrors import played_url
 
 MEDIA_DID = "did:web:media.plyr.test"
@@ -105,7 +106,7 @@ async def pds() -> AsyncIterator[FakePds]:
 
 @pytest.fixture
 async def resolver() -> AsyncIterator[IdentityResolver]:
-    r = IdentityResolver("http://127.0.0.1:9", allow_private_network=True)
+    r = local_resolver("http://127.0.0.1:9")
     yield r
     await r.close()
 

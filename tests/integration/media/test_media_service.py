@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
-PLYR = [sys.executable, "-m", "core.cli"]
+PLYR = [sys.executable, "-m", "plyr"]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -88,6 +88,7 @@ async def test_under_plyr_up_without_auth_it_runs_but_refuses_uploads(
     from core.runtime import Runtime
     from core.settings import CoreSettings
     from media import service
+    from tests.support.identity import FakeResolver
 
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -98,7 +99,7 @@ async def test_under_plyr_up_without_auth_it_runs_but_refuses_uploads(
     monkeypatch.setenv("PLYR_MEDIA_PORT", str(port))
     monkeypatch.setenv("PLYR_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("PLYR_MEDIA_WORKERS", "1")
-    rt = Runtime(settings=CoreSettings.from_env(), database_url=database_url, pool=pool)
+    rt = Runtime(settings=CoreSettings.from_env(), database_url=database_url, pool=pool, identity=FakeResolver())
     task = asyncio.create_task(service.run(rt))
     try:
         async with aiohttp.ClientSession() as session:

@@ -284,7 +284,7 @@ def _png() -> bytes:
 
 def _plyr(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "core.cli", *args], cwd=str(ROOT), env=env,
+        [sys.executable, "-m", "plyr", *args], cwd=str(ROOT), env=env,
         capture_output=True, text=True, timeout=120,
     )
 

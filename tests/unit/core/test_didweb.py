@@ -67,7 +67,7 @@ def test_appview_settings_refuse_a_foreign_did(monkeypatch: pytest.MonkeyPatch) 
 def test_plyr_serve_says_one_line_and_exits_1(tmp_path: Path) -> None:
     env = {**os.environ, "PLYR_PUBLIC_URL": "https://api.plyr.fm", "PLYR_SERVICE_DID": "did:web:plyr.fm",
            "PLYR_DATA_DIR": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "core.cli", "serve"], cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
+    proc = subprocess.run([sys.executable, "-m", "plyr", "serve"], cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()

@@ -31,7 +31,6 @@ from indexer.sources import (
 )
 from indexer.verify import Verifier, VerifyError
 from protocol.crypto import PrivateKey
-from protocol.identity import IdentityError
 from tests.support.frames import (
     MiniRepo,
     account_frame,
@@ -46,29 +45,9 @@ from tests.support.frames import (
     track_record,
     write_capture,
 )
+from tests.support.identity import FakeResolver
 
 DID = "did:plc:alice234567abcdefghijklm"
-
-
-class FakeResolver:
-    """Keys by DID; counts lookups; `rotated` is served only to fresh lookups."""
-
-    def __init__(self, keys: dict[str, object]) -> None:
-        self.keys = keys
-        self.rotated: dict[str, object] = {}
-        self.calls: list[tuple[str, bool]] = []
-        self.invalidated: list[str] = []
-
-    async def signing_key(self, did: str, *, fresh: bool = False) -> object:
-        self.calls.append((did, fresh))
-        if fresh and did in self.rotated:
-            return self.rotated[did]
-        if did not in self.keys:
-            raise IdentityError(f"{did}: not found", kind="not_found")
-        return self.keys[did]
-
-    def invalidate(self, did: str) -> None:
-        self.invalidated.append(did)
 
 
 def run(coro):  # noqa: ANN001, ANN201 - tiny helper for sync tests

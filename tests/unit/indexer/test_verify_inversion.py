@@ -18,27 +18,12 @@ from protocol.car import write_car
 from protocol.cid import cid_for_cbor
 from protocol.crypto import PrivateKey
 from protocol.data_model import Link, encode_dag_cbor_exact
-from protocol.identity import IdentityError
 from protocol.syntax import tid_from_micros
 from tests.support.frames import post_record, track_record
+from tests.support.identity import FakeResolver
 from tests.support.repo_builder import CommitResult, RepoBuilder
 
 DID = "did:plc:alice234567abcdefghijklm"
-
-
-class KeyResolver:
-    """Signing keys from memory (the network is not what these tests are about)."""
-
-    def __init__(self, keys: dict[str, Any]) -> None:
-        self.keys = keys
-
-    async def signing_key(self, did: str, *, fresh: bool = False) -> Any:
-        if did not in self.keys:
-            raise IdentityError(f"{did}: not found", kind="not_found")
-        return self.keys[did]
-
-    def invalidate(self, did: str) -> None:
-        pass
 
 
 def run(coro: Any) -> Any:
@@ -63,7 +48,7 @@ def repo() -> RepoBuilder:
 
 @pytest.fixture
 def verifier(repo: RepoBuilder) -> Verifier:
-    return Verifier(KeyResolver({DID: repo.key.public_key()}))
+    return Verifier(FakeResolver({DID: repo.key.public_key()}))
 
 
 def frame_of(body: dict[str, Any], t: str = "#commit") -> bytes:
@@ -120,7 +105,7 @@ def test_single_op_commits_pass(repo: RepoBuilder, verifier: Verifier) -> None:
 def test_first_commit_of_a_repo_from_an_empty_tree() -> None:
     """The first commit has no prevData; the second inverts back to a one-record tree."""
     r = RepoBuilder(DID, PrivateKey.generate("p256"))
-    v = Verifier(KeyResolver({DID: r.key.public_key()}))
+    v = Verifier(FakeResolver({DID: r.key.public_key()}))
     r.put("fm.plyr.track", "3kt1", track_record("First"))
     first = r.commit()
     assert first.prev_data is None
@@ -240,7 +225,7 @@ def test_bad_signature_is_reported_before_the_inversion(repo: RepoBuilder) -> No
     """A forged commit must not get as far as the inversion (whose failure costs a resync)."""
     body = mixed_commit(repo).firehose_body(seq=1)
     body["ops"] = body["ops"][1:]
-    wrong = Verifier(KeyResolver({DID: PrivateKey.generate("k256").public_key()}))
+    wrong = Verifier(FakeResolver({DID: PrivateKey.generate("k256").public_key()}))
     assert rejected(wrong, body).kind == "signature"
 
 

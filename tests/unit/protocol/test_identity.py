@@ -17,6 +17,7 @@ import libipld
 import pytest
 from aiohttp.abc import AbstractResolver
 
+from core.identity import build_resolver, resolver_from_env
 from protocol.crypto import PrivateKey
 from protocol.identity import (
     DidDocument,
@@ -25,7 +26,6 @@ from protocol.identity import (
     did_from_txt_records,
     did_from_well_known,
     parse_did_document,
-    resolver_from_env,
 )
 
 from .fake_identity_server import FakeIdentityServer, did_doc, random_plc_did
@@ -56,6 +56,7 @@ def clock() -> FakeClock:
 async def resolver(server: FakeIdentityServer, clock: FakeClock) -> AsyncIterator[IdentityResolver]:
     res = IdentityResolver(
         server.url,
+        allow_private_network=True,
         timeout=2.0,
         cache_ttl=100,
         negative_ttl=10,
@@ -278,7 +279,7 @@ async def test_resolve_did_web_on_localhost(
     key, server.web_doc = _key_doc(did, handle="web.test")
     doc = await resolver.resolve_did(did)
     assert doc.did == did and doc.signing_key == key.public_key() and doc.handle == "web.test"
-    strict = IdentityResolver(server.url, allow_private_network=False)
+    strict = build_resolver(server.url, allow_private_network=False)
     with pytest.raises(IdentityError) as info:
         await strict.resolve_did(did)
     assert info.value.kind == "unsupported"
@@ -341,7 +342,7 @@ async def test_unreachable_directory() -> None:
     with socket.socket() as sock:  # a port that nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    async with IdentityResolver(f"http://127.0.0.1:{port}", timeout=2) as res:
+    async with IdentityResolver(f"http://127.0.0.1:{port}", allow_private_network=True, timeout=2) as res:
         with pytest.raises(IdentityError) as info:
             await res.resolve_did(random_plc_did())
         assert info.value.kind == "unreachable"
@@ -535,7 +536,8 @@ async def test_dns_txt_resolution_and_conflicts() -> None:
     dns_resolver.port = transport.get_extra_info("sockname")[1]
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=_LoopbackOnly()))
     res = IdentityResolver(
-        "http://127.0.0.1:9", session=session, dns_resolver=dns_resolver, timeout=1
+        "http://127.0.0.1:9", session=session, dns_resolver=dns_resolver, timeout=1,
+        allow_private_network=True,
     )
     try:
         assert await res.resolve_handle("dns.example.com") == did

@@ -12,10 +12,11 @@ import pytest
 from aiohttp import web
 
 from core.errors import ConfigError
+from core.identity import build_resolver, resolver_from_env
 from core.net import outbound_connector
 from core.settings import ALLOW_PRIVATE_NETWORK_VAR
 from protocol.crypto import PrivateKey
-from protocol.identity import IdentityError, IdentityResolver, did_web_url, resolver_from_env
+from protocol.identity import IdentityError, IdentityResolver, did_web_url
 from tests.support.stub_resolver import StubResolver
 
 from .fake_identity_server import FakeIdentityServer, did_doc, random_plc_did
@@ -66,7 +67,7 @@ def test_did_web_is_https_and_localhost_needs_the_setting() -> None:
     assert (
         did_web_url("did:web:music.example.org") == "https://music.example.org/.well-known/did.json"
     )
-    with pytest.raises(IdentityError, match=ALLOW_PRIVATE_NETWORK_VAR) as info:
+    with pytest.raises(IdentityError, match="private networks are not allowed") as info:
         did_web_url("did:web:localhost%3A2583")
     assert info.value.kind == "unsupported"
     assert (
@@ -78,7 +79,7 @@ def test_did_web_is_https_and_localhost_needs_the_setting() -> None:
 async def test_a_loopback_plc_directory_is_refused(server: FakeIdentityServer) -> None:
     did = random_plc_did()
     server.plc[did] = did_doc(did, PrivateKey.generate("k256").public_key())
-    async with IdentityResolver(server.url, allow_private_network=False) as strict:
+    async with build_resolver(server.url, allow_private_network=False) as strict:
         with pytest.raises(IdentityError) as info:
             await strict.resolve_did(did)
     assert info.value.kind == "unsupported"
@@ -94,7 +95,7 @@ async def test_did_web_host_resolving_to_private_addresses_is_refused() -> None:
     stub = StubResolver({"evil-example.com": ["169.254.169.254"], "ten-example.net": ["10.0.0.8"]})
     connector = outbound_connector(allow_private_network=False, resolver=stub)
     async with aiohttp.ClientSession(connector=connector) as session:
-        strict = IdentityResolver(
+        strict = build_resolver(
             "https://plc.directory",
             session=session,
             allow_private_network=False,
@@ -139,11 +140,17 @@ async def test_redirects_to_plain_http_are_refused(redirector: str) -> None:
 
 async def test_the_default_follows_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ALLOW_PRIVATE_NETWORK_VAR)
-    async with IdentityResolver() as res:
+    async with resolver_from_env() as res:
         assert res.allow_private_network is False
     monkeypatch.setenv(ALLOW_PRIVATE_NETWORK_VAR, "true")
-    async with IdentityResolver() as res:
+    async with resolver_from_env() as res:
         assert res.allow_private_network is True
+
+
+def test_refusing_private_networks_needs_a_guarded_connection() -> None:
+    # protocol/ has no address guard of its own: a strict resolver must be handed one.
+    with pytest.raises(ValueError, match="guarded"):
+        IdentityResolver("https://plc.directory", allow_private_network=False)
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from protocol.service_auth import (
     create_service_jwt,
     verify_service_jwt,
 )
+from tests.support.identity import local_resolver
 
 from .fake_identity_server import FakeIdentityServer, did_doc, random_plc_did
 
@@ -55,7 +56,7 @@ async def server() -> AsyncIterator[FakeIdentityServer]:
 
 @pytest.fixture
 async def resolver(server: FakeIdentityServer) -> AsyncIterator[IdentityResolver]:
-    res = IdentityResolver(server.url, timeout=2.0, refresh_floor=0)
+    res = local_resolver(server.url, timeout=2.0, refresh_floor=0)
     yield res
     await res.close()
 
@@ -260,7 +261,7 @@ async def test_key_rotation_recovers_with_a_fresh_document(
 
 async def test_forged_tokens_cannot_force_endless_refetches(server: FakeIdentityServer) -> None:
     acct = Account(server)
-    async with IdentityResolver(server.url, refresh_floor=60) as res:
+    async with local_resolver(server.url, refresh_floor=60) as res:
         forger = PrivateKey.generate("k256")
         for _ in range(5):
             forged = create_service_jwt(forger, iss=acct.did, aud=AUD, lxm=LXM)
@@ -323,7 +324,7 @@ async def test_issuer_gate_bounds_lookups_of_unknown_issuers(server: FakeIdentit
     clock = [0.0]
     gate = IssuerGate(rate=1.0, burst=3, negative_ttl=30, clock=lambda: clock[0])
     acct = Account(server)
-    async with IdentityResolver(server.url, negative_ttl=0) as res:
+    async with local_resolver(server.url, negative_ttl=0) as res:
         token = create_service_jwt(acct.key, iss=acct.did, aud=AUD, lxm=LXM)
         assert await _verify(token, res, issuers=gate) == acct.did  # 1 of the budget
         forger = PrivateKey.generate("k256")

@@ -1,0 +1,54 @@
+"""The `plyr` command: core's commands, each package's, and `plyr up` over all services.
+
+Package command modules are imported here, by name, in the order `plyr --help` lists them;
+each keeps its heavy imports inside its commands.
+"""
+
+from __future__ import annotations
+
+import click
+
+from appview import cli as appview_cli
+from core import cli as core_cli
+from indexer import cli as indexer_cli
+from indexer.backfill import cli as backfill_cli
+from media import cli as media_cli
+from plyr.services import SERVICES
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """plyr: the AppView and firehose indexer of a music platform on the AT Protocol."""
+
+
+@cli.command()
+@click.option(
+    "--only",
+    multiple=True,
+    type=click.Choice(list(SERVICES)),
+    help="Run only these services (repeatable). Default: all of them.",
+)
+def up(only: tuple[str, ...]) -> None:
+    """Run everything in one process: database, migrations, indexer, resync, appview, media.
+
+    Ctrl-C stops it (and the embedded PostgreSQL, when that is in use).
+    """
+    from core.runtime import open_runtime, run_until_signalled
+
+    settings = core_cli.load_settings()
+    chosen = {name: entry for name, entry in SERVICES.items() if not only or name in only}
+
+    async def _up() -> None:
+        async with open_runtime(settings) as rt:
+            await run_until_signalled(rt, chosen)
+
+    core_cli.run_async(_up())
+
+
+for _module in (core_cli, indexer_cli, backfill_cli, appview_cli, media_cli):
+    for _command in _module.commands:
+        cli.add_command(_command)
+
+
+def main() -> None:
+    core_cli.run_cli(cli)

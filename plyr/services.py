@@ -1,0 +1,44 @@
+"""The services `plyr up` runs, in start order: name -> `run(rt)`.
+
+Each entry imports its service when started, so listing them costs nothing (`plyr --help` and
+the commands that run one service do not import the others).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # importing the runtime would pull in aiohttp and asyncpg for `plyr --help`
+    from core.runtime import Runtime, Service
+
+
+async def _indexer(rt: Runtime) -> None:
+    from indexer.service import run
+
+    await run(rt)
+
+
+async def _resync(rt: Runtime) -> None:
+    from indexer.backfill.service import run
+
+    await run(rt)
+
+
+async def _appview(rt: Runtime) -> None:
+    from appview.service import run
+
+    await run(rt)
+
+
+async def _media(rt: Runtime) -> None:
+    from media.service import run
+
+    await run(rt)
+
+
+SERVICES: dict[str, Service] = {
+    "indexer": _indexer,
+    "resync": _resync,
+    "appview": _appview,
+    "media": _media,
+}
