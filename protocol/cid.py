@@ -61,7 +61,7 @@ def is_dag_cbor_cid(cid: bytes) -> bool:
     return len(cid) == BLESSED_CID_LEN and cid[:4] == DAG_CBOR_PREFIX
 
 
-def read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+def read_varint(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, int]:
     """Read an unsigned LEB128 varint at ``pos``; return (value, next position).
 
     Raises CidError on truncation or on a varint longer than 9 bytes (values above 2^63).
@@ -85,7 +85,7 @@ def read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
             raise CidError("varint too long")
 
 
-def cid_length(buf: bytes | memoryview, pos: int = 0) -> int:
+def cid_length(buf: bytes | bytearray | memoryview, pos: int = 0) -> int:
     """Length in bytes of the binary CID starting at ``buf[pos]`` (CIDv0 or CIDv1)."""
     if bytes(buf[pos : pos + 4]) in _BLESSED_PREFIXES:
         if len(buf) - pos < BLESSED_CID_LEN:

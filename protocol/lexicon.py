@@ -525,6 +525,7 @@ def _check_blob_shape(value: Any, path: str, problems: list[str]) -> tuple[str, 
     mime = value.get("mimeType")
     if not isinstance(mime, str) or not mime:
         problems.append(f"{path}/mimeType: must be a non-empty string")
+        return None
     if len(problems) != start:
         return None
     return mime, size
@@ -903,6 +904,7 @@ class Lexicons:
             _DocChecker(doc, name).run()
         except RecursionError:
             raise LexiconError(f"{name}: schemas nested too deeply") from None
+        assert isinstance(doc_id, str)  # the checker has failed any document without one
         if doc_id in self._docs:
             raise LexiconError(
                 f"{name}: lexicon {doc_id} is already loaded from {self._labels[doc_id]}"
@@ -1149,16 +1151,16 @@ class Lexicons:
         check = self._checks.get(full)
         if check is not None:
             return check
-        holder = self._building.get(full)
-        if holder is not None:
+        pending = self._building.get(full)
+        if pending is not None:
 
             def trampoline(value: Any, path: str, problems: list[str]) -> None:
-                holder[0](value, path, problems)
+                pending[0](value, path, problems)
 
             return trampoline
         nsid, _, name = full.partition("#")
         schema = self._docs[nsid]["defs"][name]
-        holder = []
+        holder: list[Check] = []
         self._building[full] = holder
         try:
             if schema["type"] == "record":

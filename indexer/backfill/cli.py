@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -14,6 +16,8 @@ from indexer.backfill.discovery import check_dids, read_dids_file
 from indexer.backfill.http import Politeness
 
 DEFAULT_RELAY = "https://relay1.us-east.bsky.network"
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
 
 
 def _politeness(concurrency: int, per_host: int, retries: int, timeout: float) -> Politeness:
@@ -46,7 +50,7 @@ _polite_options = [
 ]
 
 
-def polite(func):  # type: ignore[no-untyped-def]
+def polite(func: _Command) -> _Command:
     for option in reversed(_polite_options):
         func = option(func)
     return func
@@ -102,7 +106,7 @@ def backfill(
     an interrupted backfill continues where it stopped. Exit status 1 when any repo failed.
     """
     from core.runtime import open_runtime
-    from indexer.backfill.runner import BackfillOptions, run_backfill
+    from indexer.backfill.runner import BackfillOptions, BackfillSummary, run_backfill
 
     settings = load_settings()
     all_dids = check_dids(dids)
@@ -118,7 +122,7 @@ def backfill(
     if no_verify:
         click.echo("warning: commit signatures will NOT be checked (--no-verify)", err=True)
 
-    async def _run():  # type: ignore[no-untyped-def]
+    async def _run() -> BackfillSummary:
         async with open_runtime(settings) as rt:
             return await run_backfill(rt.pool, opts)
 
@@ -146,7 +150,7 @@ def audit(
     Exit status 1 when drift remains (after --repair, if given) or a repo could not be checked.
     """
     from core.runtime import open_runtime
-    from indexer.backfill.audit import pick_repos, run_audit
+    from indexer.backfill.audit import AuditReport, pick_repos, run_audit
     from indexer.backfill.runner import open_syncer
 
     if all_repos and sample is not None:
@@ -157,7 +161,7 @@ def audit(
     rules = _politeness(concurrency, per_host, retries, timeout)
     wanted = check_dids(dids)
 
-    async def _run():  # type: ignore[no-untyped-def]
+    async def _run() -> AuditReport:
         async with open_runtime(settings) as rt:
             repos = await pick_repos(
                 rt.pool, sample=None if all_repos else (sample or 20), dids=wanted
