@@ -172,6 +172,7 @@ async def read_figures(pool: asyncpg.Pool) -> dict[str, Figure]:
     stats_cache_seconds, so these statements run at most that often whatever the traffic."""
     async with pool.acquire() as conn:
         row = await conn.fetchrow(_FIGURES, EXACT_UP_TO + 1)
+        assert row is not None  # scalar subqueries: always one row
         sizes = {r["relname"]: planner_estimate(r["reltuples"], r["relpages"], r["pages"])
                  for r in await conn.fetch(_SIZES)}
     figures = {name: _table_figure(row[name], sizes.get(name)) for name in ("tracks", "likes", "plays")}

@@ -11,8 +11,9 @@ import contextlib
 import importlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 
@@ -56,7 +57,7 @@ async def open_runtime(settings: CoreSettings, *, migrate: bool = True) -> Async
         await pool.close()
 
 
-def load_service(name: str) -> Callable[[Runtime], Awaitable[None]] | None:
+def load_service(name: str) -> Callable[[Runtime], Coroutine[Any, Any, None]] | None:
     module_name, func_name = SERVICES[name].split(":")
     try:
         module = importlib.import_module(module_name)
@@ -84,8 +85,8 @@ async def run_until_signalled(rt: Runtime, services: list[str]) -> None:
     try:
         done, _ = await asyncio.wait([stop_waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            if task is not stop_waiter and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            if task is not stop_waiter and (error := task.exception()) is not None:
+                raise error
     finally:
         log.info("stopping")
         for task in [stop_waiter, *tasks]:

@@ -188,12 +188,14 @@ class Verifier:
     async def _signature_ok(self, did: str, raw_commit: bytes) -> bool:
         from protocol.identity import IdentityError
 
+        resolver = self.resolver
+        assert resolver is not None  # __init__ requires one when signatures are checked
         try:
-            key = await self.resolver.signing_key(did)  # type: ignore[union-attr]
+            key = await resolver.signing_key(did)
             if verify_commit_signature(raw_commit, key):
                 return True
             # Maybe the key rotated and our cached document is old: one retry with a fresh one.
-            fresh = await self.resolver.signing_key(did, fresh=True)  # type: ignore[union-attr]
+            fresh = await resolver.signing_key(did, fresh=True)
             if fresh == key:
                 return False
             return verify_commit_signature(raw_commit, fresh)

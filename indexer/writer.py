@@ -47,6 +47,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from core.db import Connection
 from indexer import crashpoints
 from indexer.crashpoints import ARMED as _CRASH_ARMED
 from indexer.handles import request_checks
@@ -122,7 +123,7 @@ def did_lock_key(did: str) -> int:
     return int.from_bytes(hashlib.blake2b(did.encode(), digest_size=4).digest(), "big", signed=True)
 
 
-async def lock_dids(conn: asyncpg.Connection, dids: Iterable[str]) -> None:
+async def lock_dids(conn: Connection, dids: Iterable[str]) -> None:
     # Sorted keys: two writers locking overlapping sets always lock in the same order.
     keys = sorted({did_lock_key(d) for d in dids})
     if keys:
@@ -316,7 +317,7 @@ WHERE d.uri IS NULL OR d.cid IS NULL OR NOT EXISTS (
 """
 
 
-async def write_cursor(conn: asyncpg.Connection, cursor: CursorUpdate) -> None:
+async def write_cursor(conn: Connection, cursor: CursorUpdate) -> None:
     """Upsert the cursor row; with `expected`, refuse to move a cursor someone else moved."""
     if cursor.expected is None:
         await conn.execute(
@@ -338,12 +339,12 @@ async def write_cursor(conn: asyncpg.Connection, cursor: CursorUpdate) -> None:
     await write_cursor(conn, CursorUpdate(cursor.source, cursor.seq, cursor.event_time))
 
 
-async def read_cursor(conn: asyncpg.Connection | asyncpg.Pool, source: str) -> int | None:
+async def read_cursor(conn: Connection | asyncpg.Pool, source: str) -> int | None:
     return await conn.fetchval("SELECT seq FROM cursors WHERE source = $1", source)
 
 
 async def insert_dead_letters(
-    conn: asyncpg.Connection, source: str, letters: Sequence[DeadLetter]
+    conn: Connection, source: str, letters: Sequence[DeadLetter]
 ) -> int:
     """Store `letters`; returns how many rows were written (versions already waiting are not)."""
     # One letter per record version within the batch too (the statement skips stored ones).
@@ -432,7 +433,7 @@ def checked_rows(op: RecordOp, lexicons: Any) -> tuple[str | None, Any]:
 
 
 async def apply_batch(
-    conn: asyncpg.Connection,
+    conn: Connection,
     ops: Sequence[RecordOp],
     *,
     lexicons: Any,
@@ -498,7 +499,7 @@ async def apply_batch(
     result = BatchResult(invalid=result.invalid, skipped=result.skipped, stale=result.stale)
     async with conn.transaction():
         await lock_dids(conn, actor_dids)
-        newest_rev: dict[str, str] = {}
+        newest_rev = {}
         for uri, winner in winners.items():
             one = BatchResult()
             try:
@@ -527,7 +528,7 @@ def _op_letter(op: RecordOp, reason: str) -> DeadLetter:
 
 
 async def _apply_winners(
-    conn: asyncpg.Connection,
+    conn: Connection,
     winners: Mapping[str, tuple[RecordOp, Any]],
     actor_dids: set[str],
     result: BatchResult,
@@ -639,7 +640,7 @@ def _blob_mime(record: Mapping[str, Any] | None) -> str:
 
 
 async def _finish(
-    conn: asyncpg.Connection,
+    conn: Connection,
     result: BatchResult,
     actor_dids: set[str],
     newest_rev: Mapping[str, str],
@@ -682,7 +683,7 @@ ROW_BUILDERS = {
 }
 
 
-async def _write_upserts(conn: asyncpg.Connection, upserts: dict[str, list[Any]]) -> None:
+async def _write_upserts(conn: Connection, upserts: dict[str, list[Any]]) -> None:
     if upserts[TRACK]:
         await conn.execute(_UPSERT_TRACKS, *_columns(upserts[TRACK]))
     if upserts[LIKE]:
@@ -706,7 +707,7 @@ async def _write_upserts(conn: asyncpg.Connection, upserts: dict[str, list[Any]]
 
 
 async def _write_counts(
-    conn: asyncpg.Connection, like_delta: Mapping[str, int], comment_delta: Mapping[str, int]
+    conn: Connection, like_delta: Mapping[str, int], comment_delta: Mapping[str, int]
 ) -> None:
     subjects = sorted(
         s for s in set(like_delta) | set(comment_delta) if like_delta.get(s) or comment_delta.get(s)
@@ -720,7 +721,7 @@ async def _write_counts(
         )
 
 
-async def _adjust_counts_for_actor(conn: asyncpg.Connection, did: str, sign: int) -> None:
+async def _adjust_counts_for_actor(conn: Connection, did: str, sign: int) -> None:
     """Add (sign=1) or remove (sign=-1) the actor's likes and comments from the counts."""
     rows = await conn.fetch(
         """SELECT subject_uri, sum(l) AS likes, sum(c) AS comments FROM (
@@ -746,7 +747,7 @@ class AccountChange:
 
 
 async def apply_account(
-    conn: asyncpg.Connection, change: AccountChange, *, cursor: CursorUpdate | None = None
+    conn: Connection, change: AccountChange, *, cursor: CursorUpdate | None = None
 ) -> str:
     """Apply an `#account` event to an actor we index; returns what happened (for logs).
 
@@ -802,7 +803,7 @@ async def apply_account(
     return outcome
 
 
-async def _queue_missing_mirrors(conn: asyncpg.Connection, did: str) -> None:
+async def _queue_missing_mirrors(conn: Connection, did: str) -> None:
     """Mirror jobs for the actor's tracks with a blob that is not mirrored yet (it was hidden)."""
     rows = await conn.fetch(
         """SELECT uri, audio_blob_cid, record->'audioBlob'->>'mimeType' AS mime FROM tracks
@@ -816,7 +817,7 @@ async def _queue_missing_mirrors(conn: asyncpg.Connection, did: str) -> None:
     )
 
 
-async def _delete_actor_rows(conn: asyncpg.Connection, did: str, repo_rev: str | None) -> None:
+async def _delete_actor_rows(conn: Connection, did: str, repo_rev: str | None) -> None:
     # Tombstone every record at max(its rev, the repo's newest rev): replays stay dead.
     for collection, table in _TABLE.items():
         await conn.execute(
@@ -834,7 +835,7 @@ async def _delete_actor_rows(conn: asyncpg.Connection, did: str, repo_rev: str |
         )
 
 
-async def update_handle(conn: asyncpg.Connection | asyncpg.Pool, did: str, handle: str | None) -> None:
+async def update_handle(conn: Connection | asyncpg.Pool, did: str, handle: str | None) -> None:
     """Store the bidirectionally verified handle (or NULL) of an indexed actor."""
     await conn.execute(
         "UPDATE actors SET handle = $2, updated_at = now() WHERE did = $1 AND handle IS DISTINCT FROM $2",

@@ -54,7 +54,9 @@ class JobEvents:
             if not subs:
                 del self.subscribers[job_id]
 
-    def _on_job(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+    def _on_job(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        if not isinstance(payload, str):  # asyncpg hands NOTIFY payloads over as text
+            return
         try:
             event = orjson.loads(payload)
             job_id = int(event["id"])

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from prometheus_client import Counter, Gauge
 
 from core import ratelimit
@@ -202,7 +202,8 @@ async def _receive_body(request: web.Request, ctx: MediaContext, limit: int) -> 
                     part = await reader.next()
                     if part is None:
                         raise BadMedia(400, 'the multipart body has no "file" field')
-                    if getattr(part, "name", None) == "file":
+                    if isinstance(part, BodyPartReader) and part.name == "file":
+                        file_part = part
                         break
                     await part.release()
         except BadMedia:
@@ -214,7 +215,7 @@ async def _receive_body(request: web.Request, ctx: MediaContext, limit: int) -> 
 
         async def read() -> bytes:
             try:
-                return await part.read_chunk(READ_PIECE)  # type: ignore[union-attr]
+                return await file_part.read_chunk(READ_PIECE)
             except (ValueError, AssertionError) as exc:
                 raise BadMedia(400, f"malformed multipart body: {exc}") from None
     else:

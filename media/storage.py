@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -74,7 +74,7 @@ class Storage(abc.ABC):
         """Store the file at `path` under `key` (whole or not at all)."""
 
     @abc.abstractmethod
-    def open_range(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    def open_range(self, key: str, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         """The bytes of `key` from `start` to `end` inclusive (to the end when None)."""
 
     @abc.abstractmethod
@@ -147,7 +147,7 @@ class LocalStorage(Storage):
         except OSError as exc:
             raise StorageError(f"cannot store {target.name}: {exc.strerror or exc}") from exc
 
-    async def open_range(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    async def open_range(self, key: str, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         path = self.path(key)
         try:
             handle = await asyncio.to_thread(open, path, "rb")
@@ -389,7 +389,7 @@ class S3Storage(Storage):
                     raise self._error("multipart upload", key, exc) from exc
                 raise
 
-    async def open_range(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    async def open_range(self, key: str, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         client = await self.client()
         rng = f"bytes={start}-{'' if end is None else end}"
         try:

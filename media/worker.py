@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +62,7 @@ class JobContext:
         )
 
 
-Handler = Callable[[JobContext], Awaitable[dict[str, Any]]]
+Handler = Callable[[JobContext], Coroutine[Any, Any, dict[str, Any]]]
 
 
 def default_handlers() -> dict[str, Handler]:

@@ -27,6 +27,7 @@ async def get_platform_stats(call: Call) -> dict[str, Any]:
         async with call.pool.acquire() as conn, conn.transaction():
             await conn.execute("SET LOCAL jit = off")  # see feed.get_top_tracks
             row = await conn.fetchrow(_PLATFORM)
+        assert row is not None  # an aggregate: always one row
         return {
             "tracks": row["tracks"],
             "artists": row["artists"],

@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from indexer.backfill.car_index_python import PythonCarIndex
 from indexer.backfill.car_store import DEFAULT_MEMORY_LIMIT, CarStore, parse_car_header
 from protocol.car import MAX_SECTION, CarError
 
-try:
+if TYPE_CHECKING:  # mypy reads the extension's stub, _car_index.pyi
     from protocol._car_index import SectionIndex
-except ImportError:  # built without a C compiler: the pure-Python index is used
-    SectionIndex = None
+else:
+    try:
+        from protocol._car_index import SectionIndex
+    except ImportError:  # built without a C compiler: the pure-Python index is used
+        SectionIndex = None
 
 
 class NativeCarIndex(CarStore):
