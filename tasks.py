@@ -3,7 +3,7 @@
 
     python3 tasks.py up        # everything: embedded Postgres, migrations, indexer, appview, media
     python3 tasks.py test      # the whole test suite (extra args go to pytest)
-    python3 tasks.py lint      # ruff
+    python3 tasks.py lint      # ruff, then mypy (extra args go to ruff)
     python3 tasks.py plyr ...  # any plyr command inside the project's environment
 
 The first run makes `.venv/`, puts uv in it, and installs the locked dependencies (uv.lock).
@@ -23,8 +23,8 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 UV_VERSION = "0.13.9"
 
 
-def _run(*args: str | Path, **kw: object) -> None:
-    subprocess.run([str(a) for a in args], check=True, cwd=ROOT, **kw)  # type: ignore[call-overload]
+def _run(*args: str | Path, env: dict[str, str] | None = None) -> None:
+    subprocess.run([str(a) for a in args], check=True, cwd=ROOT, env=env)
 
 
 def ensure_environment(*, dev: bool) -> None:
@@ -36,7 +36,7 @@ def ensure_environment(*, dev: bool) -> None:
     if not (BIN / "uv").exists():
         _run(BIN / "python", "-m", "pip", "install", "--quiet", f"uv=={UV_VERSION}")
     env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(VENV)}
-    sync = [BIN / "uv", "sync", "--frozen", "--quiet"]
+    sync: list[str | Path] = [BIN / "uv", "sync", "--frozen", "--quiet"]
     if not dev:
         sync.append("--no-dev")
     _run(*sync, env=env)
@@ -52,7 +52,10 @@ def main(argv: list[str]) -> int:
         os.execv(BIN / "python", [str(BIN / "python"), "-m", "pytest", *rest])
     if command == "lint":
         ensure_environment(dev=True)
-        os.execv(BIN / "ruff", [str(BIN / "ruff"), "check", ".", *rest])
+        # Both run even when ruff finds something, so one pass shows every problem.
+        style = subprocess.run([str(BIN / "ruff"), "check", ".", *rest], cwd=ROOT)
+        types = subprocess.run([str(BIN / "python"), "-m", "mypy"], cwd=ROOT)  # [tool.mypy]
+        return style.returncode or types.returncode
     if command == "plyr":
         ensure_environment(dev=False)
         os.execv(BIN / "plyr", [str(BIN / "plyr"), *rest])

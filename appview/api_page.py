@@ -198,7 +198,9 @@ class _Doc:
             target = self.resolve(key)
             return self.example_value(target, key.partition("#")[0], depth + 1) if target else {}
         if kind == "object":
-            props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+            props = schema.get("properties")
+            if not isinstance(props, dict):
+                props = {}
             return {
                 name: self.example_value(props[name], nsid, depth + 1)
                 for name in schema.get("required") or []

@@ -17,6 +17,8 @@ from typing import Any
 
 import asyncpg
 
+from core.db import Connection
+
 
 class FairGate:
     """A counting semaphore whose releases hand the slot to the oldest waiter (no barging)."""
@@ -91,7 +93,7 @@ class FairPool:
             return await self._pool.execute(query, *args, **kw)
 
     @contextlib.asynccontextmanager
-    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+    async def acquire(self) -> AsyncIterator[Connection]:
         async with self._gate, self._pool.acquire() as conn:
             yield conn
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from appview.errors import XRPCError
 from core.db import is_unavailable
@@ -110,7 +110,7 @@ EXPOSED_HEADERS = ("ETag, Plyr-Index-Event-Time, Plyr-Index-Lag, atproto-repo-re
                    "RateLimit-Remaining, RateLimit-Reset, RateLimit-Policy, Retry-After")
 
 
-def cors_middleware(origins: tuple[str, ...]) -> web.middleware:
+def cors_middleware(origins: tuple[str, ...]) -> Middleware:
     """Allow the configured origins. With "*", any origin may read public data but no
     credentials are allowed; a listed origin is echoed back and may send credentials.
 

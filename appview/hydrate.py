@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 
 from appview.urls import servable_url, servable_url_sql
+from core.db import Connection
 
 log = logging.getLogger("plyr.appview")
 
@@ -236,7 +237,7 @@ class ViewerLikes:
 
 
 async def read_track_views(
-    conn: asyncpg.Connection | asyncpg.Pool, uris: list[str], *, first: bool = False
+    conn: Connection | asyncpg.Pool, uris: list[str], *, first: bool = False
 ) -> dict[str, dict[str, Any]]:
     """Views of the (visible) tracks among `uris`, by URI: one query (`first`: ahead of the
     requests waiting for a connection, when the pool can do that, see fairpool.py)."""
@@ -263,7 +264,7 @@ def artist_view(did: str, handle: str | None, display_name: str | None, avatar: 
 
 
 async def hydrate_tracks(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Connection | asyncpg.Pool,
     uris: Sequence[str],
     viewer: str | None,
     cache: TrackViewCache | None = None,
@@ -289,7 +290,7 @@ async def hydrate_tracks(
 
 
 async def add_viewer_state(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Connection | asyncpg.Pool,
     views: list[dict[str, Any]],
     viewer: str,
     likes: ViewerLikes | None = None,

@@ -13,9 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
-
 from appview.methods.plays import Play, add_plays
+from core.db import Connection
 from core.errors import PlyrError
 from indexer.seed import RecordSize, SeededTrack, popular, seed_records
 
@@ -37,7 +36,7 @@ class SeedSize:
 
 
 async def seed(
-    conn: asyncpg.Connection,
+    conn: Connection,
     size: SeedSize,
     *,
     force: bool = False,
@@ -61,7 +60,7 @@ async def seed(
 
 
 async def _seed_plays(
-    conn: asyncpg.Connection, size: SeedSize, salt: str, tracks: Sequence[SeededTrack]
+    conn: Connection, size: SeedSize, salt: str, tracks: Sequence[SeededTrack]
 ) -> None:
     """Plays by the seeded artists, on popular tracks, within the last 90 days and never before
     their track was published."""
@@ -83,6 +82,6 @@ async def _seed_plays(
         await _add(conn, batch)
 
 
-async def _add(conn: asyncpg.Connection, plays: list[Play]) -> None:
+async def _add(conn: Connection, plays: list[Play]) -> None:
     async with conn.transaction():
         await add_plays(conn, plays)

@@ -6,7 +6,6 @@ import asyncio
 import gc
 import logging
 
-import asyncpg
 from aiohttp import web
 
 from appview.app import build_app
@@ -14,12 +13,13 @@ from appview.fairpool import FairPool
 from appview.settings import AppviewSettings
 from appview.xrpc_schema import LexiconSet
 from core import db
+from core.db import Connection
 from core.runtime import Runtime
 
 log = logging.getLogger("plyr.appview")
 
 
-async def _keep_session(_conn: asyncpg.Connection) -> None:
+async def _keep_session(_conn: Connection) -> None:
     """Reset of a connection going back to the AppView's pool: nothing beyond asyncpg's own
     (rollback of an open transaction, listeners dropped). The default also sends
     `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every release, a

@@ -190,7 +190,7 @@ class XrpcEndpoint:
         if settings.microcache_seconds <= 0 and settings.coalesce:
             answer: tuple[bytes, str, dict[str, Any]] = await self.microcache.coalesce(request.path_qs, loader)
             return answer
-        return await self.microcache.get(request.path_qs, settings.microcache_seconds, loader)  # type: ignore[no-any-return]
+        return await self.microcache.get(request.path_qs, settings.microcache_seconds, loader)
 
     async def _with_viewer(
         self, request: web.Request, nsid: str, method: Method, route: Route, viewer: str

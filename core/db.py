@@ -6,7 +6,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -16,6 +16,10 @@ from core.errors import ConfigError, DatabaseError
 from core.settings import CoreSettings
 
 log = logging.getLogger("plyr.db")
+
+# A connection as code is handed one: opened by connect(), or lent by a pool (a proxy to a
+# Connection, not a subclass of it).
+Connection: TypeAlias = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 _embedded_server: Any = None
 

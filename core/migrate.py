@@ -15,6 +15,7 @@ from pathlib import Path
 
 import asyncpg
 
+from core.db import Connection
 from core.errors import MigrationError
 
 log = logging.getLogger("plyr.migrate")
@@ -49,7 +50,7 @@ def load_migrations(folder: Path = MIGRATIONS_DIR) -> list[Migration]:
     return migrations
 
 
-async def apply_migrations(conn: asyncpg.Connection, folder: Path = MIGRATIONS_DIR) -> list[str]:
+async def apply_migrations(conn: Connection, folder: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply pending migrations; return the names applied. Safe to call from many processes."""
     migrations = load_migrations(folder)
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)

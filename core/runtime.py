@@ -23,11 +23,12 @@ import asyncpg
 
 from core import db
 from core.identity import resolver_from_env
+from core.lexicons import LEXICONS_DIR
 from core.migrate import apply_migrations
 from core.net import outbound_connector
 from core.settings import CoreSettings
 from protocol.identity import IdentityResolving
-from protocol.lexicon import LEXICONS_DIR, Lexicons
+from protocol.lexicon import Lexicons
 
 log = logging.getLogger("plyr.runtime")
 

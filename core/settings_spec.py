@@ -222,7 +222,7 @@ def spec_of(cls: type, name: str) -> Setting:
     """The declaration behind field `name` of settings class `cls`."""
     for f in dataclasses.fields(cls):
         if f.name == name:
-            return f.metadata["setting"]  # type: ignore[no-any-return]
+            return f.metadata["setting"]
     raise KeyError(name)
 
 

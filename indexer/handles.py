@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 import asyncpg
 from prometheus_client import Counter
 
+from core.db import Connection
+
 if TYPE_CHECKING:  # importing identity would pull in aiohttp
     from protocol.identity import IdentityResolving
 
@@ -69,7 +71,7 @@ WHERE did = $1
 """
 
 
-async def request_checks(conn: asyncpg.Connection, dids: Collection[str]) -> None:
+async def request_checks(conn: Connection, dids: Collection[str]) -> None:
     """Ask for a fresh handle check of these actors (inside the caller's transaction)."""
     if dids:
         await conn.execute(_REQUEST, list(dids))

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
-
+from core.db import Connection
 from indexer.records import COMMENT, LIKE, LIST, PROFILE, TRACK, RecordOp
 from indexer.writer import apply_batch, default_lexicons
 from protocol.cid import cid_for_cbor, cid_to_str
@@ -168,7 +167,7 @@ def _lists(
 
 
 async def _write(
-    conn: asyncpg.Connection, ops: Iterator[RecordOp], lexicons: Any, on_batch: Callable[[], None]
+    conn: Connection, ops: Iterator[RecordOp], lexicons: Any, on_batch: Callable[[], None]
 ) -> int:
     written = 0
     batch: list[RecordOp] = []
@@ -183,7 +182,7 @@ async def _write(
     return written
 
 
-async def _apply(conn: asyncpg.Connection, ops: list[RecordOp], lexicons: Any) -> int:
+async def _apply(conn: Connection, ops: list[RecordOp], lexicons: Any) -> int:
     result = await apply_batch(conn, ops, lexicons=lexicons, source="seed-demo")
     if result.invalid:  # a generator bug: the seed must be valid data
         raise RuntimeError(f"seed-demo made {result.invalid} invalid records")
@@ -199,7 +198,7 @@ WHERE a.did = i.did
 
 
 async def seed_records(
-    conn: asyncpg.Connection,
+    conn: Connection,
     size: RecordSize,
     *,
     salt: str,

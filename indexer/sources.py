@@ -62,7 +62,7 @@ def open_capture(path: Path) -> BinaryIO:
     if path.suffix == ".zst":
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)  # type: ignore[return-value]
+        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
     return raw
 
 

@@ -14,10 +14,10 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-import asyncpg
 import orjson
 
 from core import db
+from core.db import Connection
 from media.jobs import CHANNEL, NEW_JOB_CHANNEL
 from media.mirror_requests import MIRROR_OUTBOX_CHANNEL
 
@@ -56,7 +56,9 @@ class JobEvents:
             if not subs:
                 del self.subscribers[job_id]
 
-    def _on_job(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+    def _on_job(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        if not isinstance(payload, str):  # asyncpg hands NOTIFY payloads over as text
+            return
         try:
             event = orjson.loads(payload)
             job_id = int(event["id"])
@@ -76,7 +78,7 @@ class JobEvents:
 
     async def _run(self) -> None:
         while True:
-            conn: asyncpg.Connection | None = None
+            conn: Connection | None = None
             try:
                 conn = await db.connect(self.database_url)
                 await conn.add_listener(CHANNEL, self._on_job)

@@ -22,7 +22,7 @@ import re
 import secrets
 import threading
 import unicodedata
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import asyncpg
 import orjson
 import zipstream
 
+from core.db import Connection
 from media.job_context import JobContext, JobFailed
 from media.receive import temp_path
 from media.storage import LocalStorage, Storage
@@ -74,13 +75,13 @@ def _state_of(rows: list[asyncpg.Record]) -> str:
     return hashlib.sha256(orjson.dumps(parts)).hexdigest()
 
 
-async def content_state(conn: asyncpg.Connection, did: str) -> str | None:
+async def content_state(conn: Connection, did: str) -> str | None:
     """The digest of what an export of `did` would hold now (None: no tracks)."""
     rows = await conn.fetch(_TRACKS, did)
     return _state_of(rows) if rows else None
 
 
-async def reusable_export(conn: asyncpg.Connection, did: str, state: str, *, ttl_s: float) -> int | None:
+async def reusable_export(conn: Connection, did: str, state: str, *, ttl_s: float) -> int | None:
     """A finished export of `did` with this exact content and at least half its life left."""
     return await conn.fetchval(
         """SELECT id FROM media_jobs
@@ -107,7 +108,7 @@ class _Bridge:
         self.loop = loop
         self.stop = stop
 
-    def read_object(self, agen: AsyncIterator[bytes]) -> Iterator[bytes]:
+    def read_object(self, agen: AsyncGenerator[bytes, None]) -> Iterator[bytes]:
         try:
             while not self.stop.is_set():
                 try:

@@ -102,7 +102,7 @@ async def _receive_body(request: web.Request, ctx: MediaContext, limit: int) -> 
                         raise BadMedia(400, 'the multipart body has no "file" field')
                     if getattr(part, "name", None) == "file":
                         break
-                    await part.release()  # type: ignore[union-attr]
+                    await part.release()
         except BadMedia:
             raise
         except TimeoutError:

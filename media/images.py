@@ -48,9 +48,9 @@ def process_image(path: Path, *, max_pixels: int = MAX_PIXELS) -> Renditions:
                         f"the image is {width}x{height} pixels; the limit is {max_pixels} pixels"
                     )
                 probe.verify()  # structure and checksums (PNG CRCs) without decoding pixels
-            with Image.open(path) as img:
-                img.load()  # the whole decode: truncated data fails here
-                img = ImageOps.exif_transpose(img)
+            with Image.open(path) as opened:
+                opened.load()  # the whole decode: truncated data fails here
+                img = ImageOps.exif_transpose(opened)
                 img = img.convert("RGBA" if _has_alpha(img) else "RGB")
                 thumb = ImageOps.fit(img, THUMB_SIZE, method=Image.Resampling.LANCZOS)
                 display = img.copy()

@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from core.db import Connection
 from media import jobs
 from media.images import ImageError, process_image
 from media.probe import ProbeError, probe_file
@@ -134,6 +135,7 @@ async def ingest_audio(
                    RETURNING url, (xmax = 0) AS inserted""",
                 sha, sniffed.format, sniffed.mime_type, received.size, key, url, owner, blob_cid, probe_json,
             )
+            assert row is not None  # an upsert with RETURNING: always one row
             url = row["url"]
             job_id = None
             stream_ready = True
@@ -232,7 +234,7 @@ async def ingest_image(ctx: MediaContext, received: Received, *, owner: str | No
 
 
 async def _insert_image_rows(
-    conn: asyncpg.Connection,
+    conn: Connection,
     ctx: MediaContext,
     received: Received,
     sniffed: Sniffed,
@@ -260,8 +262,9 @@ async def _insert_image_rows(
     return await _image_result(conn, sha, url, created=True)
 
 
-async def _image_result(conn: asyncpg.Connection, sha: str, url: str, *, created: bool) -> dict[str, Any]:
+async def _image_result(conn: Connection, sha: str, url: str, *, created: bool) -> dict[str, Any]:
     obj = await conn.fetchrow("SELECT format, mime_type, size, probe FROM media_objects WHERE sha256 = $1", sha)
+    assert obj is not None  # the caller has just found or stored it
     rends = {
         r["name"]: r["url"]
         for r in await conn.fetch("SELECT name, url FROM media_renditions WHERE source_sha256 = $1", sha)

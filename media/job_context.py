@@ -7,7 +7,7 @@ neither needs the other's internals.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,4 +48,4 @@ class JobContext:
         return time.monotonic() - self._last_report
 
 
-Handler = Callable[[JobContext], Awaitable[dict[str, Any]]]
+Handler = Callable[[JobContext], Coroutine[Any, Any, dict[str, Any]]]

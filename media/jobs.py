@@ -19,6 +19,7 @@ import asyncpg
 import orjson
 
 from core.backoff import backoff_delay
+from core.db import Connection
 
 log = logging.getLogger("plyr.media.jobs")
 
@@ -27,7 +28,7 @@ NEW_JOB_CHANNEL = "plyr_media_new_job"  # wakes idle workers
 BACKOFF_BASE_S = 5.0
 BACKOFF_MAX_S = 600.0
 
-Conn = asyncpg.Connection | asyncpg.Pool
+Conn = Connection | asyncpg.Pool
 
 _COLUMNS = (
     "id, kind, owner, status, attempts, max_attempts, progress, phase, error, payload, result, "
@@ -193,7 +194,7 @@ async def claim(
     """Take the oldest due job (queued and due, or running with an expired lease), or None."""
     async with _acquire(pool) as conn, conn.transaction():
         # A job whose lease ran out with no attempts left fails here instead of running again.
-        for row in await conn.fetch(
+        for expired in await conn.fetch(
             f"""UPDATE media_jobs SET status = 'failed', finished_at = now(), updated_at = now(),
                    lease_until = NULL,
                    error = coalesce(error || '; ', '') || 'the worker stopped before finishing (lease expired)'
@@ -203,7 +204,7 @@ async def claim(
                             FOR UPDATE SKIP LOCKED)
                RETURNING {_COLUMNS}"""
         ):
-            await _notify(conn, row)
+            await _notify(conn, expired)
         row = await conn.fetchrow(
             f"""UPDATE media_jobs j SET status = 'running', attempts = j.attempts + 1, worker = $1,
                    lease_until = now() + make_interval(secs => $2), updated_at = now(),
@@ -383,7 +384,7 @@ class _acquire:
         self.target = target
         self._ctx: Any = None
 
-    async def __aenter__(self) -> asyncpg.Connection:
+    async def __aenter__(self) -> Connection:
         if isinstance(self.target, asyncpg.Pool):
             self._ctx = self.target.acquire()
             return await self._ctx.__aenter__()

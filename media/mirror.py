@@ -149,6 +149,7 @@ async def run_mirror(ctx: JobContext) -> dict[str, Any]:
     async with media.pool.acquire() as conn:
         obj = await conn.fetchrow("SELECT format, url, probe FROM media_objects WHERE sha256 = $1", sha)
         track = await conn.fetchrow("SELECT title, artist FROM tracks WHERE uri = $1", track_uri)
+    assert obj is not None  # stored or found just above
     stream_url = obj["url"]
     if needs_transcode(obj["format"], obj["probe"].get("codec")):
         made = await make_stream(

@@ -68,7 +68,7 @@ def read_probe(path: str, fmt: str | None) -> Probe:
         for stream in container.streams:
             if stream.type == "video" and stream.disposition & av.stream.Disposition.attached_pic:
                 probe.has_cover = True
-            elif stream.type == "audio" and probe.codec is None:
+            elif isinstance(stream, av.AudioStream) and probe.codec is None:
                 ctx = stream.codec_context
                 probe.codec = ctx.codec.canonical_name  # "mp3", not the decoder's "mp3float"
                 probe.sample_rate = int(ctx.sample_rate) or None

@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +63,7 @@ async def temp_path(tmp_dir: Path, suffix: str = ".part") -> AsyncIterator[Path]
 
 
 async def receive(
-    read: Callable[[], object],
+    read: Callable[[], Awaitable[bytes]],
     *,
     tmp_dir: Path,
     limit: int,
@@ -94,7 +94,7 @@ async def receive(
             while True:
                 try:
                     async with asyncio.timeout(idle_timeout_s):
-                        piece = await read()  # type: ignore[misc]
+                        piece = await read()
                 except TimeoutError:
                     raise UploadTimeout(f"no data arrived for {idle_timeout_s:g} s", idle=True) from None
                 if not piece:

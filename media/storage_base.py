@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +59,7 @@ class Storage(abc.ABC):
         """Store the file at `path` under `key` (whole or not at all)."""
 
     @abc.abstractmethod
-    def open_range(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    def open_range(self, key: str, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         """The bytes of `key` from `start` to `end` inclusive (to the end when None)."""
 
     @abc.abstractmethod

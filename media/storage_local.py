@@ -9,7 +9,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ class LocalStorage(Storage):
         except OSError as exc:
             raise StorageError(f"cannot store {target.name}: {exc.strerror or exc}") from exc
 
-    async def open_range(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    async def open_range(self, key: str, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         path = self.path(key)
         try:
             handle = await asyncio.to_thread(open, path, "rb")

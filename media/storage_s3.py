@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -133,7 +133,7 @@ class S3Storage(Storage):
                     raise self._error("multipart upload", key, exc) from exc
                 raise
 
-    async def open_range(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    async def open_range(self, key: str, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         client = await self.client()
         rng = f"bytes={start}-{'' if end is None else end}"
         try:

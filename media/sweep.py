@@ -39,6 +39,7 @@ from pathlib import Path
 import asyncpg
 from prometheus_client import Counter
 
+from core.db import Connection
 from media.storage import LIST_PAGE, Storage, StorageError
 
 log = logging.getLogger("plyr.media.sweep")
@@ -91,7 +92,7 @@ def object_lock_key(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest(), "big", signed=True)
 
 
-async def referenced_keys(conn: asyncpg.Connection | asyncpg.Pool, keys: Sequence[str]) -> set[str]:
+async def referenced_keys(conn: Connection | asyncpg.Pool, keys: Sequence[str]) -> set[str]:
     """The keys among `keys` that some row refers to."""
     if not keys:
         return set()
@@ -99,7 +100,7 @@ async def referenced_keys(conn: asyncpg.Connection | asyncpg.Pool, keys: Sequenc
 
 
 async def keep_stored(
-    conn: asyncpg.Connection, storage: Storage, objects: Sequence[tuple[str, Path, str]]
+    conn: Connection, storage: Storage, objects: Sequence[tuple[str, Path, str]]
 ) -> list[str]:
     """In the transaction that inserts the rows of `objects` (key, local file, content type):
     hold their keys against the sweep until commit and store again any that is missing (the sweep

@@ -103,7 +103,7 @@ class PublicKey:
 
     @property
     def curve(self) -> Curve:
-        return self._info.name  # type: ignore[return-value]
+        return self._info.name
 
     @property
     def jwt_alg(self) -> str:
@@ -181,7 +181,7 @@ def parse_multikey(multibase: str) -> PublicKey:
     raw = _decode_base58btc(multibase)
     for info in _CURVES.values():
         if raw.startswith(info.codec):
-            return PublicKey(info.name, raw[len(info.codec) :])  # type: ignore[arg-type]
+            return PublicKey(info.name, raw[len(info.codec) :])
     raise KeyFormatError("multikey has an unknown multicodec prefix (expected k256 or p256)")
 
 
@@ -243,7 +243,7 @@ class PrivateKey:
 
     @property
     def curve(self) -> Curve:
-        return self._info.name  # type: ignore[return-value]
+        return self._info.name
 
     @property
     def jwt_alg(self) -> str:
@@ -253,7 +253,7 @@ class PrivateKey:
         point = self._key.public_key().public_bytes(
             serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
         )
-        return PublicKey(self._info.name, point)  # type: ignore[arg-type]
+        return PublicKey(self._info.name, point)
 
     def sign(self, data: bytes) -> bytes:
         """Sign SHA-256(`data`); returns the 64-byte compact r || s with s normalized to low-S."""

@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-
 from appview.context import Call, Route, not_hidden
 from appview.errors import not_found
+from core.db import Connection
 
 _GATE = """
 INSERT INTO play_dedupe AS d (listener_did, track_uri, last_counted_at) VALUES ($1, $2, now())
@@ -53,7 +52,7 @@ SELECT track_uri, play_count FROM c
 """
 
 
-async def add_plays(conn: asyncpg.Connection, plays: Sequence[Play]) -> dict[str, int]:
+async def add_plays(conn: Connection, plays: Sequence[Play]) -> dict[str, int]:
     """Store counted plays with their counters; returns the new play count of each track.
     Callers decide what counts (the dedupe gate) and run this in their transaction."""
     if not plays:

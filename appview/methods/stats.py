@@ -24,6 +24,7 @@ FROM (SELECT coalesce(sum(tracks), 0) AS tracks, coalesce(sum(artists), 0) AS ar
 async def get_platform_stats(call: Call) -> dict[str, Any]:
     async def load() -> dict[str, Any]:
         row = await call.pool.fetchrow(_PLATFORM)
+        assert row is not None  # scalar subqueries: always one row
         return {
             "tracks": int(row["tracks"]),
             "artists": int(row["artists"]),

@@ -14,16 +14,20 @@ implementations give the same answers:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from indexer.backfill.car_index_python import PythonCarIndex
 from indexer.backfill.car_store import DEFAULT_MEMORY_LIMIT, CarStore, parse_car_header
 from indexer.settings import BackfillSettings
 from protocol.car import MAX_SECTION, CarError
 
-try:
+if TYPE_CHECKING:  # mypy reads the extension's stub, _car_index.pyi
     from protocol._car_index import SectionIndex
-except ImportError:  # built without a C compiler: the pure-Python index is used
-    SectionIndex = None
+else:
+    try:
+        from protocol._car_index import SectionIndex
+    except ImportError:  # built without a C compiler: the pure-Python index is used
+        SectionIndex = None
 
 
 class NativeCarIndex(CarStore):

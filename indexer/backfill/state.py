@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from core.db import Connection
+
 _ADD = """
 INSERT INTO backfill_repos (did, source)
 SELECT * FROM unnest($1::text[], $2::text[])
@@ -20,7 +22,7 @@ ON CONFLICT (did) DO NOTHING
 """
 
 
-async def add_repos(pool: asyncpg.Pool | asyncpg.Connection, repos: Mapping[str, str]) -> int:
+async def add_repos(pool: asyncpg.Pool | Connection, repos: Mapping[str, str]) -> int:
     """Record newly discovered repos as pending; returns how many were new."""
     if not repos:
         return 0
@@ -29,7 +31,7 @@ async def add_repos(pool: asyncpg.Pool | asyncpg.Connection, repos: Mapping[str,
     return int(result.split()[-1])
 
 
-async def reset(pool: asyncpg.Pool | asyncpg.Connection, dids: Iterable[str], source: str) -> None:
+async def reset(pool: asyncpg.Pool | Connection, dids: Iterable[str], source: str) -> None:
     """Make repos pending again (force a fetch), adding the ones not yet known."""
     dids = list(dids)
     await pool.execute(
@@ -41,7 +43,7 @@ async def reset(pool: asyncpg.Pool | asyncpg.Connection, dids: Iterable[str], so
 
 
 async def todo(
-    pool: asyncpg.Pool | asyncpg.Connection, dids: Iterable[str] | None, *, retry_failed: bool
+    pool: asyncpg.Pool | Connection, dids: Iterable[str] | None, *, retry_failed: bool
 ) -> list[str]:
     """The repos still to fetch: pending ones (and failed ones with `retry_failed`)."""
     statuses = ["pending", "failed"] if retry_failed else ["pending"]
@@ -60,7 +62,7 @@ async def todo(
 
 
 async def mark_done(
-    conn: asyncpg.Pool | asyncpg.Connection,
+    conn: asyncpg.Pool | Connection,
     did: str,
     *,
     rev: str,
@@ -89,7 +91,7 @@ async def mark_done(
 
 
 async def mark_failed(
-    pool: asyncpg.Pool | asyncpg.Connection,
+    pool: asyncpg.Pool | Connection,
     did: str,
     reason: str,
     *,
@@ -119,21 +121,21 @@ class RepoState:
     records: int | None
 
 
-async def get(pool: asyncpg.Pool | asyncpg.Connection, did: str) -> RepoState | None:
+async def get(pool: asyncpg.Pool | Connection, did: str) -> RepoState | None:
     row = await pool.fetchrow(
         "SELECT did, status, rev, reason, attempts, records FROM backfill_repos WHERE did = $1", did
     )
     return RepoState(**dict(row)) if row else None
 
 
-async def counts(pool: asyncpg.Pool | asyncpg.Connection) -> dict[str, int]:
+async def counts(pool: asyncpg.Pool | Connection) -> dict[str, int]:
     rows = await pool.fetch("SELECT status, count(*) AS n FROM backfill_repos GROUP BY status")
     out = {"pending": 0, "done": 0, "failed": 0}
     out.update({r["status"]: int(r["n"]) for r in rows})
     return out
 
 
-async def mean_duration_s(pool: asyncpg.Pool | asyncpg.Connection) -> float | None:
+async def mean_duration_s(pool: asyncpg.Pool | Connection) -> float | None:
     """Mean fetch time of the last successful fetches (for --dry-run estimates)."""
     value = await pool.fetchval(
         """SELECT avg(duration_ms) FROM (SELECT duration_ms FROM backfill_repos
@@ -143,7 +145,7 @@ async def mean_duration_s(pool: asyncpg.Pool | asyncpg.Connection) -> float | No
 
 
 async def failures(
-    pool: asyncpg.Pool | asyncpg.Connection, dids: Iterable[str] | None = None
+    pool: asyncpg.Pool | Connection, dids: Iterable[str] | None = None
 ) -> list[tuple[str, str]]:
     if dids is None:
         rows = await pool.fetch(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from core.db import Connection
 from indexer import crashpoints
 from indexer.crashpoints import ARMED as _CRASH_ARMED
 from indexer.writer.counts import forget_actor, move_actor
@@ -25,7 +26,7 @@ class AccountChange:
 
 
 async def apply_account(
-    conn: asyncpg.Connection, change: AccountChange, *, cursor: CursorUpdate | None = None
+    conn: Connection, change: AccountChange, *, cursor: CursorUpdate | None = None
 ) -> str:
     """Apply an `#account` event to an actor we index; returns what happened (for logs).
 
@@ -82,7 +83,7 @@ async def apply_account(
     return outcome
 
 
-async def _delete_actor_rows(conn: asyncpg.Connection, did: str, repo_rev: str | None) -> None:
+async def _delete_actor_rows(conn: Connection, did: str, repo_rev: str | None) -> None:
     # Tombstone every record at max(its rev, the repo's newest rev): replays stay dead.
     for collection, table in TABLE.items():
         await conn.execute(
@@ -100,7 +101,7 @@ async def _delete_actor_rows(conn: asyncpg.Connection, did: str, repo_rev: str |
         )
 
 
-async def update_handle(conn: asyncpg.Connection | asyncpg.Pool, did: str, handle: str | None) -> None:
+async def update_handle(conn: Connection | asyncpg.Pool, did: str, handle: str | None) -> None:
     """Store the bidirectionally verified handle (or NULL) of an indexed actor."""
     await conn.execute(
         "UPDATE actors SET handle = $2, updated_at = now() WHERE did = $1 AND handle IS DISTINCT FROM $2",

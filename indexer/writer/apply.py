@@ -29,6 +29,7 @@ from typing import Any
 
 import asyncpg
 
+from core.db import Connection
 from indexer import crashpoints
 from indexer.crashpoints import ARMED as _CRASH_ARMED
 from indexer.handles import request_checks
@@ -56,7 +57,7 @@ _DATA_ERRORS = (
 
 
 async def apply_batch(
-    conn: asyncpg.Connection,
+    conn: Connection,
     ops: Sequence[RecordOp],
     *,
     lexicons: Any,
@@ -151,7 +152,7 @@ def _op_letter(op: RecordOp, reason: str) -> DeadLetter:
 
 
 async def _finish(
-    conn: asyncpg.Connection,
+    conn: Connection,
     result: BatchResult,
     actor_dids: set[str],
     newest_rev: Mapping[str, str],

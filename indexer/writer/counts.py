@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import asyncpg
+from core.db import Connection
 
 TOTAL_SLOTS = 16  # rows of index_totals (migrations/0005_counters_and_mirror_outbox.sql)
 
@@ -111,7 +111,7 @@ class CountDeltas:
         counts[subject] = counts.get(subject, 0) + n
 
 
-async def write_counts(conn: asyncpg.Connection, deltas: CountDeltas) -> None:
+async def write_counts(conn: Connection, deltas: CountDeltas) -> None:
     await add_track_counts(conn, deltas.likes, deltas.comments)
     dids = sorted(did for did, d in deltas.actors.items() if d.any())
     if dids:
@@ -129,7 +129,7 @@ async def write_counts(conn: asyncpg.Connection, deltas: CountDeltas) -> None:
 
 
 async def add_track_counts(
-    conn: asyncpg.Connection, like_delta: Mapping[str, int], comment_delta: Mapping[str, int]
+    conn: Connection, like_delta: Mapping[str, int], comment_delta: Mapping[str, int]
 ) -> None:
     subjects = sorted(
         s for s in set(like_delta) | set(comment_delta) if like_delta.get(s) or comment_delta.get(s)
@@ -143,7 +143,7 @@ async def add_track_counts(
         )
 
 
-async def move_actor(conn: asyncpg.Connection, did: str, sign: int) -> None:
+async def move_actor(conn: Connection, did: str, sign: int) -> None:
     """Add (sign=1) or remove (sign=-1) the actor's rows from the counts of visible actors:
     its likes and comments in `track_counts`, everything in the totals."""
     rows = await conn.fetch(
@@ -162,7 +162,7 @@ async def move_actor(conn: asyncpg.Connection, did: str, sign: int) -> None:
     await conn.execute(_MOVE_ACTOR_TOTALS, did, sign)
 
 
-async def forget_actor(conn: asyncpg.Connection, did: str) -> None:
+async def forget_actor(conn: Connection, did: str) -> None:
     """The actor's rows are gone (a deleted account): so are its counters."""
     await conn.execute("DELETE FROM actor_counts WHERE did = $1", did)
 
@@ -200,7 +200,7 @@ FROM actor_counts c LEFT JOIN actors a ON a.did = c.did WHERE coalesce(a.visible
 """
 
 
-async def recount(conn: asyncpg.Connection) -> None:
+async def recount(conn: Connection) -> None:
     """Rebuild track_counts' likes/comments, actor_counts and index_totals from the rows."""
     async with conn.transaction():
         await conn.execute(RECOUNT_SQL)

@@ -7,6 +7,8 @@ from datetime import datetime
 
 import asyncpg
 
+from core.db import Connection
+
 
 @dataclass(slots=True)
 class CursorUpdate:
@@ -23,7 +25,7 @@ class CursorConflict(Exception):
     """The stored cursor moved under us: another consumer owns the stream now."""
 
 
-async def write_cursor(conn: asyncpg.Connection, cursor: CursorUpdate) -> None:
+async def write_cursor(conn: Connection, cursor: CursorUpdate) -> None:
     """Upsert the cursor row; with `expected`, refuse to move a cursor someone else moved."""
     if cursor.expected is None:
         await conn.execute(
@@ -45,5 +47,5 @@ async def write_cursor(conn: asyncpg.Connection, cursor: CursorUpdate) -> None:
     await write_cursor(conn, CursorUpdate(cursor.source, cursor.seq, cursor.event_time))
 
 
-async def read_cursor(conn: asyncpg.Connection | asyncpg.Pool, source: str) -> int | None:
+async def read_cursor(conn: Connection | asyncpg.Pool, source: str) -> int | None:
     return await conn.fetchval("SELECT seq FROM cursors WHERE source = $1", source)

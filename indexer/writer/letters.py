@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import orjson
+
+from core.db import Connection
 
 
 @dataclass(slots=True)
@@ -39,7 +40,7 @@ WHERE d.uri IS NULL OR d.cid IS NULL OR NOT EXISTS (
 
 
 async def insert_dead_letters(
-    conn: asyncpg.Connection, source: str, letters: Sequence[DeadLetter]
+    conn: Connection, source: str, letters: Sequence[DeadLetter]
 ) -> int:
     """Store `letters`; returns how many rows were written (versions already waiting are not)."""
     # One letter per record version within the batch too (the statement skips stored ones).

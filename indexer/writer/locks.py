@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-import asyncpg
+from core.db import Connection
 
 # classid of the per-DID transaction locks (two-int advisory lock space); "plyw".
 WRITER_LOCK_CLASS = 0x706C7977
@@ -17,7 +17,7 @@ def did_lock_key(did: str) -> int:
     return int.from_bytes(hashlib.blake2b(did.encode(), digest_size=4).digest(), "big", signed=True)
 
 
-async def lock_dids(conn: asyncpg.Connection, dids: Iterable[str]) -> None:
+async def lock_dids(conn: Connection, dids: Iterable[str]) -> None:
     # Sorted keys: two writers locking overlapping sets always lock in the same order.
     keys = sorted({did_lock_key(d) for d in dids})
     if keys:

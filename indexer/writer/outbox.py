@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import asyncpg
+from core.db import Connection
 
 # media/mirror_requests.py listens on the same name.
 MIRROR_OUTBOX_CHANNEL = "plyr_mirror_outbox"
@@ -36,7 +36,7 @@ def blob_mime(record: Mapping[str, Any] | None) -> str:
     return mime if isinstance(mime, str) and mime else "application/octet-stream"
 
 
-async def request_mirrors(conn: asyncpg.Connection, requests: list[MirrorRequest]) -> None:
+async def request_mirrors(conn: Connection, requests: list[MirrorRequest]) -> None:
     """Queue `requests` in the caller's transaction, and wake media at commit."""
     if not requests:
         return
@@ -44,7 +44,7 @@ async def request_mirrors(conn: asyncpg.Connection, requests: list[MirrorRequest
     await conn.execute("SELECT pg_notify($1, '')", MIRROR_OUTBOX_CHANNEL)
 
 
-async def request_actor_mirrors(conn: asyncpg.Connection, did: str) -> None:
+async def request_actor_mirrors(conn: Connection, did: str) -> None:
     """Requests for every track of `did` that carries a blob (the actor is visible again)."""
     rows = await conn.fetch(
         """SELECT uri, audio_blob_cid, record->'audioBlob'->>'mimeType' AS mime FROM tracks

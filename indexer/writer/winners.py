@@ -13,8 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
-
+from core.db import Connection
 from indexer import crashpoints
 from indexer.crashpoints import ARMED as _CRASH_ARMED
 from indexer.records import COMMENT, INDEXED_COLLECTIONS, LIKE, LIST, PROFILE, TRACK, RecordOp
@@ -64,7 +63,7 @@ class _Stored:
     rows: dict[str, tuple[str, str | None, int]] = field(default_factory=dict)  # rev, subject, s
 
 
-async def _read_stored(conn: asyncpg.Connection, winners: Winners, actor_dids: set[str]) -> _Stored:
+async def _read_stored(conn: Connection, winners: Winners, actor_dids: set[str]) -> _Stored:
     by_kind: list[list[str]] = [[] for _ in range(6)]
     for uri, (op, _rows) in winners.items():
         by_kind[0].append(uri)
@@ -85,7 +84,7 @@ async def _read_stored(conn: asyncpg.Connection, winners: Winners, actor_dids: s
 
 
 async def apply_winners(
-    conn: asyncpg.Connection, winners: Winners, actor_dids: set[str], result: BatchResult
+    conn: Connection, winners: Winners, actor_dids: set[str], result: BatchResult
 ) -> dict[str, str]:
     """Rows, tombstones, counters and mirror requests for the newest op of each URI; returns
     the newest rev applied per DID."""
@@ -194,7 +193,7 @@ def columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     return [list(col) for col in zip(*rows, strict=True)]
 
 
-async def _write_upserts(conn: asyncpg.Connection, upserts: dict[str, list[Any]]) -> None:
+async def _write_upserts(conn: Connection, upserts: dict[str, list[Any]]) -> None:
     if upserts[TRACK]:
         await conn.execute(UPSERT_TRACKS, *columns(upserts[TRACK]))
     if upserts[LIKE]:

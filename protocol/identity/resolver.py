@@ -24,7 +24,6 @@ import orjson
 from prometheus_client import Counter
 
 from protocol.crypto import PublicKey
-from protocol.identity import handles
 from protocol.identity.cache import CacheEntry, Coalescer, TtlCache
 from protocol.identity.documents import (
     DidDocument,
@@ -37,6 +36,7 @@ from protocol.identity.documents import (
 )
 from protocol.identity.errors import IdentityError
 from protocol.identity.fetch import Fetcher, RefusalReason, no_refusals
+from protocol.identity.handles import DnsTxtLookup, via_dns_or_well_known, via_xrpc
 
 log = logging.getLogger("plyr.identity")
 
@@ -108,7 +108,7 @@ class IdentityResolver:
             user_agent=USER_AGENT,
             refusal_reason=refusal_reason,
         )
-        self._dns = handles.DnsTxtLookup(dns_resolver, timeout=timeout)
+        self._dns = DnsTxtLookup(dns_resolver, timeout=timeout)
 
     @property
     def timeout(self) -> float:
@@ -178,8 +178,8 @@ class IdentityResolver:
             IDENTITY_LOOKUPS.labels("did", "hit").inc()
             if isinstance(entry.value, IdentityError):
                 raise IdentityError(str(entry.value), kind=entry.value.kind)
-            return entry.value  # type: ignore[no-any-return]
-        return await self._coalescer.run("did " + did, lambda: self._fetch_did(did))  # type: ignore[no-any-return]
+            return entry.value
+        return await self._coalescer.run("did " + did, lambda: self._fetch_did(did))
 
     async def _fetch_did(self, did: str) -> DidDocument:
         stale = self._docs.get(did)
@@ -248,16 +248,16 @@ class IdentityResolver:
         entry = self._cached(self._handles, normalized, fresh)
         if entry is not None:
             IDENTITY_LOOKUPS.labels("handle", "hit").inc()
-            return entry.value  # type: ignore[no-any-return]
-        return await self._coalescer.run(  # type: ignore[no-any-return]
+            return entry.value
+        return await self._coalescer.run(
             "handle " + normalized, lambda: self._fetch_handle(normalized)
         )
 
     async def _fetch_handle(self, handle: str) -> str | None:
         if self.handle_resolver_url:
-            did = await handles.via_xrpc(self._fetcher, self.handle_resolver_url, handle)
+            did = await via_xrpc(self._fetcher, self.handle_resolver_url, handle)
         else:
-            did = await handles.via_dns_or_well_known(self._dns, self._fetcher, handle)
+            did = await via_dns_or_well_known(self._dns, self._fetcher, handle)
         now = self._clock()
         ttl = self.cache_ttl if did is not None else self.negative_ttl
         self._handles.put(handle, CacheEntry(did, now, now + ttl))

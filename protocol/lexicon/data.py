@@ -95,7 +95,8 @@ def check_blob_shape(value: Any, path: str, problems: list[str]) -> tuple[str, i
         problems.append(f"{path}/mimeType: must be a non-empty string")
     if len(problems) != start:
         return None
-    return mime, size
+    assert isinstance(mime, str)  # checked above: a non-empty string
+    return mime, size if isinstance(size, int) else None
 
 
 def check_data(value: Any, path: str, problems: list[str]) -> None:

@@ -77,6 +77,7 @@ class Lexicons:
             check_document(doc, name)
         except RecursionError:
             raise LexiconError(f"{name}: schemas nested too deeply") from None
+        assert isinstance(doc_id, str)  # check_document refuses a document without one
         if doc_id in self._docs:
             raise LexiconError(
                 f"{name}: lexicon {doc_id} is already loaded from {self._labels[doc_id]}"
@@ -272,16 +273,16 @@ class Lexicons:
         check = self._checks.get(full)
         if check is not None:
             return check
-        holder = self._building.get(full)
-        if holder is not None:
+        pending = self._building.get(full)
+        if pending is not None:
 
             def trampoline(value: Any, path: str, problems: list[str]) -> None:
-                holder[0](value, path, problems)
+                pending[0](value, path, problems)
 
             return trampoline
         nsid, _, name = full.partition("#")
         schema = self._docs[nsid]["defs"][name]
-        holder = []
+        holder: list[Check] = []
         self._building[full] = holder
         try:
             if schema["type"] == "record":

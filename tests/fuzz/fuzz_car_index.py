@@ -25,9 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from protocol._car_index import SectionIndex  # noqa: E402
-
 from indexer.backfill.car_store import parse_car_header  # noqa: E402
+from protocol._car_index import SectionIndex  # noqa: E402
 from tests.support.repo_builder import mixed_repo  # noqa: E402
 from tests.unit.backfill.test_car_index_native import reference_sections  # noqa: E402
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("protocol", "core", "indexer", "appview", "media")
+PACKAGES = ("protocol", "core", "indexer", "appview", "media", "plyr")
 SERVICES = ("indexer", "appview", "media")
 
 Graph = dict[str, set[str]]
@@ -150,13 +150,18 @@ def test_circles_are_found() -> None:
     assert circles(toy) == [["a", "b", "c"]]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: protocol/identity.py still imports core; being moved")
 def test_protocol_imports_nothing_of_ours(graph: Graph) -> None:
-    assert upward_imports(graph, "protocol", ("core", *SERVICES)) == []
+    assert upward_imports(graph, "protocol", ("core", *SERVICES, "plyr")) == []
 
 
 def test_core_imports_no_service(graph: Graph) -> None:
-    assert upward_imports(graph, "core", SERVICES) == []
+    assert upward_imports(graph, "core", (*SERVICES, "plyr")) == []
+
+
+def test_services_do_not_import_the_composition(graph: Graph) -> None:
+    """`plyr/` assembles the services; none of them may reach back up into it."""
+    for service in SERVICES:
+        assert upward_imports(graph, service, ("plyr",)) == []
 
 
 if __name__ == "__main__":
