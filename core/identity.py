@@ -1,9 +1,8 @@
-"""The process's identity resolver, configured from the environment.
+"""The process's identity resolver, configured by the core settings.
 
-`protocol.identity` reads no settings; this is where they are read, and where the resolver
-gets its HTTP session guarded against non-public addresses (core/net.py). Variables:
-PLYR_PLC_URL (default https://plc.directory), PLYR_HANDLE_RESOLVER_URL (unset: DNS and
-well-known), PLYR_ALLOW_PRIVATE_NETWORK.
+`protocol.identity` reads no settings; this is where they reach it (CoreSettings: plc_url,
+handle_resolver_url, allow_private_network, declared in core/settings.py), and where the
+resolver gets its HTTP session guarded against non-public addresses (core/net.py).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import aiohttp
 
 from core.errors import ConfigError
 from core.net import blocked_reason, outbound_connector, refusal_reason
-from core.settings import ALLOW_PRIVATE_NETWORK_VAR, allow_private_network, env_str
+from core.settings import ALLOW_PRIVATE_NETWORK_VAR, CoreSettings
 from protocol.identity import DEFAULT_PLC_URL, IdentityResolver
 
 
@@ -42,16 +41,19 @@ def build_resolver(
     )
 
 
-def resolver_from_env(*, session: aiohttp.ClientSession | None = None) -> IdentityResolver:
+def resolver_from_env(
+    *, session: aiohttp.ClientSession | None = None, settings: CoreSettings | None = None
+) -> IdentityResolver:
     """A resolver configured by PLYR_PLC_URL, PLYR_HANDLE_RESOLVER_URL and
-    PLYR_ALLOW_PRIVATE_NETWORK.
+    PLYR_ALLOW_PRIVATE_NETWORK (from `settings`, or read from the environment when none).
 
     A directory or resolver URL naming localhost or a non-public IP while private networks are
     refused is a ConfigError now rather than a refused request on every lookup later.
     """
-    allow_private = allow_private_network()
-    plc_url = env_str("PLYR_PLC_URL", DEFAULT_PLC_URL) or DEFAULT_PLC_URL
-    handle_resolver_url = env_str("PLYR_HANDLE_RESOLVER_URL")
+    settings = settings or CoreSettings.from_env()
+    allow_private = settings.allow_private_network
+    plc_url = settings.plc_url or DEFAULT_PLC_URL
+    handle_resolver_url = settings.handle_resolver_url
     if not allow_private:
         for name, value in (
             ("PLYR_PLC_URL", plc_url),

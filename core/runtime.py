@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
@@ -23,7 +22,7 @@ import asyncpg
 
 from core import db
 from core.identity import resolver_from_env
-from core.lexicons import LEXICONS_DIR
+from core.lexicons import project_lexicons
 from core.migrate import apply_migrations
 from core.net import outbound_connector
 from core.settings import CoreSettings
@@ -35,12 +34,6 @@ log = logging.getLogger("plyr.runtime")
 USER_AGENT = "plyr-appview"
 
 Service = Callable[["Runtime"], Coroutine[Any, Any, None]]
-
-
-@functools.cache
-def project_lexicons() -> Lexicons:
-    """The project's lexicons (lexicons/), loaded and checked once per process."""
-    return Lexicons.load(LEXICONS_DIR)
 
 
 @dataclass
@@ -72,7 +65,7 @@ async def open_runtime(settings: CoreSettings, *, migrate: bool = True) -> Async
         ),
         headers={"User-Agent": USER_AGENT},
     ) as http:
-        identity = resolver_from_env(session=http)  # a bad PLC URL fails before the database starts
+        identity = resolver_from_env(session=http, settings=settings)  # a bad PLC URL fails before the database starts
         try:
             url = db.resolve_database_url(settings)
             if migrate:

@@ -21,6 +21,7 @@ from indexer.records import (
     profile_row,
     track_row,
 )
+from protocol.lexicon import Lexicons
 from protocol.syntax import is_valid
 
 ROW_BUILDERS = {
@@ -73,14 +74,8 @@ def checked_rows(op: RecordOp, lexicons: Any) -> tuple[str | None, Any]:
         return f"cannot store record: {exc}", None
 
 
-_default_lexicons: Any = None
+def default_lexicons() -> Lexicons:
+    """The project's lexicons: the process's one shared instance (core/lexicons.py)."""
+    from core.lexicons import project_lexicons
 
-
-def default_lexicons() -> Any:
-    """The project's lexicons, loaded once."""
-    global _default_lexicons
-    if _default_lexicons is None:
-        from core.lexicons import load_lexicons
-
-        _default_lexicons = load_lexicons()
-    return _default_lexicons
+    return project_lexicons()
