@@ -222,8 +222,9 @@ class ReadRouter:
         except Exception as exc:  # the write itself is done; other workers fall back on lag bounds
             log.warning("could not announce a viewer's write", extra={"error": str(exc)[:300]})
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        self.writers.note(payload)
+    def _on_notify(self, _conn: db.Connection, _pid: int, _channel: str, payload: object) -> None:
+        if isinstance(payload, str):
+            self.writers.note(payload)
 
     async def _listen(self) -> None:
         while True:
