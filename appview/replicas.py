@@ -255,8 +255,10 @@ class ReadRouter:
         """Re-read the replica's freshness and lag; usable when reachable and within the bound.
         Lag is the larger of: its cursor behind the primary's, and its unreplayed WAL's age."""
         try:
-            await replica.freshness.refresh()
-            row = await replica.pool.fetchrow(_REPLAY_LAG_SQL)
+            # A replica that stops answering is as unusable as one that refuses.
+            async with asyncio.timeout(max(2.0, 4 * self.check_interval)):
+                await replica.freshness.refresh()
+                row = await replica.pool.fetchrow(_REPLAY_LAG_SQL)
         except Exception as exc:
             self._mark_down(replica, exc)
             return
