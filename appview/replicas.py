@@ -189,10 +189,11 @@ class ReadRouter:
             try:
                 response = await handler(request)
             except Exception as exc:
-                if route.target is self.primary or not is_unavailable(exc):
+                if route.target is self.primary or not (is_unavailable(exc) or recovery_conflict(exc)):
                     raise
                 # Only reads ever go to a replica: answering again from the primary is safe.
-                self._mark_down(route.target, exc)
+                if is_unavailable(exc):
+                    self._mark_down(route.target, exc)
                 route.target = self.primary
                 response = await handler(request)
         finally:
@@ -300,6 +301,13 @@ class ReadRouter:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+
+
+def recovery_conflict(exc: BaseException) -> bool:
+    """A standby cancelled the statement because replay needed what it was reading (SQLSTATE
+    40001; hot_standby_feedback makes it rare, not impossible): the replica is fine, this one
+    read is answered by the primary."""
+    return isinstance(exc, asyncpg.PostgresError) and getattr(exc, "sqlstate", "") == "40001"
 
 
 def claimed_issuer(request: web.Request) -> str | None:
