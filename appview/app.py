@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import asyncpg
 import orjson
@@ -22,6 +23,7 @@ from appview.http import (
     errors_middleware,
 )
 from appview.methods import actor, feed, graph, plays, search, stats, viewer
+from appview.replicas import ReadRouter, Target
 from appview.settings import AppviewSettings
 from appview.xrpc import XrpcEndpoint
 from appview.xrpc_schema import LexiconSet
@@ -45,6 +47,7 @@ ROUTES: dict[str, Route] = {
 STATE_KEY = web.AppKey("state", AppState)
 XRPC_KEY = web.AppKey("xrpc", XrpcEndpoint)
 LIMITS_KEY = web.AppKey("limits", RequestLimits)
+READ_ROUTER_KEY = web.AppKey("read_router", ReadRouter)
 SERVICE_TYPE = "PlyrAppView"  # the `type` of our service entry in the DID document
 
 
@@ -56,13 +59,28 @@ def build_app(
     lexicons: LexiconSet | None = None,
     check_output: bool = False,
     limits_clock: Callable[[], float] | None = None,
+    replicas: Sequence[tuple[str, Any]] = (),
+    primary_url: str = "",
 ) -> web.Application:
-    """`resolver`: the process's identity resolver (checks service-auth tokens; the caller
-    closes it). `check_output` validates every response against its lexicon (tests turn it on);
-    `limits_clock` is the rate limiter's wall clock (tests move it)."""
+    """`pool` is the primary's. `resolver`: the process's identity resolver (checks service-auth
+    tokens; the caller closes it). `check_output` validates every response against its lexicon
+    (tests turn it on); `limits_clock` is the rate limiter's wall clock (tests move it).
+    `replicas`: (name, pool) of each read replica, with `primary_url` for the read-your-writes
+    listener (see replicas.py)."""
     lexicons = lexicons or LexiconSet.load()
-    state = AppState(settings=settings, pool=pool)
     freshness = Freshness(pool, settings.freshness_interval)
+    router = ReadRouter(
+        Target("primary", pool, freshness),
+        [Target(name, replica, Freshness(replica, settings.freshness_interval)) for name, replica in replicas],
+        primary_url=primary_url,
+        max_lag=settings.replica_max_lag,
+        read_your_writes=settings.read_your_writes_seconds,
+        check_interval=settings.freshness_interval,
+        # a viewer's own private state (queue, preferences) and the writes: always the primary
+        primary_only={nsid for nsid, route in ROUTES.items() if route.auth == "required"},
+    )
+    # Without replicas, handlers get the pool itself: no routing layer on any statement.
+    state = AppState(settings=settings, pool=router if replicas else pool)  # type: ignore[arg-type]
     endpoint = XrpcEndpoint(
         lexicons,
         ROUTES,
@@ -74,12 +92,15 @@ def build_app(
     app = web.Application(
         # Limits inside CORS (a browser can read its 429), outside the error JSON (it sees
         # every answer, to charge a request whose token failed to its address).
-        middlewares=[cors_middleware(settings.cors_origins), limits.middleware, errors_middleware],
+        # The read route innermost: it sees a failed replica's error before it becomes a 503.
+        middlewares=[cors_middleware(settings.cors_origins), limits.middleware, errors_middleware]
+        + ([router.middleware] if replicas else []),
         client_max_size=settings.max_body_bytes,
     )
     app[STATE_KEY] = state
     app[XRPC_KEY] = endpoint
     app[LIMITS_KEY] = limits
+    app[READ_ROUTER_KEY] = router
     limits.install(app)
     # Our did:web document: the service entry a PDS resolves to proxy `atproto-proxy:
     # <did>#plyr_appview` calls here (none for a did:plc: the PLC directory publishes it).
@@ -113,18 +134,19 @@ def build_app(
     front_door.add_routes(app, state, lexicons, ROUTES)
 
     async def on_startup(_app: web.Application) -> None:
-        await freshness.start()
+        await router.start()
 
     async def on_cleanup(_app: web.Application) -> None:
-        await freshness.stop()
+        await router.stop()
         await state.views.close()
         if state.likes is not None:
             await state.likes.close()
 
     async def add_freshness(request: web.Request, response: web.StreamResponse) -> None:
-        # Every XRPC response, errors and 304s included, says how fresh the index is.
+        # Every XRPC response, errors and 304s included, says how fresh the index it was read
+        # from is (a replica's copy when a replica answered).
         if request.path.startswith("/xrpc/"):
-            response.headers.update(freshness.headers())
+            response.headers.update(router.target_of(request).freshness.headers())
 
     app.on_response_prepare.append(add_freshness)
     app.on_response_prepare.append(add_security_headers)

@@ -17,13 +17,19 @@ from core.settings_spec import option
 @click.command()
 @option(AppviewSettings, "host", "--host")
 @option(AppviewSettings, "port", "--port")
-def serve(host: str | None, port: int | None) -> None:
+@option(AppviewSettings, "workers", "--workers")
+def serve(host: str | None, port: int | None, workers: int | None) -> None:
     """Run the AppView (XRPC API, oEmbed, embeds) until Ctrl-C."""
+    settings = load_settings()
+    app_settings = AppviewSettings.from_env(overrides={"host": host, "port": port, "workers": workers}, core=settings)
+    if app_settings.workers > 1:
+        from appview.workers import supervise
+
+        supervise(app_settings.workers, app_settings.host, app_settings.port, settings)
+        return
+
     from appview.service import serve as serve_app
     from core.runtime import open_runtime
-
-    settings = load_settings()
-    app_settings = AppviewSettings.from_env(overrides={"host": host, "port": port}, core=settings)
 
     async def _serve() -> None:
         async with open_runtime(settings) as rt:

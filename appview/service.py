@@ -32,11 +32,20 @@ async def serve(rt: Runtime, settings: AppviewSettings) -> None:
     # The AppView's own pool: its connections never carry another service's session state,
     # which is what makes the round-trip-free reset above safe.
     pool = await db.create_pool(rt.database_url, rt.settings, reset=_keep_session)
+    # Replicas: no connection at start (min_size 0), so one that is down never stops the AppView
+    # from starting; it is read from once its health check passes (replicas.py).
+    replicas = [
+        (db.redact(url), await db.create_pool(url, rt.settings, reset=_keep_session, min_size=0))
+        for url in settings.read_urls
+    ]
     try:
         # First come, first served, the gate twice as wide as the pool: see fairpool.py.
+        gate = 2 * rt.settings.db_pool_max
         app = build_app(
-            FairPool(pool, 2 * rt.settings.db_pool_max), settings,  # type: ignore[arg-type]
+            FairPool(pool, gate), settings,  # type: ignore[arg-type]
             resolver=rt.identity, lexicons=lexicons,
+            replicas=[(name, FairPool(replica, gate)) for name, replica in replicas],
+            primary_url=rt.database_url,
         )  # fmt: skip
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
@@ -57,6 +66,8 @@ async def serve(rt: Runtime, settings: AppviewSettings) -> None:
         finally:
             await runner.cleanup()
     finally:
+        for _name, replica in replicas:
+            await replica.close()
         await pool.close()
 
 

@@ -18,6 +18,10 @@ def _origins(text: str) -> tuple[str, ...]:
     return tuple(o.strip().rstrip("/") for o in text.split(",") if o.strip())
 
 
+def _urls(text: str) -> tuple[str, ...]:
+    return tuple(u.strip() for u in text.split(",") if u.strip())
+
+
 @dataclass(frozen=True, kw_only=True)
 class AppviewSettings(Settings):
     host: str = setting(
@@ -74,6 +78,25 @@ class AppviewSettings(Settings):
         "PLYR_APPVIEW_COALESCE", 1, "with the microcache off, identical anonymous GETs in flight share one answer (0 disables)",
         minimum=0, convert=bool, group="appview",
     )  # fmt: skip
+    # Read replicas (appview/replicas.py): reads spread over them, writes and a viewer's own
+    # state on the primary.
+    read_urls: tuple[str, ...] = setting(
+        "PLYR_DATABASE_READ_URLS", "", "comma-separated `postgresql://` URLs of streaming replicas the AppView reads from",
+        convert=_urls, default_text="none: reads go to `DATABASE_URL`", group="appview",
+    )  # fmt: skip
+    replica_max_lag: float = setting(
+        "PLYR_DATABASE_READ_MAX_LAG_SECONDS", 5.0, "a replica further behind the primary than this is not read from",
+        above=0, group="appview",
+    )  # fmt: skip
+    read_your_writes_seconds: float = setting(
+        "PLYR_APPVIEW_READ_YOUR_WRITES_SECONDS", 10.0,
+        "after a viewer writes (plays, queue, preferences), their reads go to the primary for this long",
+        minimum=0, group="appview",
+    )  # fmt: skip
+    workers: int = setting(
+        "PLYR_APPVIEW_WORKERS", 1, "AppView processes sharing the port (`plyr serve --workers`)", minimum=1,
+        maximum=256, group="appview",
+    )  # fmt: skip
     # per client IP / authenticated DID, shared by every AppView process (core/ratelimit.py);
     # the defaults exempt loopback clients, so code that builds settings directly is unlimited
     # on its own machine, as production is.
@@ -81,6 +104,7 @@ class AppviewSettings(Settings):
 
     @classmethod
     def finish(cls, values: dict[str, Any], core: Settings | None) -> None:
+        from core.db import validate_database_url
         from core.didweb import check_did_host, did_web_for  # aiohttp: only when settings are read
 
         if values["host"] is None:
@@ -95,4 +119,9 @@ class AppviewSettings(Settings):
         # We serve the did:web document, so it must name the host we are reached at.
         check_did_host(service_did, public_url, did_var="PLYR_SERVICE_DID", url_var="PLYR_PUBLIC_URL")
         values.update(public_url=public_url, service_did=service_did)
+        for url in values["read_urls"]:
+            try:
+                validate_database_url(url)
+            except ConfigError as exc:
+                raise ConfigError(f"PLYR_DATABASE_READ_URLS: {exc}") from None
         values.setdefault("rate_limit", RateLimitSettings.from_env())

@@ -55,6 +55,7 @@ from tests.support.bench_load import (  # noqa: E402
     table,
 )
 from tests.support.bench_setup import ScratchDatabase, isolate, seed_demo, server_url  # noqa: E402
+from tests.support.replica import start_streaming_pair  # noqa: E402
 
 XRPC = "/xrpc/"
 
@@ -190,7 +191,23 @@ def check_answers(base: str, drawn: Sequence[tuple[Kind, Request]]) -> None:
                 raise SystemExit(f"{kind.name}: {req.path} failed: {exc}") from exc
 
 
-def run(db_url: str, args: argparse.Namespace) -> list[tuple[str, LoadResult]]:
+@dataclass(frozen=True)
+class Setup:
+    """How the AppView runs for one set of rows: worker processes, and a replica or not."""
+
+    workers: int
+    read_url: str = ""
+
+    def label(self) -> str:
+        return f"{self.workers} worker{'s' if self.workers > 1 else ''}" + (", replica" if self.read_url else "")
+
+
+def setups(args: argparse.Namespace, read_url: str) -> list[Setup]:
+    counts = [int(n) for n in str(args.workers).split(",")]
+    return [Setup(n) for n in counts] + ([Setup(n, read_url) for n in counts] if read_url else [])
+
+
+def run(db_url: str, args: argparse.Namespace, read_url: str = "") -> list[tuple[str, LoadResult]]:
     universe = asyncio.run(read_universe(db_url, args.viewers))
     print(f"universe: {len(universe.tracks)} tracks, {len(universe.artists)} artists, "
           f"{len(universe.likers)} likers, {len(universe.viewers)} viewers", file=sys.stderr)
@@ -205,27 +222,67 @@ def run(db_url: str, args: argparse.Namespace) -> list[tuple[str, LoadResult]]:
         stop(hello)
     viewers = Viewers(universe.viewers)
     plc_url = viewers.start_plc()
+    every_setup = setups(args, read_url)
+    drawn: list[tuple[Kind, Request]] = []
     try:
-        app, base = start_appview(db_url, plc_url, microcache=0.0, coalesce=not args.no_coalesce,
-                                  pool_max=args.pool_max)
-        try:
-            page_feeds(base, universe, args.feed_depth)
-            drawn = draw_requests(universe, viewers, args)
-            describe(drawn, universe)
-            check_answers(base, drawn)
-            every = [req for _, req in drawn]
-            if args.warmup:
-                load(base, every, duration=args.warmup, connections=args.connections)
-            rows.append(("whole mix", measure(base, every)))
-            for kind in KINDS:
-                rows.append((kind.name, measure(base, [r for k, r in drawn if k is kind])))
-            rows.append(("authenticated viewers (their share of the mix)",
-                         measure(base, [r for _, r in drawn if r.token])))
-        finally:
-            stop(app)
+        for setup in every_setup:
+            # One setup: the rows as always; several: each row says which setup it is.
+            suffix = f" [{setup.label()}]" if len(every_setup) > 1 else ""
+            app, base = start_appview(db_url, plc_url, microcache=0.0, coalesce=not args.no_coalesce,
+                                      pool_max=args.pool_max, workers=setup.workers, read_urls=setup.read_url)
+            try:
+                if not drawn:  # the same requests for every setup
+                    page_feeds(base, universe, args.feed_depth)
+                    drawn = draw_requests(universe, viewers, args)
+                    describe(drawn, universe)
+                check_answers(base, drawn)
+                every = [req for _, req in drawn]
+                if args.warmup:
+                    load(base, every, duration=args.warmup, connections=args.connections)
+                rows.append(("whole mix" + suffix, measure(base, every)))
+                for kind in KINDS:
+                    rows.append((kind.name + suffix, measure(base, [r for k, r in drawn if k is kind])))
+                rows.append(("authenticated viewers (their share of the mix)" + suffix,
+                             measure(base, [r for _, r in drawn if r.token])))
+            finally:
+                stop(app)
     finally:
         viewers.stop()
     return rows
+
+
+def compare(rows: Sequence[tuple[str, LoadResult]], args: argparse.Namespace, read_url: str) -> list[str]:
+    """Each setup against its baseline in this run: a replica against the same worker count
+    without one, N workers against the first count given."""
+    every_setup = setups(args, read_url)
+    if len(every_setup) < 2:
+        return []
+    by_label = dict(rows)
+    paths = ["whole mix", *(k.name for k in KINDS), "authenticated viewers (their share of the mix)"]
+    lines = []
+    for setup in every_setup[1:]:
+        base = Setup(setup.workers) if setup.read_url else every_setup[0]
+        if base == setup:
+            continue
+        lines.append(f"{setup.label()} vs {base.label()}: req/s ratio, p99 ratio (below 1: faster)")
+        for path in paths:
+            new, old = by_label[f"{path} [{setup.label()}]"], by_label[f"{path} [{base.label()}]"]
+            lines.append(f"  {path:<50} req/s x{new.rps / max(old.rps, 1e-9):.2f}  "
+                         f"p99 x{new.p99_ms / max(old.p99_ms, 1e-9):.2f}")
+    return lines
+
+
+async def wait_replayed(primary_url: str, replica_url: str) -> None:
+    """Until the replica has replayed the seeded data (its replay position reaches the primary's)."""
+    primary, replica = await asyncpg.connect(primary_url), await asyncpg.connect(replica_url)
+    try:
+        lsn = await primary.fetchval("SELECT pg_current_wal_lsn()")
+        # polls another server's replay position: nothing here to wait on instead
+        while not await replica.fetchval("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", lsn):  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    finally:
+        await primary.close()
+        await replica.close()
 
 
 def describe(drawn: Sequence[tuple[Kind, Request]], universe: Universe) -> None:
@@ -259,6 +316,12 @@ def main() -> None:
     parser.add_argument("--zipf", type=float, default=1.0, help="exponent of the popularity law")
     parser.add_argument("--feed-depth", type=int, default=20, help="pages fetched per feed")
     parser.add_argument("--random-seed", type=int, default=13)
+    parser.add_argument("--workers", default="1",
+                        help="AppView processes (`plyr serve --workers`); a list (1,2) measures each")
+    parser.add_argument("--replica", action="store_true",
+                        help="also measure with one streaming replica of the database on this machine"
+                             " (a primary and a standby started for the run; the same database without"
+                             " the replica is the baseline)")
     args = parser.parse_args()
     if args.smoke:
         args.tracks, args.artists, args.likes, args.comments, args.plays = 300, 30, 3000, 600, 600
@@ -266,15 +329,26 @@ def main() -> None:
         args.requests, args.viewers, args.feed_depth = 400, 4, 4
     elif not have_wrk():
         sys.exit("wrk is not installed (apt-get install -y wrk); only --smoke runs without it")
-    server = server_url()
-    isolate()
-    with ScratchDatabase(server) as db_url:
-        asyncio.run(seed_demo(db_url, tracks=args.tracks, artists=args.artists, likes=args.likes,
-                              comments=args.comments, plays=args.plays))
-        rows = run(db_url, args)
+    pair = start_streaming_pair() if args.replica else None
+    try:
+        server = pair.primary.url if pair else server_url()
+        isolate()
+        with ScratchDatabase(server) as db_url:
+            asyncio.run(seed_demo(db_url, tracks=args.tracks, artists=args.artists, likes=args.likes,
+                                  comments=args.comments, plays=args.plays))
+            read_url = ""
+            if pair:
+                read_url = db_url.replace(f":{pair.primary.port}/", f":{pair.replica.port}/")
+                asyncio.run(wait_replayed(db_url, read_url))
+            rows = run(db_url, args, read_url)
+    finally:
+        if pair:
+            pair.stop()
     hello = rows[0][1]
     print()
     print(table(rows, hello))
+    for line in compare(rows, args, read_url):
+        print(line)
     print(f"\nmicrocache off, coalescing {'off' if args.no_coalesce else 'on'}; load: {hello.tool}, "
           f"one thread, {args.connections} connections, {args.duration:g} s per row")
     print("command:", " ".join([".venv/bin/python", "tests/benchmarks/bench_appview_mix.py", *sys.argv[1:]]))

@@ -83,3 +83,23 @@ def test_benchmark_smoke(script: str, pg_server_url: str) -> None:
     assert run.returncode == 0, f"{script} --smoke failed ({run.returncode}):\n{run.stdout}\n{run.stderr}"
     for pattern in EXPECTED[script]:
         assert re.search(pattern, run.stdout), f"{script}: no line matching {pattern!r} in:\n{run.stdout}"
+
+
+def test_appview_mix_smoke_with_a_replica_and_two_workers(pg_server_url: str) -> None:
+    """The mix's --replica (a streaming replica made for the run) and --workers options."""
+    if shutil.which("wrk") is None and os.environ.get("PLYR_TESTS_REQUIRE_ALL") == "1":
+        pytest.fail("required by PLYR_TESTS_REQUIRE_ALL but unavailable: wrk (apt-get install wrk)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PLYR_TEST_DATABASE_URL": pg_server_url}
+    run = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_appview_mix.py"), "--smoke", "--replica", "--workers", "1,2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=FIRST_TEST_TIMEOUT_S,
+    )  # fmt: skip
+    assert run.returncode == 0, f"failed ({run.returncode}):\n{run.stdout}\n{run.stderr}"
+    for pattern in [
+        rf"whole mix \[2 workers\] +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER}% +0",
+        rf"whole mix \[2 workers, replica\] +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER}% +0",
+        r"2 workers vs 1 worker: req/s ratio",
+        r"1 worker, replica vs 1 worker: req/s ratio",
+        rf"  whole mix +req/s x{NUMBER} +p99 x{NUMBER}",
+    ]:
+        assert re.search(pattern, run.stdout), f"no line matching {pattern!r} in:\n{run.stdout}"

@@ -9,6 +9,7 @@ client loop stands in (fewer requests/s, so only good for checking that a benchm
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shutil
 import socket
@@ -119,7 +120,7 @@ def wait_http(url: str, timeout: float = 60) -> None:
 def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     try:
-        proc.wait(10)
+        proc.wait(30)  # `plyr serve --workers` first stops its workers
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
@@ -171,8 +172,10 @@ class Viewers:
 
 
 def start_appview(db_url: str, plc_url: str, *, microcache: float, coalesce: bool = True,
-                  pool_max: int = 4) -> tuple[subprocess.Popen[bytes], str]:
-    """`plyr serve` in its own process on a free port; returns it and its base URL."""
+                  pool_max: int = 4, workers: int = 1, read_urls: str = "",
+                  ) -> tuple[subprocess.Popen[bytes], str]:
+    """`plyr serve` in its own process on a free port (`workers` processes sharing it, reading
+    from the replicas `read_urls`); returns it and its base URL."""
     port = free_port()
     env = child_env(
         DATABASE_URL=db_url, PLYR_APPVIEW_PORT=str(port), PLYR_PLC_URL=plc_url,
@@ -181,15 +184,36 @@ def start_appview(db_url: str, plc_url: str, *, microcache: float, coalesce: boo
         PLYR_APPVIEW_MICROCACHE_SECONDS=str(microcache),
         PLYR_APPVIEW_COALESCE="1" if coalesce else "0",
         PLYR_DB_POOL_MAX=str(pool_max),  # 2 cores: fewer, busier connections
+        PLYR_APPVIEW_WORKERS=str(workers), PLYR_DATABASE_READ_URLS=read_urls,
     )  # fmt: skip
     proc = subprocess.Popen([PY, "-m", "plyr", "serve", "--port", str(port)], env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{base}/health")
+        if workers > 1:
+            _wait_workers_listening(proc.pid, port, workers)
     except RuntimeError:
         stop(proc)
         raise
     return proc, base
+
+
+def _wait_workers_listening(parent: int, port: int, count: int) -> None:
+    """Until `count` child processes of `parent` listen on `port` (all workers up)."""
+    import psutil
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        listening = 0
+        for child in psutil.Process(parent).children():
+            with contextlib.suppress(psutil.Error):
+                if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                       for c in child.net_connections(kind="tcp")):
+                    listening += 1
+        if listening >= count:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"fewer than {count} AppView workers listening on {port}")
 
 
 # ---- load generators ---------------------------------------------------------------------------
