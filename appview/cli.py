@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import time
 
 import click
@@ -19,6 +17,9 @@ from core.settings_spec import option
 @option(AppviewSettings, "port", "--port")
 def serve(host: str | None, port: int | None) -> None:
     """Run the AppView (XRPC API, oEmbed, embeds) until Ctrl-C."""
+    import asyncio
+    import signal
+
     from appview.service import serve as serve_app
     from core.runtime import open_runtime
 

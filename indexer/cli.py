@@ -1,12 +1,12 @@
-"""Indexer commands: `plyr index`, `plyr capture`, `plyr deadletters`, `plyr records dump`."""
+"""Indexer commands: `plyr index`, `plyr capture`, `plyr deadletters`, `plyr records dump`.
+
+The event loop and everything a command runs are imported when it runs: `plyr --help` imports
+this module.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import signal
-import struct
 import sys
 import time
 from collections.abc import Coroutine
@@ -27,6 +27,9 @@ log = logging.getLogger("plyr.indexer")
 async def _until_signalled(coro: Coroutine[Any, Any, Any]) -> Any:
     """Run `coro`; SIGINT/SIGTERM cancel it cleanly (open batches are not written: the cursor
     only covers committed rows, so the next start resumes exactly there)."""
+    import asyncio
+    import signal
+
     task = asyncio.ensure_future(coro)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -91,6 +94,8 @@ async def _with_resync(rt: Any, indexing: Coroutine[Any, Any, None]) -> None:
     """Run the live indexer with the resync loop beside it (repos the indexer marks are fetched
     again); either ending or failing ends both. `plyr up` runs the loop as its own service
     ("resync" in core/runtime.py), so indexer.service.run does not start it."""
+    import asyncio
+
     from indexer.backfill.resync import run_resync_loop
 
     tasks = [
@@ -117,6 +122,9 @@ async def _with_resync(rt: Any, indexing: Coroutine[Any, Any, None]) -> None:
 @click.option("--cursor", type=int, default=None, help="Ask the relay to start after this seq.")
 def capture_command(url: str, file: Path, limit: int | None, duration: float | None, cursor: int | None) -> None:
     """Record raw subscribeRepos frames from URL into FILE (.zst = zstd-compressed)."""
+    import asyncio
+    import struct
+
     from websockets.asyncio.client import connect
     from websockets.exceptions import WebSocketException
 
@@ -223,6 +231,8 @@ def records_group() -> None:
 @click.option("--collection", default=None, help="Only this NSID (e.g. fm.plyr.track).")
 def records_dump(collection: str | None) -> None:
     """Print indexed records of visible actors, one JSON object a line: uri, cid, rev, value."""
+    import contextlib
+
     from indexer.records import INDEXED_COLLECTIONS
     from indexer.writer import dump_records
 
