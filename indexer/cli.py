@@ -73,14 +73,21 @@ def index_command(kind: str | None, url: str | None, replay: Path | None, no_ver
                 log.warning("metrics server not started", extra={"port": settings.metrics_port, "error": str(exc)})
         try:
             async with open_runtime(core_settings) as rt:
+                consumers: list[Any] = []
                 started = time.monotonic()
                 indexing = run_indexer(
                     rt.database_url, rt.pool, settings, source, verify=verify, start_cursor=cursor,
-                    resolver=rt.identity, lexicons=rt.lexicons,
+                    resolver=rt.identity, lexicons=rt.lexicons, on_consumer=consumers.append,
                 )  # fmt: skip
                 if not source.live:
                     await indexing
-                    click.echo(f"replayed {replay} in {time.monotonic() - started:.1f}s", err=True)
+                    elapsed = time.monotonic() - started
+                    frames = consumers[-1].decoder.frames
+                    click.echo(
+                        f"replayed {replay}: {frames} frames in {elapsed:.2f}s "
+                        f"({frames / max(elapsed, 1e-9):,.0f} frames/s)",
+                        err=True,
+                    )
                     return
                 await _with_resync(rt, indexing)
         finally:
