@@ -53,7 +53,6 @@ async def _until_signalled(coro: Coroutine[Any, Any, Any]) -> Any:
 @click.option("--cursor", type=int, default=None, help="Start after this seq instead of the stored cursor.")
 def index_command(kind: str | None, url: str | None, replay: Path | None, no_verify: bool, cursor: int | None) -> None:
     """Follow the firehose (or replay a capture) into the database."""
-    from core.metrics import start_metrics_server
     from core.runtime import open_runtime
     from indexer.service import make_source, run_indexer
 
@@ -67,6 +66,8 @@ def index_command(kind: str | None, url: str | None, replay: Path | None, no_ver
     async def _main() -> None:
         runner = None
         if source.live and settings.metrics_port:
+            from core.metrics import start_metrics_server  # aiohttp's server: live runs only
+
             try:
                 runner = await start_metrics_server(core_settings.http_host, settings.metrics_port)
             except OSError as exc:
@@ -74,18 +75,18 @@ def index_command(kind: str | None, url: str | None, replay: Path | None, no_ver
         try:
             async with open_runtime(core_settings) as rt:
                 consumers: list[Any] = []
-                started = time.monotonic()
+                started, cpu_started = time.monotonic(), time.process_time()
                 indexing = run_indexer(
                     rt.database_url, rt.pool, settings, source, verify=verify, start_cursor=cursor,
                     resolver=rt.identity, lexicons=rt.lexicons, on_consumer=consumers.append,
                 )  # fmt: skip
                 if not source.live:
                     await indexing
-                    elapsed = time.monotonic() - started
+                    elapsed, cpu = time.monotonic() - started, time.process_time() - cpu_started
                     frames = consumers[-1].decoder.frames
                     click.echo(
                         f"replayed {replay}: {frames} frames in {elapsed:.2f}s "
-                        f"({frames / max(elapsed, 1e-9):,.0f} frames/s)",
+                        f"({frames / max(elapsed, 1e-9):,.0f} frames/s; {cpu:.2f}s of CPU)",
                         err=True,
                     )
                     return
