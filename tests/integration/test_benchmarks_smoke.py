@@ -38,6 +38,7 @@ EXPECTED: dict[str, list[str]] = {
         rf"plyr index --replay \(its own timing\): +{NUMBER} frames/s +\({NUMBER} of the plain loop",
         rf"start-up, plyr --help: +{NUMBER} s",
         rf"start-up, plyr index --help: +{NUMBER} s",
+        rf"start-up, plyr index --replay, to its first line: +{NUMBER} s",
     ],
     "bench_backfill_extract.py": [
         rf"plyr extraction, whole CAR: .* of decode_car: {NUMBER}%",
