@@ -100,10 +100,12 @@ class CaptureUnreadable(PlyrError):
 
 
 class CaptureSource:
-    """Frames from a capture file; ends at end of file. Reading is linear in the file size and
-    holds at most about two frames (each at most MAX_CAPTURE_FRAME) and a read chunk. Anything
-    that stops the read before the end (see CaptureUnreadable) is raised after the frames before
-    it have been yielded: a replay never reports success for a file it did not read whole."""
+    """Frames from a capture file; ends at end of file. A plain capture is memory-mapped (the
+    page cache is the buffer); a .zst one is streamed, holding at most about two frames (each
+    at most MAX_CAPTURE_FRAME) and a read chunk. Either way reading is linear in the file size,
+    and anything that stops the read before the end (see CaptureUnreadable) is raised after the
+    frames before it have been yielded: a replay never reports success for a file it did not
+    read whole."""
 
     format = "cbor"
     live = False
@@ -145,7 +147,13 @@ class CaptureSource:
             size = os.fstat(raw.fileno()).st_size
             if size == 0:
                 return
-            with mmap.mmap(raw.fileno(), size, access=mmap.ACCESS_READ) as data:
+            try:
+                mapped = mmap.mmap(raw.fileno(), size, access=mmap.ACCESS_READ)
+            except OSError:  # a file system that cannot map files: read it as a stream
+                async for streamed in self._stream_batches():
+                    yield streamed
+                return
+            with mapped as data:
                 pos = 0
                 unpack = struct.unpack_from
                 limit = MAX_CAPTURE_FRAME  # locals: this loop runs once per frame
