@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import time
 
 import click
@@ -27,6 +25,8 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 
         supervise(app_settings.workers, app_settings.host, app_settings.port, settings)
         return
+    import asyncio
+    import signal
 
     from appview.service import serve as serve_app
     from core.runtime import open_runtime

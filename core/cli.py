@@ -7,7 +7,6 @@ Each package lists its commands in its `cli.py` (`commands`).
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -26,6 +25,8 @@ T = TypeVar("T")
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """asyncio.run on uvloop where it is installed."""
+    import asyncio  # here, not at the top: `plyr --help` does not need an event loop
+
     try:
         import uvloop
 

@@ -1,12 +1,12 @@
-"""Indexer commands: `plyr index`, `plyr capture`, `plyr deadletters`, `plyr records dump`."""
+"""Indexer commands: `plyr index`, `plyr capture`, `plyr deadletters`, `plyr records dump`.
+
+The event loop and everything a command runs are imported when it runs: `plyr --help` imports
+this module.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import signal
-import struct
 import sys
 import time
 from collections.abc import Coroutine
@@ -27,6 +27,9 @@ log = logging.getLogger("plyr.indexer")
 async def _until_signalled(coro: Coroutine[Any, Any, Any]) -> Any:
     """Run `coro`; SIGINT/SIGTERM cancel it cleanly (open batches are not written: the cursor
     only covers committed rows, so the next start resumes exactly there)."""
+    import asyncio
+    import signal
+
     task = asyncio.ensure_future(coro)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -50,7 +53,6 @@ async def _until_signalled(coro: Coroutine[Any, Any, Any]) -> Any:
 @click.option("--cursor", type=int, default=None, help="Start after this seq instead of the stored cursor.")
 def index_command(kind: str | None, url: str | None, replay: Path | None, no_verify: bool, cursor: int | None) -> None:
     """Follow the firehose (or replay a capture) into the database."""
-    from core.metrics import start_metrics_server
     from core.runtime import open_runtime
     from indexer.service import make_source, run_indexer
 
@@ -64,20 +66,29 @@ def index_command(kind: str | None, url: str | None, replay: Path | None, no_ver
     async def _main() -> None:
         runner = None
         if source.live and settings.metrics_port:
+            from core.metrics import start_metrics_server  # aiohttp's server: live runs only
+
             try:
                 runner = await start_metrics_server(core_settings.http_host, settings.metrics_port)
             except OSError as exc:
                 log.warning("metrics server not started", extra={"port": settings.metrics_port, "error": str(exc)})
         try:
             async with open_runtime(core_settings) as rt:
-                started = time.monotonic()
+                consumers: list[Any] = []
+                started, cpu_started = time.monotonic(), time.process_time()
                 indexing = run_indexer(
                     rt.database_url, rt.pool, settings, source, verify=verify, start_cursor=cursor,
-                    resolver=rt.identity, lexicons=rt.lexicons,
+                    resolver=rt.identity, lexicons=rt.lexicons, on_consumer=consumers.append,
                 )  # fmt: skip
                 if not source.live:
                     await indexing
-                    click.echo(f"replayed {replay} in {time.monotonic() - started:.1f}s", err=True)
+                    elapsed, cpu = time.monotonic() - started, time.process_time() - cpu_started
+                    frames = consumers[-1].decoder.frames
+                    click.echo(
+                        f"replayed {replay}: {frames} frames in {elapsed:.2f}s "
+                        f"({frames / max(elapsed, 1e-9):,.0f} frames/s; {cpu:.2f}s of CPU)",
+                        err=True,
+                    )
                     return
                 await _with_resync(rt, indexing)
         finally:
@@ -91,6 +102,8 @@ async def _with_resync(rt: Any, indexing: Coroutine[Any, Any, None]) -> None:
     """Run the live indexer with the resync loop beside it (repos the indexer marks are fetched
     again); either ending or failing ends both. `plyr up` runs the loop as its own service
     ("resync" in core/runtime.py), so indexer.service.run does not start it."""
+    import asyncio
+
     from indexer.backfill.resync import run_resync_loop
 
     tasks = [
@@ -117,6 +130,9 @@ async def _with_resync(rt: Any, indexing: Coroutine[Any, Any, None]) -> None:
 @click.option("--cursor", type=int, default=None, help="Ask the relay to start after this seq.")
 def capture_command(url: str, file: Path, limit: int | None, duration: float | None, cursor: int | None) -> None:
     """Record raw subscribeRepos frames from URL into FILE (.zst = zstd-compressed)."""
+    import asyncio
+    import struct
+
     from websockets.asyncio.client import connect
     from websockets.exceptions import WebSocketException
 
@@ -223,6 +239,8 @@ def records_group() -> None:
 @click.option("--collection", default=None, help="Only this NSID (e.g. fm.plyr.track).")
 def records_dump(collection: str | None) -> None:
     """Print indexed records of visible actors, one JSON object a line: uri, cid, rev, value."""
+    import contextlib
+
     from indexer.records import INDEXED_COLLECTIONS
     from indexer.writer import dump_records
 

@@ -197,12 +197,19 @@ class Consumer:
     async def _consume(self) -> None:
         decode = self.decoder.decode
         handle = self._handle
+        follow = self.repos.follow
         batch, writes = self.batch, self.writes
         clock = time.monotonic
         async for chunk in self.source.batches(self._resume_cursor):
             for raw in chunk:
                 ev = decode(raw)
                 if ev is not None:
+                    # Commits needing no verification (most: repos we index, no plyr ops) are
+                    # handled inline, without a coroutine, and do not yield.
+                    if type(ev) is CommitEvent and follow(ev):
+                        if len(batch.ops) >= self.batch_size:
+                            await self._flush_soon()
+                        continue
                     await handle(ev)
                     if len(batch.ops) >= self.batch_size:
                         await self._flush_soon()

@@ -40,26 +40,34 @@ class RepoFollower:
         self.batch = batch
         self.stats = stats
 
-    async def on_commit(self, ev: CommitEvent) -> None:
-        did = ev.repo
+    def follow(self, ev: CommitEvent) -> bool:
+        """Everything about a commit that needs no verification (an await); False when its
+        plyr ops are still to be verified (`on_commit`). Most commits that reach the consumer
+        are of repos we index without plyr ops, so the consumer calls this first, inline."""
         try:
             # Before the rev is tracked: a far-future rev would stall the repo's rev chain.
             check_rev(ev.rev)
         except VerifyError as exc:
             self._reject_commit(ev, exc)
-            return
+            return True
         if ev.too_big:
             self._track_rev(ev)
-            self.mark_resync(did, f"tooBig commit at seq {ev.seq}")
-            return
+            self.mark_resync(ev.repo, f"tooBig commit at seq {ev.seq}")
+            return True
         if ev.records is not None:  # Jetstream: no blocks, nothing to verify
             self._track_rev(ev, start=True)
             self._add_ops(ev.records)
-            return
+            return True
         if not ev.ops:
             # A commit of a repo we index without plyr ops: followed for its rev, not verified.
             self._track_rev(ev)
+            return True
+        return False
+
+    async def on_commit(self, ev: CommitEvent) -> None:
+        if self.follow(ev):
             return
+        did = ev.repo
         with self.batch.holding(ev.seq):
             try:
                 ops = await self.verifier.commit_ops(ev)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mmap
 import os
 import struct
 import time
@@ -99,10 +100,12 @@ class CaptureUnreadable(PlyrError):
 
 
 class CaptureSource:
-    """Frames from a capture file; ends at end of file. Reading is linear in the file size and
-    holds at most about two frames (each at most MAX_CAPTURE_FRAME) and a read chunk. Anything
-    that stops the read before the end (see CaptureUnreadable) is raised after the frames before
-    it have been yielded: a replay never reports success for a file it did not read whole."""
+    """Frames from a capture file; ends at end of file. A plain capture is memory-mapped (the
+    page cache is the buffer); a .zst one is streamed, holding at most about two frames (each
+    at most MAX_CAPTURE_FRAME) and a read chunk. Either way reading is linear in the file size,
+    and anything that stops the read before the end (see CaptureUnreadable) is raised after the
+    frames before it have been yielded: a replay never reports success for a file it did not
+    read whole."""
 
     format = "cbor"
     live = False
@@ -132,7 +135,53 @@ class CaptureSource:
             unread = os.fstat(stream.fileno()).st_size - offset
         return CaptureUnreadable(self.path, offset, unread, reason)
 
-    async def batches(self, resume: Resume) -> AsyncIterator[list[bytes]]:
+    def batches(self, resume: Resume) -> AsyncIterator[list[bytes]]:
+        return self._stream_batches() if self.path.suffix == ".zst" else self._mapped_batches()
+
+    async def _mapped_batches(self) -> AsyncIterator[list[bytes]]:
+        """An uncompressed capture, memory-mapped: each frame is sliced out of the page cache
+        once (the bytes the decoder needs), with no read buffer to fill and re-join. The size
+        is taken at the start: bytes appended later are not read, and the file must not be
+        truncated while it is replayed (reading a page past the new end kills the process)."""
+        with open_capture(self.path) as raw:
+            size = os.fstat(raw.fileno()).st_size
+            if size == 0:
+                return
+            try:
+                mapped = mmap.mmap(raw.fileno(), size, access=mmap.ACCESS_READ)
+            except OSError:  # a file system that cannot map files: read it as a stream
+                async for streamed in self._stream_batches():
+                    yield streamed
+                return
+            with mapped as data:
+                pos = 0
+                unpack = struct.unpack_from
+                limit = MAX_CAPTURE_FRAME  # locals: this loop runs once per frame
+                problem = None
+                while pos < size and problem is None:
+                    frames: list[bytes] = []
+                    stop = min(pos + CHUNK, size)
+                    while pos < stop:
+                        if pos + 4 > size:
+                            problem = "the file ends inside a length prefix"
+                            break
+                        (length,) = unpack("<I", data, pos)
+                        end = pos + 4 + length
+                        if length > limit:
+                            problem = f"length prefix {length} over the {limit}-byte frame limit"
+                            break
+                        if end > size:
+                            problem = "the file ends inside a frame"
+                            break
+                        frames.append(data[pos + 4 : end])
+                        pos = end
+                    if frames:
+                        yield frames
+                    await asyncio.sleep(0)  # let the batch timer and status log run
+                if problem is not None:
+                    raise CaptureUnreadable(self.path, pos, size - pos, problem)
+
+    async def _stream_batches(self) -> AsyncIterator[list[bytes]]:
         stream = open_capture(self.path)
         try:
             offset = 0  # capture offset of rest[0]: everything before it has been yielded

@@ -33,6 +33,13 @@ EXPECTED: dict[str, list[str]] = {
         rf"websocket indexer consumer .*: +{NUMBER} frames/s",
         rf"end to end into Postgres .*: +{NUMBER} records/s",
     ],
+    "bench_replay.py": [
+        rf"plain loop \(read \+ split \+ libipld decode\): +{NUMBER} frames/s",
+        rf"plyr index --replay \(its own timing\): +{NUMBER} frames/s +\({NUMBER} of the plain loop",
+        rf"start-up, plyr --help: +{NUMBER} s",
+        rf"start-up, plyr index --help: +{NUMBER} s",
+        rf"start-up, plyr index --replay, to its first line: +{NUMBER} s",
+    ],
     "bench_backfill_extract.py": [
         rf"plyr extraction, whole CAR: .* of decode_car: {NUMBER}%",
         rf"peak RSS above baseline: {NUMBER} MB",

@@ -249,6 +249,28 @@ def test_split_frames_and_capture_files(tmp_path: Path) -> None:
     assert got_frames == many[:2]
 
 
+def test_a_capture_that_cannot_be_mapped_is_streamed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain captures are memory-mapped; where the file system cannot map them, the same frames
+    come from the streaming reader, and the empty file gives none."""
+    import mmap
+
+    refused: list[object] = []
+
+    def refuse(*args: object, **_kwargs: object) -> mmap.mmap:
+        refused.append(args)
+        raise OSError(19, "No such device")
+
+    async def read(path: Path) -> list[bytes]:
+        return [frame async for batch in CaptureSource(path).batches(lambda: None) for frame in batch]
+
+    many = [bytes([i % 256]) * (i * 37 % 5000) for i in range(800)]
+    path = write_capture(tmp_path / "c.bin", many)
+    (tmp_path / "empty.bin").write_bytes(b"")
+    assert run(read(tmp_path / "empty.bin")) == []
+    monkeypatch.setattr("indexer.sources.mmap.mmap", refuse)
+    assert run(read(path)) == many and len(refused) == 1
+
+
 def test_urls_and_backoff() -> None:
     assert subscribe_url("wss://bsky.network", None) == "wss://bsky.network/xrpc/com.atproto.sync.subscribeRepos"
     assert subscribe_url("wss://pds.example/", 42).endswith("subscribeRepos?cursor=42")
