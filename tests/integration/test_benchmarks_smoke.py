@@ -33,6 +33,12 @@ EXPECTED: dict[str, list[str]] = {
         rf"websocket indexer consumer .*: +{NUMBER} frames/s",
         rf"end to end into Postgres .*: +{NUMBER} records/s",
     ],
+    "bench_writer.py": [
+        rf"raw COPY of the same rows .*: +{NUMBER} records/s",
+        rf"writer alone .*: +{NUMBER} records/s +\({NUMBER}% of raw COPY\)",
+        rf"end to end, capture .*: +{NUMBER} records/s +\({NUMBER}% of raw COPY\)",
+        rf"seed-demo records at scale .*: +{NUMBER} s",
+    ],
     "bench_backfill_extract.py": [
         rf"plyr extraction, whole CAR: .* of decode_car: {NUMBER}%",
         rf"peak RSS above baseline: {NUMBER} MB",
