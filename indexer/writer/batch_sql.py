@@ -45,7 +45,7 @@ _UPSERTS = {
     LIST: (UPSERT_LISTS, 12),
     PROFILE: (UPSERT_PROFILES, 10),
 }
-_WIDTH = {UPSERT_TOMBSTONES: 5, ADD_TRACK_COUNTS: 3, INSERT_MIRRORS: 4}
+_WIDTH = {UPSERT_TOMBSTONES: 5, ADD_TRACK_COUNTS: 3, ADD_ACTOR_COUNTS_CTES: 7, INSERT_MIRRORS: 4}
 
 
 def _shift(sql: str, offset: int) -> str:
@@ -68,7 +68,7 @@ def _build() -> str:
     ctes.append(f"subject_counts AS ({_shift(ADD_TRACK_COUNTS, n)})")
     n += _WIDTH[ADD_TRACK_COUNTS]
     ctes.append(_shift(ADD_ACTOR_COUNTS_CTES, n))
-    n += 7
+    n += _WIDTH[ADD_ACTOR_COUNTS_CTES]
     ctes.append(f"mirrors AS ({_shift(INSERT_MIRRORS, n)})")
     n += _WIDTH[INSERT_MIRRORS]
     # Media is woken at commit when requests were queued.
