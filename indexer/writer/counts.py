@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from core.db import Connection
 
@@ -27,7 +28,7 @@ TOTAL_SLOTS = 16  # rows of index_totals (migrations/0005_counters_and_mirror_ou
 _SLOT = f"(txid_current() % {TOTAL_SLOTS})"
 
 # Sorted input: concurrent writers lock count rows in the same order (no deadlocks).
-_ADD_TRACK_COUNTS = """
+ADD_TRACK_COUNTS = """
 INSERT INTO track_counts (subject_uri, like_count, comment_count)
 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
 ON CONFLICT (subject_uri) DO UPDATE SET
@@ -37,15 +38,16 @@ ON CONFLICT (subject_uri) DO UPDATE SET
 
 # The actors' counters, then the totals by what changed for visible actors: an actor is one of
 # the "artists" while it has tracks (track_count - d.tracks is the count before this change).
-_ADD_ACTOR_COUNTS = f"""
-WITH d AS (
+# Top-level CTEs of writer/batch_sql.py's statement (data-modifying CTEs cannot nest).
+ADD_ACTOR_COUNTS_CTES = f"""
+actor_deltas AS (
   SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
                        $6::numeric[], $7::bool[])
     AS d(did, tracks, lists, likes, comments, seconds, visible)
-), c AS (
+), actor_rows AS (
   INSERT INTO actor_counts AS c (did, track_count, list_count, like_count, comment_count,
                                  track_seconds)
-  SELECT did, tracks, lists, likes, comments, seconds FROM d
+  SELECT did, tracks, lists, likes, comments, seconds FROM actor_deltas
   ON CONFLICT (did) DO UPDATE SET
     track_count = c.track_count + excluded.track_count,
     list_count = c.list_count + excluded.list_count,
@@ -53,17 +55,18 @@ WITH d AS (
     comment_count = c.comment_count + excluded.comment_count,
     track_seconds = c.track_seconds + excluded.track_seconds
   RETURNING c.did, c.track_count
-)
-INSERT INTO index_totals AS x (slot, tracks, artists, track_seconds, likes, comments)
-SELECT {_SLOT}, coalesce(sum(d.tracks), 0), coalesce(sum((c.track_count > 0)::int
-         - (c.track_count - d.tracks > 0)::int), 0),
-       coalesce(sum(d.seconds), 0), coalesce(sum(d.likes), 0), coalesce(sum(d.comments), 0)
-FROM d JOIN c USING (did) WHERE d.visible
-ON CONFLICT (slot) DO UPDATE SET
-  tracks = x.tracks + excluded.tracks, artists = x.artists + excluded.artists,
-  track_seconds = x.track_seconds + excluded.track_seconds, likes = x.likes + excluded.likes,
-  comments = x.comments + excluded.comments
-"""
+), totals AS (
+  INSERT INTO index_totals AS x (slot, tracks, artists, track_seconds, likes, comments)
+  SELECT {_SLOT}, coalesce(sum(d.tracks), 0), coalesce(sum((c.track_count > 0)::int
+           - (c.track_count - d.tracks > 0)::int), 0),
+         coalesce(sum(d.seconds), 0), coalesce(sum(d.likes), 0), coalesce(sum(d.comments), 0)
+  FROM actor_deltas d JOIN actor_rows c USING (did) WHERE d.visible
+  HAVING count(*) > 0
+  ON CONFLICT (slot) DO UPDATE SET
+    tracks = x.tracks + excluded.tracks, artists = x.artists + excluded.artists,
+    track_seconds = x.track_seconds + excluded.track_seconds, likes = x.likes + excluded.likes,
+    comments = x.comments + excluded.comments
+)"""
 
 # An actor's whole row into ($2 = 1) or out of ($2 = -1) the totals.
 _MOVE_ACTOR_TOTALS = f"""
@@ -111,21 +114,25 @@ class CountDeltas:
         counts[subject] = counts.get(subject, 0) + n
 
 
-async def write_counts(conn: Connection, deltas: CountDeltas) -> None:
-    await add_track_counts(conn, deltas.likes, deltas.comments)
+def count_columns(deltas: CountDeltas) -> list[list[Any]]:
+    """The arrays of ADD_TRACK_COUNTS then ADD_ACTOR_COUNTS_CTES, sorted by key: concurrent
+    writers lock count rows in the same order."""
+    likes, comments = deltas.likes, deltas.comments
+    subjects = sorted(s for s in set(likes) | set(comments) if likes.get(s) or comments.get(s))
     dids = sorted(did for did, d in deltas.actors.items() if d.any())
-    if dids:
-        rows = [deltas.actors[did] for did in dids]
-        await conn.execute(
-            _ADD_ACTOR_COUNTS,
-            dids,
-            [d.tracks for d in rows],
-            [d.lists for d in rows],
-            [d.likes for d in rows],
-            [d.comments for d in rows],
-            [d.seconds for d in rows],
-            [deltas.visible.get(did, True) for did in dids],
-        )
+    rows = [deltas.actors[did] for did in dids]
+    return [
+        subjects,
+        [likes.get(s, 0) for s in subjects],
+        [comments.get(s, 0) for s in subjects],
+        dids,
+        [d.tracks for d in rows],
+        [d.lists for d in rows],
+        [d.likes for d in rows],
+        [d.comments for d in rows],
+        [d.seconds for d in rows],
+        [deltas.visible.get(did, True) for did in dids],
+    ]
 
 
 async def add_track_counts(
@@ -136,7 +143,7 @@ async def add_track_counts(
     )
     if subjects:
         await conn.execute(
-            _ADD_TRACK_COUNTS,
+            ADD_TRACK_COUNTS,
             subjects,
             [like_delta.get(s, 0) for s in subjects],
             [comment_delta.get(s, 0) for s in subjects],

@@ -37,14 +37,23 @@ async def write_cursor(conn: Connection, cursor: CursorUpdate) -> None:
             cursor.event_time,
         )
         return
-    stored = await conn.fetchval(
-        "SELECT seq FROM cursors WHERE source = $1 FOR UPDATE", cursor.source
+    # One round trip: the upsert locks the row and moves it only from `expected`.
+    moved = await conn.fetchval(
+        """INSERT INTO cursors (source, seq, event_time) VALUES ($1, $2, $3)
+           ON CONFLICT (source) DO UPDATE SET seq = excluded.seq,
+             event_time = excluded.event_time, updated_at = now()
+           WHERE cursors.seq = $4
+           RETURNING true""",
+        cursor.source,
+        cursor.seq,
+        cursor.event_time,
+        cursor.expected,
     )
-    if stored is not None and stored != cursor.expected:
+    if moved is None:
+        stored = await read_cursor(conn, cursor.source)
         raise CursorConflict(
             f"cursor {cursor.source} is at {stored}, expected {cursor.expected}: another consumer owns it"
         )
-    await write_cursor(conn, CursorUpdate(cursor.source, cursor.seq, cursor.event_time))
 
 
 async def read_cursor(conn: Connection | asyncpg.Pool, source: str) -> int | None:

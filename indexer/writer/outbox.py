@@ -24,7 +24,7 @@ MIRROR_OUTBOX_CHANNEL = "plyr_mirror_outbox"
 # (track uri, did, blob cid, mime type)
 MirrorRequest = tuple[str, str, str, str]
 
-_INSERT = """
+INSERT_MIRRORS = """
 INSERT INTO mirror_outbox (track_uri, did, blob_cid, mime_type)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
 """
@@ -40,7 +40,7 @@ async def request_mirrors(conn: Connection, requests: list[MirrorRequest]) -> No
     """Queue `requests` in the caller's transaction, and wake media at commit."""
     if not requests:
         return
-    await conn.execute(_INSERT, *(list(col) for col in zip(*requests, strict=True)))
+    await conn.execute(INSERT_MIRRORS, *(list(col) for col in zip(*requests, strict=True)))
     await conn.execute("SELECT pg_notify($1, '')", MIRROR_OUTBOX_CHANNEL)
 
 

@@ -1,5 +1,5 @@
 """The newest op of each record URI against what is stored: rows, tombstones, counters and
-mirror requests, each written with one set-based statement per batch.
+mirror requests, all written by one set-based statement per batch (writer/batch_sql.py).
 
 The rev rules: an op whose rev is not newer than the stored row's or tombstone's rev changes
 nothing (a version hidden as invalid may return: `_comes_back`); a delete or a hiding leaves a
@@ -16,21 +16,11 @@ from typing import Any
 from core.db import Connection
 from indexer import crashpoints
 from indexer.crashpoints import ARMED as _CRASH_ARMED
-from indexer.records import COMMENT, INDEXED_COLLECTIONS, LIKE, LIST, PROFILE, TRACK, RecordOp
-from indexer.writer.counts import CountDeltas, write_counts
-from indexer.writer.outbox import MirrorRequest, blob_mime, request_mirrors
-from indexer.writer.statements import (
-    INSERT_LIST_ITEMS,
-    STATE_KIND,
-    STATE_SQL,
-    TABLE,
-    UPSERT_COMMENTS,
-    UPSERT_LIKES,
-    UPSERT_LISTS,
-    UPSERT_PROFILES,
-    UPSERT_TOMBSTONES,
-    UPSERT_TRACKS,
-)
+from indexer.records import COMMENT, LIKE, LIST, TRACK, RecordOp
+from indexer.writer.batch_sql import WRITE_BATCH_SQL, BatchWrites
+from indexer.writer.counts import CountDeltas
+from indexer.writer.outbox import blob_mime
+from indexer.writer.statements import INSERT_LIST_ITEMS, STATE_KIND, STATE_SQL
 
 # uri -> (the op that wins, the rows its record makes or None)
 Winners = dict[str, tuple[RecordOp, Any]]
@@ -91,12 +81,9 @@ async def apply_winners(
     if not winners:
         return {}
     stored = await _read_stored(conn, winners, actor_dids)
-    upserts: dict[str, list[Any]] = {c: [] for c in INDEXED_COLLECTIONS}
-    deletes: dict[str, list[str]] = {c: [] for c in INDEXED_COLLECTIONS}
-    tombstones: list[tuple[str, str, str, str, str | None]] = []
-    counts = CountDeltas()
+    writes = BatchWrites()
+    counts = writes.counts
     newest_rev: dict[str, str] = {}
-    mirrors: list[MirrorRequest] = []
     for uri, (op, rows) in winners.items():
         status, visible = stored.actors.get(op.did, ("active", True))
         if status == "deleted":
@@ -115,27 +102,21 @@ async def apply_winners(
             newest_rev[op.did] = op.rev
         if op.action in ("delete", "hide"):
             if row is not None:
-                deletes[op.collection].append(uri)
+                writes.deletes[op.collection].append(uri)
                 _count(counts, op, visible, row, None)
             hidden_cid = op.cid if op.action == "hide" else None
-            tombstones.append((uri, op.did, op.collection, op.rev, hidden_cid))
+            writes.tombstones.append((uri, op.did, op.collection, op.rev, hidden_cid))
             continue
-        upserts[op.collection].append(rows)
+        writes.upserts[op.collection].append(rows)
         _count(counts, op, visible, row, rows)
         if op.collection == TRACK and rows[_TRACK_BLOB_CID] is not None and visible:
             # Media skips blobs it holds for this track already (writer/outbox.py).
-            mirrors.append((uri, op.did, rows[_TRACK_BLOB_CID], blob_mime(op.record)))
+            writes.mirrors.append((uri, op.did, rows[_TRACK_BLOB_CID], blob_mime(op.record)))
 
-    for collection, uris in deletes.items():
-        if uris:
-            await conn.execute(f"DELETE FROM {TABLE[collection]} WHERE uri = ANY($1::text[])", uris)
-    if tombstones:
-        await conn.execute(UPSERT_TOMBSTONES, *columns(tombstones))
-    await _write_upserts(conn, upserts)
+    await conn.execute(WRITE_BATCH_SQL, *writes.args())
     if _CRASH_ARMED:
         crashpoints.hit("rows_written_before_commit")
-    await write_counts(conn, counts)
-    await request_mirrors(conn, mirrors)
+    await _write_list_items(conn, writes.upserts[LIST], stored)
     return newest_rev
 
 
@@ -189,28 +170,17 @@ def _comes_back(
     )
 
 
-def columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
-    return [list(col) for col in zip(*rows, strict=True)]
-
-
-async def _write_upserts(conn: Connection, upserts: dict[str, list[Any]]) -> None:
-    if upserts[TRACK]:
-        await conn.execute(UPSERT_TRACKS, *columns(upserts[TRACK]))
-    if upserts[LIKE]:
-        await conn.execute(UPSERT_LIKES, *columns(upserts[LIKE]))
-    if upserts[COMMENT]:
-        await conn.execute(UPSERT_COMMENTS, *columns(upserts[COMMENT]))
-    if upserts[LIST]:
-        list_rows = [row for row, _items in upserts[LIST]]
-        await conn.execute(UPSERT_LISTS, *columns(list_rows))
-        list_uris = [row[0] for row in list_rows]
-        await conn.execute("DELETE FROM list_items WHERE list_uri = ANY($1::text[])", list_uris)
-        items = [
-            (row[0], pos, subject_uri, subject_cid)
-            for row, row_items in upserts[LIST]
-            for pos, (subject_uri, subject_cid) in enumerate(row_items)
-        ]
-        if items:
-            await conn.execute(INSERT_LIST_ITEMS, *columns(items))
-    if upserts[PROFILE]:
-        await conn.execute(UPSERT_PROFILES, *columns(upserts[PROFILE]))
+async def _write_list_items(conn: Connection, lists: list[Any], stored: _Stored) -> None:
+    """The items of the lists written: the old ones of lists stored before go first."""
+    if not lists:
+        return
+    replaced = [row[0] for row, _items in lists if row[0] in stored.rows]
+    if replaced:
+        await conn.execute("DELETE FROM list_items WHERE list_uri = ANY($1::text[])", replaced)
+    items = [
+        (row[0], pos, subject_uri, subject_cid)
+        for row, row_items in lists
+        for pos, (subject_uri, subject_cid) in enumerate(row_items)
+    ]
+    if items:
+        await conn.execute(INSERT_LIST_ITEMS, *(list(col) for col in zip(*items, strict=True)))

@@ -425,7 +425,7 @@ async def _e2e(path: Path, database_url: str, verify: bool, keys: dict[str, Any]
     pool = await db.create_pool(database_url, CoreSettings.from_env(), min_size=1, max_size=4)
     try:
         verifier = Verifier(DictResolver(keys or {}) if verify else None, verify_signatures=verify)
-        consumer = Consumer(pool, CaptureSource(path, name=f"bench-{uuid.uuid4().hex[:6]}"), lexicons=default_lexicons(), verifier=verifier, status_interval=3600, batch_size=int(os.environ.get("BATCH", "500")))
+        consumer = Consumer(pool, CaptureSource(path, name=f"bench-{uuid.uuid4().hex[:6]}"), lexicons=default_lexicons(), verifier=verifier, status_interval=3600, batch_size=int(os.environ.get("BATCH", "1000")))
         t0, c0 = time.perf_counter(), time.process_time()
         await consumer.run()
         elapsed = time.perf_counter() - t0

@@ -40,6 +40,12 @@ EXPECTED: dict[str, list[str]] = {
         rf"start-up, plyr index --help: +{NUMBER} s",
         rf"start-up, plyr index --replay, to its first line: +{NUMBER} s",
     ],
+    "bench_writer.py": [
+        rf"raw COPY of the same rows .*: +{NUMBER} records/s",
+        rf"writer alone .*: +{NUMBER} records/s +\({NUMBER}% of raw COPY\)",
+        rf"end to end, capture .*: +{NUMBER} records/s +\({NUMBER}% of raw COPY\)",
+        rf"seed-demo records at scale .*: +{NUMBER} s",
+    ],
     "bench_backfill_extract.py": [
         rf"plyr extraction, whole CAR: .* of decode_car: {NUMBER}%",
         rf"peak RSS above baseline: {NUMBER} MB",

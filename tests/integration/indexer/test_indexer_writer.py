@@ -17,7 +17,9 @@ from indexer.writer import (
     apply_account,
     apply_batch,
     default_lexicons,
-    winners,
+)
+from indexer.writer import (
+    apply as writer_apply,
 )
 from protocol.syntax import tid_from_micros
 from tests.support.frames import (
@@ -226,7 +228,7 @@ async def test_cursor_in_same_transaction_as_rows(pool: asyncpg.Pool, monkeypatc
     async def crash(*_a: object, **_k: object) -> None:
         raise RuntimeError("crash between rows and cursor")
 
-    monkeypatch.setattr(winners, "write_counts", crash)
+    monkeypatch.setattr(writer_apply, "write_cursor", crash)
     with pytest.raises(RuntimeError):
         await apply(
             pool,
