@@ -123,10 +123,11 @@ async def seed_demo(url: str, *, tracks: int, artists: int, likes: int, comments
     """Fill an empty index with the `plyr seed-demo` dataset of this size, then vacuum it
     (statistics and a visibility map, as autovacuum leaves a live index); returns seconds."""
     from appview.seed import SeedSize, seed
+    from core import db
 
     size = SeedSize(tracks=tracks, artists=artists, likes=likes, comments=comments, plays=plays)
     started = time.monotonic()
-    conn = await asyncpg.connect(url)
+    conn = await db.connect(url)  # the writer hands records to jsonb columns: core's codecs
     try:
         await seed(conn, size)
         await conn.execute("VACUUM (ANALYZE)")
