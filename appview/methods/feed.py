@@ -13,16 +13,17 @@ from appview import cursor
 from appview.context import Call, Route, not_hidden, resolve_actor, uri_did
 from appview.errors import invalid_request, not_found
 from appview.hydrate import (
+    TRACK_COLUMNS_SQL,
     TRACK_JOINS_SQL,
-    TRACK_VIEW_SQL,
     add_viewer_state,
     artist_view,
     iso,
+    track_view,
 )
 
 # The newest tracks are read and hydrated in one statement (the hottest path of all)...
 _LATEST = f"""
-SELECT t.uri, t.sort_at, {TRACK_VIEW_SQL} AS view
+SELECT t.sort_at, {TRACK_COLUMNS_SQL}
 FROM tracks t {TRACK_JOINS_SQL}
 WHERE {not_hidden("t.did")} {{where}}
 ORDER BY t.sort_at DESC, t.uri DESC LIMIT $1
@@ -68,17 +69,23 @@ async def get_latest_tracks(call: Call) -> dict[str, Any]:
         tracks = await call.tracks([r["uri"] for r in rows])
     else:
         rows = await call.pool.fetch(_LATEST.format(where=where), *args)
-        tracks = [r["view"] for r in rows]
+        tracks = [track_view(r) for r in rows]
         if call.viewer is not None and tracks:
             await add_viewer_state(call.pool, tracks, call.viewer, call.state.likes)
     return _paged({"tracks": tracks}, _page_cursor(rows, limit, "sort_at", "uri"))
 
 
 async def get_artist_tracks(call: Call) -> dict[str, Any]:
-    did = await resolve_actor(call.pool, call.params["actor"])
+    # A DID needs no lookup first: the page's statement skips hidden artists, so only an empty
+    # page asks whether the artist is hidden (NotFound) or just has no tracks.
+    actor: str = call.params["actor"]
+    did = actor if actor.startswith("did:") else await resolve_actor(call.pool, actor)
     call.params = {**call.params, "artist": did}
     call.params.pop("actor")
-    return await get_latest_tracks(call)
+    page = await get_latest_tracks(call)
+    if not page["tracks"] and did is actor:
+        await resolve_actor(call.pool, did)
+    return page
 
 
 _PERIODS = {"day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=30)}
