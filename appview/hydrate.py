@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -26,6 +26,8 @@ from appview.urls import servable_url
 from core.db import Connection
 
 log = logging.getLogger("plyr.appview")
+
+_NO_OFFSET = timedelta(0)
 
 ViewLoader = Callable[[list[str]], Awaitable[dict[str, dict[str, Any]]]]
 
@@ -232,7 +234,9 @@ async def read_track_views(
 
 def utc_time(value: datetime) -> str:
     """RFC 3339 in UTC with microseconds, as every view writes times."""
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    if value.utcoffset() != _NO_OFFSET:  # asyncpg reads timestamptz in UTC: rarely taken
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" -> "Z"
 
 
 def track_view(row: Mapping[str, Any]) -> dict[str, Any]:
