@@ -16,32 +16,45 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from appview.urls import servable_url
+from appview.urls import servable_url, servable_url_sql
 from core.db import Connection
 
 log = logging.getLogger("plyr.appview")
 
-_NO_OFFSET = timedelta(0)
-
 ViewLoader = Callable[[list[str]], Awaitable[dict[str, dict[str, Any]]]]
 
-# The columns of one track view (fm.plyr.defs#trackView), built into the view by `track_view`.
-# Postgres could build the JSON itself, but json_build_object with to_char, the URL checks and
-# json_strip_nulls cost it about four times the plain read of the same rows (EXPLAIN ANALYZE,
-# docs/BENCHMARKS.md), and the database is the AppView's scarce resource: Python builds a view
-# in a few microseconds.
-TRACK_COLUMNS_SQL = """
-t.uri, t.cid, t.short_id, t.title, t.artist, t.album, t.description, t.did, a.handle,
-a.display_name, coalesce(a.avatar_url, p.avatar_url) AS avatar, t.file_type, mm.url AS mirror_url,
-t.audio_url, t.audio_blob_cid, a.pds_url, t.image_url, t.duration_s, c.like_count,
-c.comment_count, pc.play_count, t.labels, t.created_at, t.indexed_at
-"""
+# One track view (fm.plyr.defs#trackView) built by Postgres as JSON: the rows never become
+# Python objects column by column, which is most of the cost of a page in Python. Absent optional
+# fields are NULL and stripped; times are UTC RFC 3339 with microseconds.
+_TIME = """to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+# A record's URL, or NULL unless http(s) (appview/urls.py): `javascript:` never leaves here.
+_URL = servable_url_sql("({col})")
+TRACK_VIEW_SQL = f"""
+json_strip_nulls(json_build_object(
+  'uri', t.uri, 'cid', t.cid, 'id', t.short_id, 'title', t.title, 'artist', t.artist,
+  'album', nullif(t.album, ''), 'description', nullif(t.description, ''),
+  'author', json_build_object('did', t.did, 'handle', nullif(a.handle, ''),
+                              'displayName', nullif(a.display_name, ''),
+                              'avatar', {_URL.format(col="coalesce(a.avatar_url, p.avatar_url)")}),
+  'fileType', t.file_type,
+  'audioUrl', {_URL.format(col='''CASE
+      WHEN mm.url IS NOT NULL THEN mm.url
+      WHEN t.audio_url <> '' THEN t.audio_url
+      WHEN t.audio_blob_cid IS NOT NULL AND a.pds_url <> '' THEN
+        rtrim(a.pds_url, '/') || '/xrpc/com.atproto.sync.getBlob?did=' || t.did
+        || '&cid=' || t.audio_blob_cid
+    END''')},
+  'imageUrl', {_URL.format(col="t.image_url")}, 'duration', t.duration_s,
+  'likeCount', coalesce(c.like_count, 0), 'commentCount', coalesce(c.comment_count, 0),
+  'playCount', coalesce(pc.play_count, 0), 'labels', to_json(t.labels),
+  'createdAt', {_TIME.format(col="t.created_at")}, 'indexedAt', {_TIME.format(col="t.indexed_at")}
+))"""
 
 # The joins a track view needs; `t` must be a tracks row. Hidden artists drop out here. Counts
 # come from their owners' tables (likes/comments: the indexer; plays: appview/methods/plays.py),
@@ -55,7 +68,7 @@ LEFT JOIN media_mirrors mm ON mm.track_uri = t.uri AND mm.blob_cid = t.audio_blo
 """
 
 _TRACKS_SQL = f"""
-SELECT {TRACK_COLUMNS_SQL}
+SELECT t.uri, {TRACK_VIEW_SQL} AS view
 FROM tracks t {TRACK_JOINS_SQL}
 WHERE t.uri = ANY($1::text[]) AND coalesce(a.visible, true)
 """
@@ -229,37 +242,7 @@ async def read_track_views(
     """Views of the (visible) tracks among `uris`, by URI: one query (`first`: ahead of the
     requests waiting for a connection, when the pool can do that, see fairpool.py)."""
     fetch = getattr(conn, "fetch_first", conn.fetch) if first else conn.fetch
-    return {r["uri"]: track_view(r) for r in await fetch(_TRACKS_SQL, uris)}
-
-
-def utc_time(value: datetime) -> str:
-    """RFC 3339 in UTC with microseconds, as every view writes times."""
-    if value.utcoffset() != _NO_OFFSET:  # asyncpg reads timestamptz in UTC: rarely taken
-        value = value.astimezone(UTC)
-    return value.isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" -> "Z"
-
-
-def track_view(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A track view from a row of TRACK_COLUMNS_SQL. Absent optional fields are left out (never
-    null), URLs from records only when servable (appview/urls.py)."""
-    audio = row["mirror_url"]  # media's copy first, then the record's URL, then the PDS blob
-    if audio is None and row["audio_url"]:
-        audio = row["audio_url"]
-    elif audio is None and row["audio_blob_cid"] is not None and row["pds_url"]:
-        audio = (f"{row['pds_url'].rstrip('/')}/xrpc/com.atproto.sync.getBlob"
-                 f"?did={row['did']}&cid={row['audio_blob_cid']}")
-    view = {
-        "uri": row["uri"], "cid": row["cid"], "id": row["short_id"], "title": row["title"],
-        "artist": row["artist"], "album": row["album"] or None,
-        "description": row["description"] or None,
-        "author": artist_view(row["did"], row["handle"], row["display_name"], row["avatar"]),
-        "fileType": row["file_type"], "audioUrl": servable_url(audio),
-        "imageUrl": servable_url(row["image_url"]), "duration": row["duration_s"],
-        "likeCount": row["like_count"] or 0, "commentCount": row["comment_count"] or 0,
-        "playCount": row["play_count"] or 0, "labels": row["labels"],
-        "createdAt": utc_time(row["created_at"]), "indexedAt": utc_time(row["indexed_at"]),
-    }  # fmt: skip
-    return {k: v for k, v in view.items() if v is not None}
+    return {r["uri"]: r["view"] for r in await fetch(_TRACKS_SQL, uris)}
 
 
 def iso(value: datetime | None) -> str | None:

@@ -13,17 +13,16 @@ from appview import cursor
 from appview.context import Call, Route, not_hidden, resolve_actor, uri_did
 from appview.errors import invalid_request, not_found
 from appview.hydrate import (
-    TRACK_COLUMNS_SQL,
     TRACK_JOINS_SQL,
+    TRACK_VIEW_SQL,
     add_viewer_state,
     artist_view,
     iso,
-    track_view,
 )
 
 # The newest tracks are read and hydrated in one statement (the hottest path of all)...
 _LATEST = f"""
-SELECT t.sort_at, {TRACK_COLUMNS_SQL}
+SELECT t.uri, t.sort_at, {TRACK_VIEW_SQL} AS view
 FROM tracks t {TRACK_JOINS_SQL}
 WHERE {{where}}
 ORDER BY t.sort_at DESC, t.uri DESC LIMIT $1
@@ -71,7 +70,7 @@ async def get_latest_tracks(call: Call) -> dict[str, Any]:
         tracks = await call.tracks([r["uri"] for r in rows])
     else:
         rows = await call.pool.fetch(_LATEST.format(where=where), *args)
-        tracks = [track_view(r) for r in rows]
+        tracks = [r["view"] for r in rows]
         if call.viewer is not None and tracks:
             await add_viewer_state(call.pool, tracks, call.viewer, call.state.likes)
     return _paged({"tracks": tracks}, _page_cursor(rows, limit, "sort_at", "uri"))
