@@ -24,15 +24,15 @@ from appview.hydrate import (
 _LATEST = f"""
 SELECT t.uri, t.sort_at, {TRACK_VIEW_SQL} AS view
 FROM tracks t {TRACK_JOINS_SQL}
-WHERE {not_hidden("t.did")} {{where}}
+WHERE {{where}}
 ORDER BY t.sort_at DESC, t.uri DESC LIMIT $1
 """
 # ...or, with the view cache on, only their keys (an index-only scan of tracks_latest_keys,
 # migrations/0011) and the views from the cache: a page whose tracks were served within the
 # TTL costs this one small statement.
-_LATEST_KEYS = f"""
+_LATEST_KEYS = """
 SELECT t.uri, t.sort_at FROM tracks t
-WHERE {not_hidden("t.did")} {{where}}
+WHERE {where}
 ORDER BY t.sort_at DESC, t.uri DESC LIMIT $1
 """
 
@@ -55,10 +55,12 @@ async def get_latest_tracks(call: Call) -> dict[str, Any]:
     p = call.params
     limit: int = p["limit"]
     args: list[Any] = [limit]
-    where = ""
+    where = not_hidden("t.did")
     if "artist" in p:
+        # The artist's visibility checked once, not per track: the walk of tracks_by_artist
+        # then stops after `limit` rows instead of sorting the whole catalogue.
         args.append(p["artist"])
-        where += f" AND t.did = ${len(args)}"
+        where = f"t.did = ${len(args)} AND {not_hidden(f'${len(args)}')}"
     if "cursor" in p:
         sort_at, uri = cursor.decode(p["cursor"], datetime, str)
         args += [sort_at, uri]
@@ -75,10 +77,16 @@ async def get_latest_tracks(call: Call) -> dict[str, Any]:
 
 
 async def get_artist_tracks(call: Call) -> dict[str, Any]:
-    did = await resolve_actor(call.pool, call.params["actor"])
+    # A DID needs no lookup first: the page's statement skips hidden artists, so only an empty
+    # page asks whether the artist is hidden (NotFound) or just has no tracks.
+    actor: str = call.params["actor"]
+    did = actor if actor.startswith("did:") else await resolve_actor(call.pool, actor)
     call.params = {**call.params, "artist": did}
     call.params.pop("actor")
-    return await get_latest_tracks(call)
+    page = await get_latest_tracks(call)
+    if not page["tracks"] and did is actor:
+        await resolve_actor(call.pool, did)
+    return page
 
 
 _PERIODS = {"day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=30)}

@@ -7,7 +7,9 @@ next to an aiohttp hello-world measured in the same run.
     .venv/bin/python tests/benchmarks/bench_appview_mix.py --smoke    # tiny, a few seconds
 
 A fresh database is created on the server (PLYR_TEST_DATABASE_URL or DATABASE_URL, else the
-embedded one), filled with the `plyr seed-demo` dataset and dropped at the end. The AppView runs
+embedded one), filled with the `plyr seed-demo` dataset and dropped at the end. With
+`--keep-db NAME` the database NAME is kept between runs instead: created and migrated when
+missing, seeded only when it holds no tracks (seeding 100k tracks takes minutes), never dropped. The AppView runs
 as `plyr serve` with the microcache off, so every request does its own database work (identical
 requests in flight at the same moment still share one answer, and track views are still cached
 for 1 s: both are how production runs).
@@ -29,12 +31,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import random
 import sys
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -54,7 +57,13 @@ from tests.support.bench_load import (  # noqa: E402
     stop,
     table,
 )
-from tests.support.bench_setup import ScratchDatabase, isolate, seed_demo, server_url  # noqa: E402
+from tests.support.bench_setup import (  # noqa: E402
+    ScratchDatabase,
+    database_url,
+    isolate,
+    seed_demo,
+    server_url,
+)
 from tests.support.replica import start_streaming_pair  # noqa: E402
 
 XRPC = "/xrpc/"
@@ -294,6 +303,39 @@ def describe(drawn: Sequence[tuple[Kind, Request]], universe: Universe) -> None:
           f" pages; feed depths up to {1 + max(map(len, universe.feed_cursors.values()))} pages")
 
 
+@contextlib.contextmanager
+def kept_database(server: str, name: str) -> Iterator[str]:
+    """The database `name` on `server`, created when missing and migrated; not dropped."""
+
+    async def prepare() -> str:
+        from core import db
+        from core.migrate import apply_migrations
+
+        admin = await asyncpg.connect(server)
+        try:
+            if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        url = database_url(server, name)
+        conn = await db.connect(url)
+        try:
+            await apply_migrations(conn)
+        finally:
+            await conn.close()
+        return url
+
+    yield asyncio.run(prepare())
+
+
+async def is_seeded(url: str) -> bool:
+    conn = await asyncpg.connect(url)
+    try:
+        return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM tracks)"))
+    finally:
+        await conn.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -322,6 +364,8 @@ def main() -> None:
                         help="also measure with one streaming replica of the database on this machine"
                              " (a primary and a standby started for the run; the same database without"
                              " the replica is the baseline)")
+    parser.add_argument("--keep-db", metavar="NAME",
+                        help="use (and keep) this database; seed it only when it has no tracks")
     args = parser.parse_args()
     if args.smoke:
         args.tracks, args.artists, args.likes, args.comments, args.plays = 300, 30, 3000, 600, 600
@@ -333,9 +377,12 @@ def main() -> None:
     try:
         server = pair.primary.url if pair else server_url()
         isolate()
-        with ScratchDatabase(server) as db_url:
-            asyncio.run(seed_demo(db_url, tracks=args.tracks, artists=args.artists, likes=args.likes,
-                                  comments=args.comments, plays=args.plays))
+        keep = args.keep_db if not pair else None  # a replica pair is made for this run only
+        database = kept_database(server, keep) if keep else ScratchDatabase(server)
+        with database as db_url:
+            if not keep or not asyncio.run(is_seeded(db_url)):
+                asyncio.run(seed_demo(db_url, tracks=args.tracks, artists=args.artists, likes=args.likes,
+                                      comments=args.comments, plays=args.plays))
             read_url = ""
             if pair:
                 read_url = db_url.replace(f":{pair.primary.port}/", f":{pair.replica.port}/")

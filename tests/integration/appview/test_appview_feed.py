@@ -102,6 +102,9 @@ async def test_hidden_actors_are_excluded_everywhere(client: TestClient, world: 
     assert (await get(client, "fm.plyr.feed.getLikes", uri=hidden))["likes"] == []
     await get(client, "fm.plyr.actor.getProfile", status=404, actor=ghost.did)
     await get(client, "fm.plyr.actor.getProfile", status=404, actor=ghost.handle)
+    # A DID is not looked up before the page: a hidden artist's empty page is still a 404.
+    await get(client, "fm.plyr.feed.getArtistTracks", status=404, actor=ghost.did)
+    await get(client, "fm.plyr.feed.getArtistTracks", status=404, actor=ghost.handle)
     await get(client, "fm.plyr.feed.getActorLikes", status=404, actor=ghost.did)
     assert (await get(client, "fm.plyr.feed.getActorLikes", actor=ann.did))["tracks"] == [
         (await get(client, "fm.plyr.feed.getTrack", uri=visible))["track"]
