@@ -30,7 +30,6 @@ from core import db  # noqa: E402
 from core.settings import CoreSettings  # noqa: E402
 from indexer.backfill.http import Politeness  # noqa: E402
 from indexer.backfill.runner import BackfillOptions, run_backfill  # noqa: E402
-from protocol.identity import IdentityResolver  # noqa: E402
 from tests.e2e.pds_client import PdsClient, write_op  # noqa: E402
 from tests.e2e.pds_network import (  # noqa: E402
     HarnessUnavailable,
@@ -39,6 +38,7 @@ from tests.e2e.pds_network import (  # noqa: E402
     stop_network,
 )
 from tests.support.bench_setup import ScratchDatabase, isolate, server_url  # noqa: E402
+from tests.support.identity import local_resolver  # noqa: E402
 
 EXIT_UNAVAILABLE = 3  # the PDS harness cannot be installed here (no npm)
 
@@ -133,7 +133,7 @@ async def measure(url: str, info: dict[str, Any], args: argparse.Namespace) -> N
                               info["handle_domains"][0], args.repos, args.per_repo)
     print(f"populated {args.repos} repos, {expected} plyr records in {time.perf_counter() - t:.1f} s")
     pool = await db.create_pool(url, CoreSettings.from_env(), min_size=2, max_size=10)
-    resolver = IdentityResolver(info["plc_url"])
+    resolver = local_resolver(info["plc_url"])
     try:
         opts = BackfillOptions(
             pds=[info["pds_url"]], progress_tty=False, progress_interval=3600,
