@@ -179,8 +179,8 @@ async def test_reads_come_from_the_replica_and_the_header_shows_its_position(
 
     await replica.execute("SELECT pg_wal_replay_resume()")
     await wait_until(lambda: _has(client, "new tune"), "the replica to replay the new track")
-    resp = await client.get(LATEST)
-    assert resp.headers["Plyr-Index-Event-Time"] != "2026-01-01T12:00:00Z"
+    # The cursor moved in a later transaction than the track: wait for the header to follow it.
+    await wait_until(lambda: _event_time_is_not(client, "2026-01-01T12:00:00Z"), "the replica's newer cursor")
 
 
 async def _true(value: bool) -> bool:
@@ -189,6 +189,11 @@ async def _true(value: bool) -> bool:
 
 async def _has(client: TestClient, title: str) -> bool:
     return title in await titles(client)
+
+
+async def _event_time_is_not(client: TestClient, stale: str) -> bool:
+    resp = await client.get(LATEST)
+    return bool(resp.headers["Plyr-Index-Event-Time"] != stale)
 
 
 async def test_a_replica_too_far_behind_is_not_read_from(replicated: Replicated, serve: Any, plc: Plc) -> None:
