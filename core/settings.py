@@ -160,3 +160,37 @@ def core_or_env(core: Settings | None) -> CoreSettings:
     if not isinstance(core, CoreSettings):
         raise TypeError(f"core settings expected, got {type(core).__name__}")
     return core
+
+
+def _dids(value: str) -> tuple[str, ...]:
+    from protocol.syntax.identifiers import is_did
+
+    dids = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    bad = [did for did in dids if not is_did(did)]
+    if bad:
+        raise ConfigError(f"not a DID: {bad[0]!r}")
+    return dids
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelSettings(Settings):
+    """Which labelers this deployment listens to and trusts: read by the label subscriber
+    (indexer/labels/) and by the AppView's views (appview/labels.py), which do not import
+    each other. The AppView's own labeler (its service DID) joins all three lists when it has
+    a signing key (appview/labeler/)."""
+
+    labelers: tuple[str, ...] = setting(
+        "PLYR_LABELERS", "", "comma-separated labeler DIDs whose labels are subscribed to and stored",
+        convert=_dids, default_text="none", group="labels",
+    )  # fmt: skip
+    moderation_labelers: tuple[str, ...] = setting(
+        "PLYR_MODERATION_LABELERS", "",
+        "labelers (among the subscribed) whose `!takedown`, `!suspend` and `!hide` remove content "
+        "from every view and count, whatever the client accepts",
+        convert=_dids, default_text="none", group="labels",
+    )  # fmt: skip
+    default_labelers: tuple[str, ...] = setting(
+        "PLYR_DEFAULT_LABELERS", "",
+        "labelers whose labels views carry when a request has no `atproto-accept-labelers` header",
+        convert=_dids, default_text="the moderation labelers", group="labels",
+    )  # fmt: skip
