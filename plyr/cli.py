@@ -12,6 +12,7 @@ from appview import cli as appview_cli
 from core import cli as core_cli
 from indexer import cli as indexer_cli
 from indexer.backfill import cli as backfill_cli
+from indexer.labels import cli as labels_cli
 from media import cli as media_cli
 from plyr.services import SERVICES
 
@@ -29,7 +30,7 @@ def cli() -> None:
     help="Run only these services (repeatable). Default: all of them.",
 )
 def up(only: tuple[str, ...]) -> None:
-    """Run everything in one process: database, migrations, indexer, resync, appview, media.
+    """Run everything in one process: database, migrations, indexer, resync, labels, appview, media.
 
     Ctrl-C stops it (and the embedded PostgreSQL, when that is in use).
     """
@@ -45,7 +46,7 @@ def up(only: tuple[str, ...]) -> None:
     core_cli.run_async(_up())
 
 
-for _module in (core_cli, indexer_cli, backfill_cli, appview_cli, media_cli):
+for _module in (core_cli, indexer_cli, backfill_cli, labels_cli, appview_cli, media_cli):
     for _command in _module.commands:
         cli.add_command(_command)
 

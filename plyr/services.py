@@ -24,6 +24,12 @@ async def _resync(rt: Runtime) -> None:
     await run(rt)
 
 
+async def _labels(rt: Runtime) -> None:
+    from indexer.labels.service import run
+
+    await run(rt)
+
+
 async def _appview(rt: Runtime) -> None:
     from appview.service import run
 
@@ -39,6 +45,7 @@ async def _media(rt: Runtime) -> None:
 SERVICES: dict[str, Service] = {
     "indexer": _indexer,
     "resync": _resync,
+    "labels": _labels,
     "appview": _appview,
     "media": _media,
 }

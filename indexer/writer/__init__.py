@@ -6,14 +6,19 @@
 - checks.py: what may be stored (`checked_rows`), the lexicons;
 - counts.py: counters kept with the rows (track_counts, actor_counts, index_totals), recount;
 - outbox.py: PDS blob mirror requests for media (mirror_outbox);
-- accounts.py: `#account` status changes and handles;
+- accounts.py: `#account` status changes, moderation takedowns of accounts, handles;
 - cursor.py, letters.py, locks.py: cursor rows, dead letters, per-DID locks;
 - dump.py: `records dump`.
 
 The names other packages use are importable from `indexer.writer`.
 """
 
-from indexer.writer.accounts import AccountChange, apply_account, update_handle
+from indexer.writer.accounts import (
+    AccountChange,
+    apply_account,
+    apply_moderation_takedowns,
+    update_handle,
+)
 from indexer.writer.apply import DEFAULT_SOURCE, apply_batch
 from indexer.writer.checks import (
     ROW_BUILDERS,
@@ -39,6 +44,7 @@ __all__ = [
     "CursorUpdate",
     "DeadLetter",
     "apply_account",
+    "apply_moderation_takedowns",
     "apply_batch",
     "checked_rows",
     "default_lexicons",

@@ -1,8 +1,14 @@
-"""Account status and handles: `#account` events hide, show or delete an actor's rows, with
-their counters and mirror requests, in one transaction with the cursor."""
+"""Account status, moderation takedowns and handles: `#account` events hide, show or delete an
+actor's rows, with their counters and mirror requests, in one transaction with the cursor; an
+account takedown by a moderation labeler (indexer/labels/) hides it the same way.
+
+An actor is visible when its status is `active` and no moderation labeler has taken it down
+(`moderation_takedown`): the two are kept apart, so a reactivation on its PDS does not undo a
+takedown, and lifting a takedown does not show a deactivated account."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import asyncpg
@@ -34,12 +40,14 @@ async def apply_account(
     status `deleted` -> the actor's rows removed, tombstoned at their rev, counts adjusted.
     An inactive status of a DID with no actors row yet is stored (a hidden actor row): records
     that arrive later (a backfill racing the stream, a late delivery) must stay hidden too.
-    An active event for an unknown DID changes nothing.
+    An active event for an unknown DID changes nothing. An active event for an actor taken down
+    by a moderation labeler stores the status and keeps it hidden.
     """
     async with conn.transaction():
         await lock_dids(conn, [change.did])
         row = await conn.fetchrow(
-            "SELECT status, visible, repo_rev FROM actors WHERE did = $1", change.did
+            "SELECT status, visible, repo_rev, moderation_takedown FROM actors WHERE did = $1",
+            change.did,
         )
         outcome = "unknown actor"
         if row is None and not change.active:
@@ -53,13 +61,16 @@ async def apply_account(
         elif row is not None:
             was_visible = row["visible"]
             if change.active:
-                outcome = "shown"
-                if not was_visible:
+                visible = not row["moderation_takedown"]
+                outcome = "shown" if visible else "active, kept hidden (moderation takedown)"
+                if visible and not was_visible:
                     await move_actor(conn, change.did, +1)
                     await request_actor_mirrors(conn, change.did)
                 await conn.execute(
-                    "UPDATE actors SET status = 'active', visible = true, updated_at = now() WHERE did = $1",
+                    """UPDATE actors SET status = 'active', visible = $2, updated_at = now()
+                       WHERE did = $1""",
                     change.did,
+                    visible,
                 )
             else:
                 status = change.status or "deactivated"
@@ -81,6 +92,63 @@ async def apply_account(
         if _CRASH_ARMED:
             crashpoints.hit("account_before_commit")
     return outcome
+
+
+async def apply_moderation_takedowns(conn: Connection, changes: Mapping[str, bool]) -> dict[str, str]:
+    """Set (True) or lift (False) moderation labelers' takedown of these accounts, in the
+    caller's transaction; returns what happened per DID (for logs).
+
+    Visibility follows (visible = status `active` and not taken down), and the actor's rows move
+    out of or into the counts exactly as for an `#account` change. A takedown of a DID with no
+    actors row yet stores a hidden row (status `active`: nothing says otherwise), so records
+    that arrive later stay hidden; lifting one for an unknown DID changes nothing.
+    """
+    if not changes:
+        return {}
+    dids = sorted(changes)
+    outcomes: dict[str, str] = {}
+    async with conn.transaction():
+        # All at once: lock_dids orders the keys, as every writer does (no deadlocks).
+        await lock_dids(conn, dids)
+        rows = {
+            r["did"]: r
+            for r in await conn.fetch(
+                "SELECT did, status, visible, moderation_takedown FROM actors WHERE did = ANY($1::text[])",
+                dids,
+            )
+        }
+        for did in dids:
+            takedown = changes[did]
+            row = rows.get(did)
+            if row is None:
+                if takedown:
+                    await conn.execute(
+                        """INSERT INTO actors (did, visible, moderation_takedown) VALUES ($1, false, true)
+                           ON CONFLICT (did) DO NOTHING""",
+                        did,
+                    )
+                outcomes[did] = "remembered" if takedown else "unknown actor"
+                continue
+            if row["moderation_takedown"] == takedown:
+                outcomes[did] = "unchanged"
+                continue
+            visible = row["status"] == "active" and not takedown
+            if visible != row["visible"]:
+                await move_actor(conn, did, +1 if visible else -1)
+                if visible:
+                    await request_actor_mirrors(conn, did)
+            await conn.execute(
+                """UPDATE actors SET moderation_takedown = $2, visible = $3, updated_at = now()
+                   WHERE did = $1""",
+                did,
+                takedown,
+                visible,
+            )
+            outcome = "taken down" if takedown else "restored"
+            if visible != row["visible"]:
+                outcome += ", shown" if visible else ", hidden"
+            outcomes[did] = outcome
+    return outcomes
 
 
 async def _delete_actor_rows(conn: Connection, did: str, repo_rev: str | None) -> None:

@@ -31,4 +31,4 @@ def test_help_lists_every_package_and_imports_no_network_stack() -> None:
 def test_up_runs_the_listed_services_in_order() -> None:
     from plyr.services import SERVICES
 
-    assert list(SERVICES) == ["indexer", "resync", "appview", "media"]
+    assert list(SERVICES) == ["indexer", "resync", "labels", "appview", "media"]
