@@ -124,15 +124,17 @@ async def test_refusals_are_recorded_and_the_stream_goes_on(
         + encode_dag_cbor_exact({"seq": labeler.seq, "labels": [bad_field, good.to_ipld()]}),
         seq=labeler.seq,
     )
+    labeler.emit(labeler.label(TRACK2, "nul\x00"))  # valid, but Postgres text cannot hold it
     labeler.emit(labeler.label(TRACK2, "fine"))
     sub = make_subscriber(pool, session, resolver, labeler)
     async with running(sub):
-        await wait_cursor(pool, labeler.did, 4)
+        await wait_cursor(pool, labeler.did, 5)
     rows = await stored(pool, labeler.did)
     assert set(rows) == {(TRACK, "good"), (TRACK2, "fine")}
     reasons = await rejects(pool)
     assert [r.split(":")[0] for r in reasons] == [
         "bad signature", "wrong src", "malformed frame", "malformed frame", "outdated cursor", "malformed label",
+        "unstorable",
     ]  # fmt: skip
     forged = await pool.fetchrow("SELECT src, seq, label FROM label_rejects ORDER BY id LIMIT 1")
     assert forged["src"] == labeler.did and forged["seq"] == 1 and forged["label"]["val"] == "forged"
