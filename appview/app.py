@@ -145,7 +145,7 @@ def build_app(
 
     if signer is not None:
         # A WebSocket, not a JSON method: its own route, ahead of the XRPC dispatch.
-        stream = LabelStream(pool, signer.did, settings.labeler, primary_url=primary_url)
+        stream = LabelStream(pool, signer, settings.labeler, primary_url=primary_url)
         app[LABEL_STREAM_KEY] = stream
         app.router.add_route("*", SUBSCRIBE_LABELS_PATH, stream.handle)
         app.on_shutdown.append(stream.shutdown)

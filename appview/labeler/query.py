@@ -82,11 +82,12 @@ async def query_labels(call: Call) -> dict[str, Any]:
             raise invalid_request("invalid cursor")
         after = int(cursor_text)
     sql, args = query_sql(patterns, after, params["limit"])
-    our_did = call.state.settings.service_did
-    if sources and our_did not in sources:
+    signer = call.state.labeler
+    assert signer is not None  # the route exists only with a key (app.py)
+    if sources and signer.did not in sources:
         return {"labels": []}
     rows = await call.pool.fetch(sql, *args)
-    result: dict[str, Any] = {"labels": [row_label(our_did, row).to_json() for row in rows]}
+    result: dict[str, Any] = {"labels": [row_label(signer, row).to_json() for row in rows]}
     if rows:
         result["cursor"] = str(rows[-1]["seq"])
     return result

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from core.db import Connection
@@ -31,7 +32,7 @@ _LOCK_KEY = 0
 _STEP = timedelta(milliseconds=1)
 
 # The columns every reader selects, in the order `row_label` reads them.
-LABEL_COLUMNS = "seq, uri, val, cid, neg, cts, exp, sig"
+LABEL_COLUMNS = "seq, uri, val, cid, neg, cts, exp, sig, signing_key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +61,11 @@ class LabelSigner:
         when no key is configured (the labeler is off)."""
         return cls(did, key) if key is not None else None
 
-    @property
+    @cached_property
     def did_key(self) -> str:
         return self.key.public_key().did_key()
 
-    @property
+    @cached_property
     def public_multibase(self) -> str:
         """The key as the DID document's Multikey `publicKeyMultibase`."""
         return self.key.public_key().multibase()
@@ -132,10 +133,17 @@ def _after(label: Label, earlier: list[str]) -> Label:
                  exp=label.exp, cts=format_cts(max(bounds) + _STEP))
 
 
-def row_label(src: str, row: Any) -> Label:
-    """A stored row (LABEL_COLUMNS) as the signed Label (`src`: our DID, which every row has)."""
-    return Label(src=src, uri=row["uri"], val=row["val"], cts=row["cts"], cid=row["cid"],
-                 neg=row["neg"], exp=row["exp"], sig=bytes(row["sig"]))
+def row_label(signer: LabelSigner, row: Any) -> Label:
+    """A stored row (LABEL_COLUMNS) as the signed Label. Every row's `src` is our DID (the
+    service DID: changing PLYR_SERVICE_DID starts a new labeler, whose old rows no longer
+    verify). A row signed by an earlier key is signed again with the current one as it is
+    served, `cts` unchanged (specs/label.md, key rotation): what we serve always verifies
+    against the key our DID document names."""
+    label = Label(src=signer.did, uri=row["uri"], val=row["val"], cts=row["cts"], cid=row["cid"],
+                  neg=row["neg"], exp=row["exp"], sig=bytes(row["sig"]))
+    if row["signing_key"] != signer.did_key:
+        label = label.signed(signer.key)
+    return label
 
 
 async def max_seq(conn: Any) -> int:

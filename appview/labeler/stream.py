@@ -31,7 +31,7 @@ from prometheus_client import Counter, Gauge
 
 from appview.errors import XRPCError, invalid_request
 from appview.labeler.settings import LabelerSettings
-from appview.labeler.store import NOTIFY_CHANNEL, max_seq, row_label, rows_after
+from appview.labeler.store import NOTIFY_CHANNEL, LabelSigner, max_seq, row_label, rows_after
 from core import db
 from core.backoff import Backoff
 from protocol.labels import encode_error_frame, encode_labels_frame
@@ -74,7 +74,7 @@ class LabelStream:
     """The subscribeLabels endpoint of one AppView process (see the module docstring)."""
 
     pool: Any  # the primary's pool (or FairPool): rows are read where they are written
-    did: str
+    signer: LabelSigner
     settings: LabelerSettings
     primary_url: str = ""  # for the LISTEN connection; empty: polling only
     head: int = 0  # the last seq fanned out
@@ -168,7 +168,7 @@ class LabelStream:
 
     async def _send_rows(self, sub: _Subscriber, rows: list[Any], last: int) -> int:
         for row in rows:
-            await _send(sub.ws, encode_labels_frame(row["seq"], [row_label(self.did, row)]))
+            await _send(sub.ws, encode_labels_frame(row["seq"], [row_label(self.signer, row)]))
             last = row["seq"]
         return last
 
@@ -201,7 +201,7 @@ class LabelStream:
         while True:
             rows = await rows_after(self.pool, self.head, BATCH)
             for row in rows:
-                frame = encode_labels_frame(row["seq"], [row_label(self.did, row)])
+                frame = encode_labels_frame(row["seq"], [row_label(self.signer, row)])
                 for sub in list(self.live):
                     sub.offer(row["seq"], frame)
                 self.head = row["seq"]

@@ -322,3 +322,18 @@ async def test_prefix_and_exact_patterns_are_index_backed(pool: asyncpg.Pool) ->
         # A statement's first executions are planned with their arguments (custom plans).
         plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *args))
     assert plan.count("own_labels_uri") == 3 and "Seq Scan" not in plan, plan
+
+
+async def test_labels_of_an_earlier_key_are_served_signed_by_the_current_one(labeler_factory: Any) -> None:
+    old: Labeler = await labeler_factory()
+    [label] = await old.emit(LabelDraft(TRACK, "porn"))
+    rotated: Labeler = await labeler_factory()  # same database, a new key
+    raw = await (await rotated.client.get("/.well-known/did.json")).json()
+    key = parse_did_document(SERVICE_DID, raw).verification_key("#atproto_label")
+    assert key == rotated.signer.key.public_key() and not label.verify(key)
+    [served] = (await rotated.query(uriPatterns="*"))["labels"]
+    resigned = parse_label(served, encoding="json")
+    assert resigned.verify(key) and resigned.cts == label.cts
+    async with rotated.client.ws_connect(SUBSCRIBE, params={"cursor": "0"}) as ws:
+        _seq, streamed = await _labels(ws)
+        assert streamed.verify(key) and dataclasses.replace(streamed, sig=None) == dataclasses.replace(label, sig=None)
