@@ -337,3 +337,11 @@ async def test_labels_of_an_earlier_key_are_served_signed_by_the_current_one(lab
     async with rotated.client.ws_connect(SUBSCRIBE, params={"cursor": "0"}) as ws:
         _seq, streamed = await _labels(ws)
         assert streamed.verify(key) and dataclasses.replace(streamed, sig=None) == dataclasses.replace(label, sig=None)
+
+
+async def test_shutdown_closes_subscribers_going_away(labeler: Labeler) -> None:
+    async with labeler.client.ws_connect(SUBSCRIBE) as ws:
+        await _joined(labeler)
+        await labeler.client.app[LABEL_STREAM_KEY].shutdown()
+        msg = await ws.receive(timeout=FRAME_WAIT)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.GOING_AWAY
