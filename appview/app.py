@@ -22,6 +22,10 @@ from appview.http import (
     database_unavailable,
     errors_middleware,
 )
+from appview.labeler import query as labeler_query
+from appview.labeler.store import LabelSigner
+from appview.labeler.stream import PATH as SUBSCRIBE_LABELS_PATH
+from appview.labeler.stream import LabelStream
 from appview.methods import actor, feed, graph, plays, search, stats, viewer
 from appview.replicas import ReadRouter, Target
 from appview.settings import AppviewSettings
@@ -49,6 +53,9 @@ XRPC_KEY = web.AppKey("xrpc", XrpcEndpoint)
 LIMITS_KEY = web.AppKey("limits", RequestLimits)
 READ_ROUTER_KEY = web.AppKey("read_router", ReadRouter)
 SERVICE_TYPE = "PlyrAppView"  # the `type` of our service entry in the DID document
+LABEL_KEY_FRAGMENT = "atproto_label"  # our labeler's key and service (specs/label.md)
+LABELER_SERVICE = ("atproto_labeler", "AtprotoLabeler")
+LABEL_STREAM_KEY = web.AppKey("label_stream", LabelStream)
 
 
 def build_app(
@@ -68,6 +75,9 @@ def build_app(
     `replicas`: (name, pool) of each read replica, with `primary_url` for the read-your-writes
     listener (see replicas.py)."""
     lexicons = lexicons or LexiconSet.load()
+    signer = LabelSigner.configured(settings.service_did, settings.labeler.key)
+    # Our labeler's methods exist only when it has a key (appview/labeler/__init__.py).
+    routes = {**ROUTES, **(labeler_query.ROUTES if signer is not None else {})}
     freshness = Freshness(pool, settings.freshness_interval)
     router = ReadRouter(
         Target("primary", pool, freshness),
@@ -80,10 +90,10 @@ def build_app(
         primary_only={nsid for nsid, route in ROUTES.items() if route.auth == "required"},
     )
     # Without replicas, handlers get the pool itself: no routing layer on any statement.
-    state = AppState(settings=settings, pool=router if replicas else pool)  # type: ignore[arg-type]
+    state = AppState(settings=settings, pool=router if replicas else pool, labeler=signer)  # type: ignore[arg-type]
     endpoint = XrpcEndpoint(
         lexicons,
-        ROUTES,
+        routes,
         state,
         Authenticator(settings.service_did, resolver),
         check_output=check_output,
@@ -103,8 +113,14 @@ def build_app(
     app[READ_ROUTER_KEY] = router
     limits.install(app)
     # Our did:web document: the service entry a PDS resolves to proxy `atproto-proxy:
-    # <did>#plyr_appview` calls here (none for a did:plc: the PLC directory publishes it).
-    add_did_json_route(app, settings.service_did, [(SERVICE_FRAGMENT[1:], SERVICE_TYPE, settings.public_url)])
+    # <did>#plyr_appview` calls here, and, with a labeler key, the label key and the labeler
+    # endpoint consumers subscribe to (none for a did:plc: the PLC directory publishes it).
+    services = [(SERVICE_FRAGMENT[1:], SERVICE_TYPE, settings.public_url)]
+    keys: list[tuple[str, str]] = []
+    if signer is not None:
+        services.append((*LABELER_SERVICE, settings.public_url))
+        keys.append((LABEL_KEY_FRAGMENT, signer.public_multibase))
+    add_did_json_route(app, settings.service_did, services, keys)
 
     async def health(_request: web.Request) -> web.Response:
         try:
@@ -120,12 +136,20 @@ def build_app(
         return web.Response(body=orjson.dumps(body), content_type="application/json",
                             headers={"Cache-Control": "no-store"})
 
-    spec = orjson.dumps(openapi.build(lexicons, ROUTES, settings.public_url))
+    subscriptions = [SUBSCRIBE_LABELS_PATH.removeprefix("/xrpc/")] if signer is not None else []
+    spec = orjson.dumps(openapi.build(lexicons, routes, settings.public_url, subscriptions=subscriptions))
 
     async def openapi_json(_request: web.Request) -> web.Response:
         return web.Response(body=spec, content_type="application/json",
                             headers={"Cache-Control": "public, max-age=300"})
 
+    if signer is not None:
+        # A WebSocket, not a JSON method: its own route, ahead of the XRPC dispatch.
+        stream = LabelStream(pool, signer, settings.labeler, primary_url=primary_url)
+        app[LABEL_STREAM_KEY] = stream
+        app.router.add_route("*", SUBSCRIBE_LABELS_PATH, stream.handle)
+        app.on_shutdown.append(stream.shutdown)
+        app.on_cleanup.append(stream.stop)
     app.router.add_route("*", "/xrpc/{nsid}", endpoint.handle)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics_handler)

@@ -6,6 +6,7 @@ import time
 
 import click
 
+from appview.labeler import cli as labeler_cli
 from appview.settings import AppviewSettings
 from core.cli import load_settings, run_async
 from core.errors import PlyrError
@@ -80,4 +81,4 @@ def seed_demo(tracks: int, artists: int, likes: int, comments: int, plays: int, 
     run_async(_seed())
 
 
-commands: list[click.Command] = [serve, seed_demo]
+commands: list[click.Command] = [serve, seed_demo, *labeler_cli.commands]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from appview.context import Route
@@ -50,9 +51,44 @@ def to_json_schema(schema: dict[str, Any], nsid: str, refs: set[str]) -> dict[st
     return out  # unknown: any JSON value
 
 
-def build(lexicons: LexiconSet, routes: dict[str, Route], public_url: str) -> dict[str, Any]:
+def _subscription(lexicons: LexiconSet, nsid: str, refs: set[str]) -> dict[str, Any]:
+    """A subscription (WebSocket event stream) as the GET that upgrades: OpenAPI cannot
+    describe the frames, so the description says where they are defined."""
+    main = lexicons.docs[nsid]["defs"]["main"]
+    params = [
+        {"name": name, "in": "query", "required": False, "schema": to_json_schema(schema, nsid, refs)}
+        for name, schema in (main.get("parameters") or {}).get("properties", {}).items()
+    ]
+    errors = ", ".join(e["name"] for e in main.get("errors", []))
+    op: dict[str, Any] = {
+        "operationId": nsid,
+        "summary": main.get("description", ""),
+        "description": (
+            "A WebSocket event stream (atproto event-stream spec): each binary message is a DAG-CBOR "
+            f"header and body, the bodies as in the {nsid} lexicon"
+            + (f"; error frames: {errors}." if errors else ".")
+        ),
+        "tags": [nsid.rsplit(".", 2)[-2]],
+        "responses": {
+            "101": {"description": "Switching Protocols: the stream follows"},
+            "400": {"description": "Invalid request", "content": {"application/json": {"schema": _ERROR}}},
+            "426": {"description": "Upgrade Required", "content": {"application/json": {"schema": _ERROR}}},
+            "default": {"description": "An XRPC error", "content": {"application/json": {"schema": _ERROR}}},
+        },
+    }
+    if params:
+        op["parameters"] = params
+    return {"get": op}
+
+
+def build(
+    lexicons: LexiconSet, routes: dict[str, Route], public_url: str, *, subscriptions: Sequence[str] = ()
+) -> dict[str, Any]:
+    """`routes`: the XRPC methods served; `subscriptions`: the event streams served."""
     paths: dict[str, Any] = {}
     refs: set[str] = set()
+    for nsid in subscriptions:
+        paths[f"/xrpc/{nsid}"] = _subscription(lexicons, nsid, refs)
     for nsid in sorted(routes):
         method = lexicons.methods[nsid]
         op: dict[str, Any] = {
@@ -134,7 +170,7 @@ def build(lexicons: LexiconSet, routes: dict[str, Route], public_url: str) -> di
                                                                           "503": {"description": "no database"}}}}
     return {
         "openapi": "3.0.3",
-        "info": {"title": "plyr AppView", "version": "1", "description": "XRPC methods fm.plyr.*, from the lexicons."},
+        "info": {"title": "plyr AppView", "version": "1", "description": "XRPC methods fm.plyr.* (and our labeler's com.atproto.label.* when it has a key), from the lexicons."},
         "servers": [{"url": public_url}],
         "paths": paths,
         "components": {

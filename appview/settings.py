@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from appview.labeler.settings import LabelerSettings
 from core.errors import ConfigError
 from core.settings import RateLimitSettings, core_or_env
 from core.settings_spec import Settings, setting
@@ -101,6 +102,8 @@ class AppviewSettings(Settings):
     # the defaults exempt loopback clients, so code that builds settings directly is unlimited
     # on its own machine, as production is.
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
+    # our own labeler (appview/labeler/): off unless a key is configured
+    labeler: LabelerSettings = field(default_factory=LabelerSettings)
 
     @classmethod
     def finish(cls, values: dict[str, Any], core: Settings | None) -> None:
@@ -125,3 +128,4 @@ class AppviewSettings(Settings):
             except ConfigError as exc:
                 raise ConfigError(f"PLYR_DATABASE_READ_URLS: {exc}") from None
         values.setdefault("rate_limit", RateLimitSettings.from_env())
+        values.setdefault("labeler", LabelerSettings.from_env())

@@ -9,6 +9,7 @@ no PDS could follow, refused at start.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -62,24 +63,35 @@ def check_did_host(did: str, public_url: str, *, did_var: str, url_var: str) -> 
         )
 
 
-def did_document(did: str, services: list[tuple[str, str, str]]) -> dict[str, Any]:
-    """A DID document naming `services` as (fragment without '#', type, endpoint URL)."""
-    return {
-        "@context": [DID_CONTEXT],
-        "id": did,
-        "service": [
-            {"id": f"#{fragment}", "type": type_, "serviceEndpoint": endpoint}
-            for fragment, type_, endpoint in services
-        ],
-    }
+MULTIKEY_CONTEXT = "https://w3id.org/security/multikey/v1"
 
 
-def add_did_json_route(app: web.Application, did: str, services: list[tuple[str, str, str]]) -> None:
+def did_document(
+    did: str, services: list[tuple[str, str, str]], keys: Sequence[tuple[str, str]] = ()
+) -> dict[str, Any]:
+    """A DID document naming `services` as (fragment without '#', type, endpoint URL) and
+    `keys` as (fragment without '#', Multikey `publicKeyMultibase`), each controlled by `did`."""
+    doc: dict[str, Any] = {"@context": [DID_CONTEXT], "id": did}
+    if keys:
+        doc["@context"].append(MULTIKEY_CONTEXT)
+        doc["verificationMethod"] = [
+            {"id": f"{did}#{fragment}", "type": "Multikey", "controller": did, "publicKeyMultibase": multibase}
+            for fragment, multibase in keys
+        ]
+    doc["service"] = [
+        {"id": f"#{fragment}", "type": type_, "serviceEndpoint": endpoint} for fragment, type_, endpoint in services
+    ]
+    return doc
+
+
+def add_did_json_route(
+    app: web.Application, did: str, services: list[tuple[str, str, str]], keys: Sequence[tuple[str, str]] = ()
+) -> None:
     """Serve the document of `did` at /.well-known/did.json when it is a did:web (a did:plc's
     document is published through the PLC directory, not by us)."""
     if did_web_host(did) is None:
         return
-    body = orjson.dumps(did_document(did, services))
+    body = orjson.dumps(did_document(did, services, keys))
 
     async def did_json(_request: web.Request) -> web.Response:
         return web.Response(body=body, content_type="application/json",

@@ -9,28 +9,33 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from core.errors import ConfigError
-from core.net import blocked_reason, outbound_connector, refusal_reason
 from core.settings import ALLOW_PRIVATE_NETWORK_VAR, CoreSettings
-from protocol.identity import DEFAULT_PLC_URL, IdentityResolver
+
+if TYPE_CHECKING:  # aiohttp and the resolver are imported by the functions that build one
+    import aiohttp
+
+    from protocol.identity.resolver import IdentityResolver
 
 
 def build_resolver(
-    plc_url: str = DEFAULT_PLC_URL,
+    plc_url: str | None = None,
     *,
     allow_private_network: bool,
     session: aiohttp.ClientSession | None = None,
     **options: Any,
 ) -> IdentityResolver:
     """A resolver whose own session (when none is given) uses the guarded connector, and that
-    reports the guard's refusals as such. `options` go to IdentityResolver."""
+    reports the guard's refusals as such (`plc_url` None: the public directory). `options` go
+    to IdentityResolver."""
+    from core.net import outbound_connector, refusal_reason
+    from protocol.identity.resolver import DEFAULT_PLC_URL, IdentityResolver
+
     return IdentityResolver(
-        plc_url,
+        plc_url or DEFAULT_PLC_URL,
         session=session,
         connector=functools.partial(
             outbound_connector, allow_private_network=allow_private_network, limit=100, ttl_dns_cache=300
@@ -51,26 +56,31 @@ def resolver_from_env(
     refused is a ConfigError now rather than a refused request on every lookup later.
     """
     settings = settings or CoreSettings.from_env()
-    allow_private = settings.allow_private_network
-    plc_url = settings.plc_url or DEFAULT_PLC_URL
-    handle_resolver_url = settings.handle_resolver_url
-    if not allow_private:
-        for name, value in (
-            ("PLYR_PLC_URL", plc_url),
-            ("PLYR_HANDLE_RESOLVER_URL", handle_resolver_url),
-        ):
-            reason = _non_public_literal(value) if value else None
-            if reason is not None:
-                raise ConfigError(
-                    f"{name}={value} is {reason} address, which outbound requests refuse; "
-                    f"set {ALLOW_PRIVATE_NETWORK_VAR}=true for a local PLC or PDS (development only)"
-                )
+    check_identity_settings(settings)
     return build_resolver(
-        plc_url,
+        settings.plc_url or None,
         session=session,
-        handle_resolver_url=handle_resolver_url,
-        allow_private_network=allow_private,
+        handle_resolver_url=settings.handle_resolver_url,
+        allow_private_network=settings.allow_private_network,
     )
+
+
+def check_identity_settings(settings: CoreSettings) -> None:
+    """A directory or resolver URL naming localhost or a non-public IP while private networks
+    are refused is a ConfigError (checked without importing the resolver: core/runtime.py
+    builds it on first use)."""
+    if settings.allow_private_network:
+        return
+    for name, value in (
+        ("PLYR_PLC_URL", settings.plc_url),
+        ("PLYR_HANDLE_RESOLVER_URL", settings.handle_resolver_url),
+    ):
+        reason = _non_public_literal(value) if value else None
+        if reason is not None:
+            raise ConfigError(
+                f"{name}={value} is {reason} address, which outbound requests refuse; "
+                f"set {ALLOW_PRIVATE_NETWORK_VAR}=true for a local PLC or PDS (development only)"
+            )
 
 
 def _non_public_literal(url: str) -> str | None:
@@ -82,4 +92,6 @@ def _non_public_literal(url: str) -> str | None:
         ipaddress.ip_address(host)
     except ValueError:
         return None  # a name: the connector checks what it resolves to
+    from core.net import blocked_reason
+
     return blocked_reason(host)

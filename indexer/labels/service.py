@@ -10,8 +10,7 @@ trusted, then idles (a service that returned would stop `plyr up`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import aiohttp
 import asyncpg
@@ -19,7 +18,6 @@ import asyncpg
 from core.backoff import Backoff
 from core.errors import DatabaseError
 from core.logging import get_logger
-from core.net import outbound_connector
 from core.runtime import Runtime
 from core.settings import LabelSettings
 from indexer.ha import LeadershipLost, run_as_leader
@@ -31,17 +29,6 @@ from indexer.writer import CursorConflict
 log = get_logger("plyr.labels")
 
 LOCK_NAME = "labels"
-
-
-@contextlib.asynccontextmanager
-async def _session(rt: Runtime) -> AsyncIterator[aiohttp.ClientSession]:
-    """The runtime's guarded session; a runtime built without one (tests) gets its own."""
-    if rt.http is not None:
-        yield rt.http
-        return
-    connector = outbound_connector(allow_private_network=rt.settings.allow_private_network)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        yield session
 
 
 # Tests see the tasks they wait on (connections, cursors, sweeps) through this hook.
@@ -100,23 +87,23 @@ async def run_labels(
         extra={"labelers": ",".join(settings.labelers), "moderation": ",".join(settings.moderation_labelers)},
     )
     backoff = Backoff(base=1.0, cap=60.0)
-    async with _session(rt) as session:
-        while True:
-            try:
-                await run_as_leader(
-                    rt.database_url, LOCK_NAME,
-                    lambda: subscribe_all(rt, session, settings, heartbeat=heartbeat, on_start=on_start),
-                    poll=standby_poll,
-                )  # fmt: skip
-                return
-            except (LeadershipLost, CursorConflict, asyncpg.PostgresError, asyncpg.InterfaceError,
-                    DatabaseError, OSError, RuntimeError) as exc:  # fmt: skip
-                delay = backoff.next_delay()
-                log.error(
-                    "label subscriber stopped; restarting from the stored cursors",
-                    extra={"error": f"{exc.__class__.__name__}: {exc}", "retry_in_s": round(delay, 2)},
-                )
-                await asyncio.sleep(delay)
+    session = rt.http  # the runtime's guarded session (core/net.py)
+    while True:
+        try:
+            await run_as_leader(
+                rt.database_url, LOCK_NAME,
+                lambda: subscribe_all(rt, session, settings, heartbeat=heartbeat, on_start=on_start),
+                poll=standby_poll,
+            )  # fmt: skip
+            return
+        except (LeadershipLost, CursorConflict, asyncpg.PostgresError, asyncpg.InterfaceError,
+                DatabaseError, OSError, RuntimeError) as exc:  # fmt: skip
+            delay = backoff.next_delay()
+            log.error(
+                "label subscriber stopped; restarting from the stored cursors",
+                extra={"error": f"{exc.__class__.__name__}: {exc}", "retry_in_s": round(delay, 2)},
+            )
+            await asyncio.sleep(delay)
 
 
 async def run(rt: Runtime) -> None:

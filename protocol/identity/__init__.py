@@ -9,6 +9,8 @@
 This layer reads no environment: whoever builds a resolver configures it (core/identity.py).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from protocol.identity.documents import (
     DidDocument,
     did_web_url,
@@ -17,14 +19,34 @@ from protocol.identity.documents import (
     parse_did_document,
 )
 from protocol.identity.errors import ErrorKind, IdentityError
-from protocol.identity.handles import did_from_txt_records, did_from_well_known
 from protocol.identity.interface import IdentityResolving
-from protocol.identity.resolver import (
-    DEFAULT_PLC_URL,
-    IDENTITY_LOOKUPS,
-    MAX_DOCUMENT_BYTES,
-    IdentityResolver,
-)
+
+if TYPE_CHECKING:
+    from protocol.identity.handles import did_from_txt_records, did_from_well_known
+    from protocol.identity.resolver import (
+        DEFAULT_PLC_URL,
+        IDENTITY_LOOKUPS,
+        MAX_DOCUMENT_BYTES,
+        IdentityResolver,
+    )
+
+# The resolver (and aiohttp under it) is imported when first asked for: code that only needs
+# the interface or the documents (a capture replay, `plyr --help`) does not pay for it.
+_FROM_RESOLVER = ("DEFAULT_PLC_URL", "IDENTITY_LOOKUPS", "MAX_DOCUMENT_BYTES", "IdentityResolver")
+_FROM_HANDLES = ("did_from_txt_records", "did_from_well_known")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_RESOLVER:
+        from protocol.identity import resolver
+
+        return getattr(resolver, name)
+    if name in _FROM_HANDLES:
+        from protocol.identity import handles
+
+        return getattr(handles, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_PLC_URL",

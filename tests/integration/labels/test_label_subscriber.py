@@ -216,16 +216,16 @@ async def test_future_cursor_reads_the_stream_again_from_zero(
 
 
 async def test_service_subscribes_every_labeler_under_one_lock(
-    pool: asyncpg.Pool, database_url: str, session: aiohttp.ClientSession, resolver: IdentityResolver,
-    labeler: FakeLabeler,
-) -> None:  # fmt: skip
+    pool: asyncpg.Pool, database_url: str, resolver: IdentityResolver, labeler: FakeLabeler
+) -> None:
     other = FakeLabeler(labeler.plc)
     await other.start()
     try:
         labeler.emit(labeler.label(TRACK, "a"))
         other.emit(other.label(TRACK, "b"), other.label(TRACK2, "c"))
-        rt = Runtime(settings=CoreSettings.from_env(), database_url=database_url, pool=pool, identity=resolver,
-                     http=session)  # fmt: skip
+        # The runtime opens its own guarded session; loopback allowed, where the labelers are.
+        core = CoreSettings.from_env(overrides={"allow_private_network": True})
+        rt = Runtime(settings=core, database_url=database_url, pool=pool, identity=resolver)
         settings = LabelSettings(labelers=(labeler.did, other.did))
         started: list[tuple[list[Subscriber], TakedownSweeper]] = []
 
@@ -246,6 +246,8 @@ async def test_service_subscribes_every_labeler_under_one_lock(
             await asyncio.gather(task, standby, return_exceptions=True)
         assert await pool.fetchval("SELECT count(*) FROM labels") == 3
         assert await cursor_of(pool, other.did) == 1
+        if rt.outbound is not None:
+            await rt.outbound.close()
     finally:
         await other.stop()
 
