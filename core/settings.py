@@ -194,3 +194,18 @@ class LabelSettings(Settings):
         "labelers whose labels views carry when a request has no `atproto-accept-labelers` header",
         convert=_dids, default_text="the moderation labelers", group="labels",
     )  # fmt: skip
+
+    def including(self, did: str) -> LabelSettings:
+        """These settings with `did` (the AppView's own labeler) subscribed to, moderating, and
+        among the default labelers when those are listed."""
+        from dataclasses import replace
+
+        def add(dids: tuple[str, ...]) -> tuple[str, ...]:
+            return dids if did in dids else (*dids, did)
+
+        return replace(
+            self,
+            labelers=add(self.labelers),
+            moderation_labelers=add(self.moderation_labelers),
+            default_labelers=add(self.default_labelers) if self.default_labelers else (),
+        )

@@ -6,6 +6,8 @@ each keeps its heavy imports inside its commands.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from appview import cli as appview_cli
@@ -15,6 +17,9 @@ from indexer.backfill import cli as backfill_cli
 from indexer.labels import cli as labels_cli
 from media import cli as media_cli
 from plyr.services import SERVICES
+
+if TYPE_CHECKING:
+    from core.settings import CoreSettings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,12 +43,29 @@ def up(only: tuple[str, ...]) -> None:
 
     settings = core_cli.load_settings()
     chosen = {name: entry for name, entry in SERVICES.items() if not only or name in only}
+    _ensure_labeler_key(settings)
 
     async def _up() -> None:
         async with open_runtime(settings) as rt:
             await run_until_signalled(rt, chosen)
 
     core_cli.run_async(_up())
+
+
+def _ensure_labeler_key(settings: CoreSettings) -> None:
+    """`plyr up` runs a labeler out of the box: without a configured key it makes one in the
+    data folder (mode 600), which every later start (and `plyr serve` on the same data) uses."""
+    from appview.labeler.settings import default_key_path, write_new_key
+    from core.settings_spec import env_str
+
+    if env_str("PLYR_LABELER_KEY") or env_str("PLYR_LABELER_KEY_FILE"):
+        return
+    path = default_key_path(settings)
+    try:
+        key = write_new_key(path)
+    except FileExistsError:
+        return
+    click.echo(f"created a labeler key for this AppView's moderation labels: {path} ({key.public_key().did_key()})", err=True)
 
 
 for _module in (core_cli, indexer_cli, backfill_cli, labels_cli, appview_cli, media_cli):

@@ -25,9 +25,19 @@ async def _resync(rt: Runtime) -> None:
 
 
 async def _labels(rt: Runtime) -> None:
+    # Our own AppView's labeler is followed too, on its local address with its configured key:
+    # its did:web need not resolve from inside (a loopback public URL, a proxy in front).
+    from appview.settings import AppviewSettings
+    from indexer.labels.keys import KnownLabeler
     from indexer.labels.service import run
 
-    await run(rt)
+    appview = AppviewSettings.from_env(core=rt.settings)
+    known = None
+    if appview.labeler.key is not None:
+        host = "127.0.0.1" if appview.host in ("", "0.0.0.0", "::") else appview.host
+        host = f"[{host}]" if ":" in host else host
+        known = KnownLabeler(appview.service_did, f"http://{host}:{appview.port}", appview.labeler.key.public_key())
+    await run(rt, known)
 
 
 async def _appview(rt: Runtime) -> None:

@@ -25,6 +25,15 @@ from core.settings import ALLOW_PRIVATE_NETWORK_VAR, CoreSettings
 # outbound fetches refuse by default (core/net.py); tests of that guard pass
 # allow_private_network=False themselves.
 os.environ[ALLOW_PRIVATE_NETWORK_VAR] = "true"
+# Nothing of the developer's own data folder (a labeler key `plyr up` made, local media) reaches
+# a test: settings read from the environment default to a folder of this test session.
+if not os.environ.get("PLYR_DATA_DIR"):
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["PLYR_DATA_DIR"] = tempfile.mkdtemp(prefix="plyr-test-data-")
+    atexit.register(shutil.rmtree, os.environ["PLYR_DATA_DIR"], True)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"

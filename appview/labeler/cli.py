@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -23,22 +22,14 @@ def keygen(out: Path) -> None:
 
     Point PLYR_LABELER_KEY_FILE at the file; the AppView's DID document then names the key as
     #atproto_label (a did:plc operator adds that key to the PLC document instead)."""
-    from protocol.crypto import PrivateKey
+    from appview.labeler.settings import write_new_key
 
-    key = PrivateKey.generate("k256")
     try:
-        # O_EXCL: never replace a key that signed labels; 0600 from the first byte on disk.
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        key = write_new_key(out)
     except FileExistsError:
         raise PlyrError(f"{out} already exists: not overwriting a key (remove it first if you mean to)") from None
     except OSError as exc:
         raise PlyrError(f"cannot create {out}: {exc.strerror}") from None
-    try:
-        os.fchmod(fd, 0o600)  # whatever the umask did
-        os.write(fd, key.to_bytes().hex().encode() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
     click.echo(key.public_key().did_key())
     click.echo(f"wrote {out}; set PLYR_LABELER_KEY_FILE={out}", err=True)
 

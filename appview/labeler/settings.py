@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError
+from core.settings import core_or_env
 from core.settings_spec import Settings, setting
 from protocol.crypto import KeyFormatError, PrivateKey
 
@@ -83,6 +85,29 @@ def read_key_file(path: str) -> PrivateKey:
     return parse_key_hex(text, name)
 
 
+DEFAULT_KEY_FILE = "labeler.key"
+
+
+def default_key_path(core: Settings | None) -> Path:
+    """Where `plyr up` keeps a labeler key it made (the data folder), used when none is set."""
+    return core_or_env(core).data_dir / DEFAULT_KEY_FILE
+
+
+def write_new_key(path: Path) -> PrivateKey:
+    """A new secp256k1 key written to `path` as hex, mode 0600 from the first byte on disk;
+    never replaces an existing file (FileExistsError: a key that signed labels must stay)."""
+    key = PrivateKey.generate("k256")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask did
+        os.write(fd, key.to_bytes().hex().encode() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return key
+
+
 @dataclass(frozen=True, kw_only=True)
 class LabelerSettings(Settings):
     key_hex: Secret | None = setting(
@@ -92,7 +117,8 @@ class LabelerSettings(Settings):
     )  # fmt: skip
     key_file: str | None = setting(
         "PLYR_LABELER_KEY_FILE", None,
-        "file holding that hex (mode 600, as `plyr labeler keygen --out FILE` writes it)", group="labeler",
+        "file holding that hex (mode 600, as `plyr labeler keygen --out FILE` writes it)",
+        default_text="`labeler.key` in the data folder when it exists (`plyr up` makes it)", group="labeler",
     )  # fmt: skip
     max_subscribers: int = setting(
         "PLYR_LABELER_MAX_SUBSCRIBERS", 100,
@@ -123,6 +149,11 @@ class LabelerSettings(Settings):
                 values["key"] = parse_key_hex(secret.reveal(), "PLYR_LABELER_KEY")
             elif path is not None:
                 values["key"] = read_key_file(path)
+            else:
+                default = default_key_path(core)
+                if default.exists():  # `plyr up` made it: `plyr serve` on the same data signs alike
+                    values["key_file"] = str(default)
+                    values["key"] = read_key_file(str(default))
 
     @property
     def enabled(self) -> bool:

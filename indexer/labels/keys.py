@@ -35,15 +35,30 @@ class Verdict:
     problem: tuple[str, str] | None  # (reason kind, detail) when refused
 
 
+@dataclass(frozen=True, slots=True)
+class KnownLabeler:
+    """A labeler whose endpoint and key the operator's configuration gives, not a DID document:
+    our own AppView's labeler under `plyr up`, reached on its local address (its did:web may not
+    resolve from here: a loopback public URL, a DID document on a host in front of us)."""
+
+    did: str
+    endpoint: str
+    key: PublicKey
+
+
 class LabelerIdentity:
-    def __init__(self, did: str, resolver: IdentityResolving) -> None:
+    def __init__(self, did: str, resolver: IdentityResolving, known: KnownLabeler | None = None) -> None:
         self.did = did
         self.resolver = resolver
+        self.known = known
         self.endpoint: str | None = None
         self.key: PublicKey | None = None
 
     async def load(self, *, fresh: bool = False) -> None:
         """(Re)read the document; IdentityError when it cannot be had (the caller retries)."""
+        if self.known is not None:
+            self.endpoint, self.key = self.known.endpoint, self.known.key
+            return
         doc = await self.resolver.resolve_did(self.did, fresh=fresh)
         self.endpoint = doc.service_endpoint(*LABELER_SERVICE)
         self.key = doc.verification_key(LABEL_KEY)

@@ -10,6 +10,7 @@ trusted, then idles (a service that returned would stop `plyr up`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 import aiohttp
@@ -21,6 +22,7 @@ from core.logging import get_logger
 from core.runtime import Runtime
 from core.settings import LabelSettings
 from indexer.ha import LeadershipLost, run_as_leader
+from indexer.labels.keys import KnownLabeler
 from indexer.labels.stream import HEARTBEAT
 from indexer.labels.subscriber import Subscriber
 from indexer.labels.sweep import TakedownSweeper
@@ -37,14 +39,19 @@ OnStart = Callable[[list[Subscriber], TakedownSweeper], None]
 
 async def subscribe_all(
     rt: Runtime, session: aiohttp.ClientSession, settings: LabelSettings, *, heartbeat: float = HEARTBEAT,
-    on_start: OnStart | None = None,
+    on_start: OnStart | None = None, known: dict[str, KnownLabeler] | None = None,
+    local_session: aiohttp.ClientSession | None = None,
 ) -> None:  # fmt: skip
-    """Follow every labeler and sweep expired takedowns until cancelled or a task fails."""
+    """Follow every labeler and sweep expired takedowns until cancelled or a task fails.
+    `known` labelers are reached on their configured endpoint through `local_session` (not
+    guarded: the address comes from our configuration, not from network data)."""
+    known = known or {}
     moderation = frozenset(settings.moderation_labelers)
     sweeper = TakedownSweeper(rt.pool, moderation)
     subscribers = [
-        Subscriber(rt.pool, session, rt.identity, did, moderation=moderation,
-                   on_takedown_expiry=sweeper.poke.set, heartbeat=heartbeat)
+        Subscriber(rt.pool, (local_session or session) if did in known else session, rt.identity, did,
+                   moderation=moderation, on_takedown_expiry=sweeper.poke.set, heartbeat=heartbeat,
+                   known=known.get(did))
         for did in settings.labelers
     ]  # fmt: skip
     if on_start is not None:
@@ -64,10 +71,13 @@ async def subscribe_all(
 
 async def run_labels(
     rt: Runtime, settings: LabelSettings, *, standby_poll: float = 1.0, heartbeat: float = HEARTBEAT,
-    on_start: OnStart | None = None,
+    on_start: OnStart | None = None, known: KnownLabeler | None = None,
 ) -> None:  # fmt: skip
     """Subscribe to `settings.labelers` until cancelled; restarts (as a standby first) after a
-    lost lock, a moved cursor or a database failure."""
+    lost lock, a moved cursor or a database failure. `known`: a labeler reached on a configured
+    endpoint with a configured key (our own, under `plyr up`), added to the lists."""
+    if known is not None:
+        settings = settings.including(known.did)
     unsubscribed = sorted(set(settings.moderation_labelers) - set(settings.labelers))
     if unsubscribed:
         log.warning(
@@ -88,11 +98,25 @@ async def run_labels(
     )
     backoff = Backoff(base=1.0, cap=60.0)
     session = rt.http  # the runtime's guarded session (core/net.py)
+    async with contextlib.AsyncExitStack() as stack:
+        local_session = None
+        if known is not None:
+            local_session = await stack.enter_async_context(aiohttp.ClientSession())
+        await _supervise(rt, settings, session, backoff, standby_poll=standby_poll, heartbeat=heartbeat,
+                         on_start=on_start, known={known.did: known} if known else {}, local_session=local_session)
+
+
+async def _supervise(
+    rt: Runtime, settings: LabelSettings, session: aiohttp.ClientSession, backoff: Backoff, *,
+    standby_poll: float, heartbeat: float, on_start: OnStart | None, known: dict[str, KnownLabeler],
+    local_session: aiohttp.ClientSession | None,
+) -> None:  # fmt: skip
     while True:
         try:
             await run_as_leader(
                 rt.database_url, LOCK_NAME,
-                lambda: subscribe_all(rt, session, settings, heartbeat=heartbeat, on_start=on_start),
+                lambda: subscribe_all(rt, session, settings, heartbeat=heartbeat, on_start=on_start,
+                                      known=known, local_session=local_session),
                 poll=standby_poll,
             )  # fmt: skip
             return
@@ -106,6 +130,7 @@ async def run_labels(
             await asyncio.sleep(delay)
 
 
-async def run(rt: Runtime) -> None:
-    """`plyr up`: the labelers from the environment (PLYR_LABELERS, PLYR_MODERATION_LABELERS)."""
-    await run_labels(rt, LabelSettings.from_env())
+async def run(rt: Runtime, known: KnownLabeler | None = None) -> None:
+    """`plyr up`: the labelers from the environment (PLYR_LABELERS, PLYR_MODERATION_LABELERS),
+    and our own AppView's labeler when `plyr/services.py` passes it."""
+    await run_labels(rt, LabelSettings.from_env(), known=known)

@@ -41,7 +41,7 @@ from core.backoff import Backoff
 from core.errors import DatabaseError
 from core.logging import get_logger
 from indexer.labels import metrics
-from indexer.labels.keys import LabelerIdentity, LabelerUnavailable
+from indexer.labels.keys import KnownLabeler, LabelerIdentity, LabelerUnavailable
 from indexer.labels.rules import LabelRow, account_takedown_subjects, storable_problem
 from indexer.labels.store import Reject, read_label_cursor, store_batch
 from indexer.labels.stream import (
@@ -91,11 +91,12 @@ class Subscriber:
         max_message: int = MAX_MESSAGE,
         heartbeat: float = HEARTBEAT,
         connect_timeout: float = CONNECT_TIMEOUT,
+        known: KnownLabeler | None = None,
     ) -> None:
         self.pool = pool
         self.session = session
         self.did = did
-        self.identity = LabelerIdentity(did, resolver)
+        self.identity = LabelerIdentity(did, resolver, known)
         self.moderation = moderation
         self.on_takedown_expiry = on_takedown_expiry
         self.backoff = backoff or Backoff(base=1.0, cap=300.0)
