@@ -40,9 +40,9 @@ async def test_up_makes_a_key_and_follows_its_own_labeler(database_url: str, tmp
         PLYR_LOG_FORMAT="json", PYTHONPATH=str(ROOT),
     )  # fmt: skip
     log = (tmp_path / "up.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "plyr", "up", "--only", "appview", "--only", "labels"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True,
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "plyr", "up", "--only", "appview", "--only", "labels",
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log,
     )  # fmt: skip
     try:
         conn = await db.connect(database_url)
@@ -72,8 +72,8 @@ async def test_up_makes_a_key_and_follows_its_own_labeler(database_url: str, tmp
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
             proc.kill()
-            proc.wait()
+            await proc.wait()
         log.close()
