@@ -149,11 +149,14 @@ class PdsClient:
         data: bytes | None = None,
         content_type: str | None = None,
         method: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
-        """One XRPC call: a query (GET, params) or a procedure (POST, JSON body or raw data)."""
-        headers = self._auth(account, admin)
+        """One XRPC call: a query (GET, params) or a procedure (POST, JSON body or raw data).
+
+        `headers` are sent too, e.g. `atproto-proxy` to have the PDS forward the call."""
+        sent = {**(headers or {}), **self._auth(account, admin)}
         if content_type:
-            headers["Content-Type"] = content_type
+            sent["Content-Type"] = content_type
         verb = method or ("POST" if body is not None or data is not None else "GET")
         query = {k: _param(v) for k, v in (params or {}).items() if v is not None}
         async with self._http().request(
@@ -162,7 +165,7 @@ class PdsClient:
             params=query,
             json=body if body is not None else None,
             data=data,
-            headers=headers,
+            headers=sent,
         ) as resp:
             raw = await resp.read()
             payload: Any = None
