@@ -22,7 +22,10 @@ from appview.http import (
     database_unavailable,
     errors_middleware,
 )
+from appview.labeler.store import LabelSigner
 from appview.methods import actor, feed, graph, plays, search, stats, viewer
+from appview.moderation import methods as moderation
+from appview.moderation.signer import signer_from_settings
 from appview.replicas import ReadRouter, Target
 from appview.settings import AppviewSettings
 from appview.xrpc import XrpcEndpoint
@@ -42,6 +45,7 @@ ROUTES: dict[str, Route] = {
     **stats.ROUTES,
     **plays.ROUTES,
     **viewer.ROUTES,
+    **moderation.ROUTES,
 }
 
 STATE_KEY = web.AppKey("state", AppState)
@@ -61,12 +65,14 @@ def build_app(
     limits_clock: Callable[[], float] | None = None,
     replicas: Sequence[tuple[str, Any]] = (),
     primary_url: str = "",
+    label_signer: LabelSigner | None = None,
 ) -> web.Application:
     """`pool` is the primary's. `resolver`: the process's identity resolver (checks service-auth
     tokens; the caller closes it). `check_output` validates every response against its lexicon
     (tests turn it on); `limits_clock` is the rate limiter's wall clock (tests move it).
     `replicas`: (name, pool) of each read replica, with `primary_url` for the read-your-writes
-    listener (see replicas.py)."""
+    listener (see replicas.py). `label_signer`: our labeler's key, which moderation signs with
+    (default: from the settings; none configured, the moderation methods that label answer 503)."""
     lexicons = lexicons or LexiconSet.load()
     freshness = Freshness(pool, settings.freshness_interval)
     router = ReadRouter(
@@ -80,12 +86,15 @@ def build_app(
         primary_only={nsid for nsid, route in ROUTES.items() if route.auth == "required"},
     )
     # Without replicas, handlers get the pool itself: no routing layer on any statement.
-    state = AppState(settings=settings, pool=router if replicas else pool)  # type: ignore[arg-type]
+    state = AppState(
+        settings=settings, pool=router if replicas else pool,  # type: ignore[arg-type]
+        label_signer=label_signer or signer_from_settings(settings),
+    )
     endpoint = XrpcEndpoint(
         lexicons,
         ROUTES,
         state,
-        Authenticator(settings.service_did, resolver),
+        Authenticator(settings.service_did, resolver, other_audiences=moderation.OTHER_AUDIENCES),
         check_output=check_output,
     )
     limits = RequestLimits(settings.rate_limit, pool, "appview", clock=limits_clock or time.time)

@@ -11,6 +11,7 @@ import asyncpg
 from appview.caches import TtlCache
 from appview.errors import not_found
 from appview.hydrate import TrackViewCache, ViewerLikes, hydrate_tracks, read_track_views
+from appview.labeler.store import LabelSigner
 from appview.settings import AppviewSettings
 
 AuthMode = Literal["none", "optional", "required"]
@@ -24,6 +25,7 @@ class AppState:
     stats_cache: TtlCache = field(default_factory=TtlCache)
     views: TrackViewCache = field(default_factory=lambda: TrackViewCache(0))
     likes: ViewerLikes | None = None  # set from `pool` when not given
+    label_signer: LabelSigner | None = None  # our labeler's key: moderation signs with it
 
     def __post_init__(self) -> None:
         if self.views.ttl != self.settings.view_cache_seconds:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from appview import cli as appview_cli
+from appview.moderation import cli as moderation_cli
 from core import cli as core_cli
 from indexer import cli as indexer_cli
 from indexer.backfill import cli as backfill_cli
@@ -45,7 +46,7 @@ def up(only: tuple[str, ...]) -> None:
     core_cli.run_async(_up())
 
 
-for _module in (core_cli, indexer_cli, backfill_cli, appview_cli, media_cli):
+for _module in (core_cli, indexer_cli, backfill_cli, appview_cli, moderation_cli, media_cli):
     for _command in _module.commands:
         cli.add_command(_command)
 
