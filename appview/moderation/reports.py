@@ -7,6 +7,9 @@ have indexed, or a record of one of our collections by such an account (the reco
 already be gone: reports of deleted content still tell moderators about its author).
 Each reporter may file `reports_per_hour` reports in any hour, counted from the rows themselves
 under a per-reporter lock: exact across every AppView process, and kept across restarts.
+
+The queue is grouped from the open reports on each read (the `reports_open` partial index): its
+cost follows the number of open reports, which the reporters' limits and resolution keep small.
 """
 
 from __future__ import annotations
