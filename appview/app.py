@@ -27,6 +27,8 @@ from appview.labeler.store import LabelSigner
 from appview.labeler.stream import PATH as SUBSCRIBE_LABELS_PATH
 from appview.labeler.stream import LabelStream
 from appview.methods import actor, feed, graph, plays, search, stats, viewer
+from appview.moderation import methods as moderation
+from appview.moderation.signer import signer_from_settings
 from appview.replicas import ReadRouter, Target
 from appview.settings import AppviewSettings
 from appview.xrpc import XrpcEndpoint
@@ -46,6 +48,7 @@ ROUTES: dict[str, Route] = {
     **stats.ROUTES,
     **plays.ROUTES,
     **viewer.ROUTES,
+    **moderation.ROUTES,
 }
 
 STATE_KEY = web.AppKey("state", AppState)
@@ -68,14 +71,16 @@ def build_app(
     limits_clock: Callable[[], float] | None = None,
     replicas: Sequence[tuple[str, Any]] = (),
     primary_url: str = "",
+    label_signer: LabelSigner | None = None,
 ) -> web.Application:
     """`pool` is the primary's. `resolver`: the process's identity resolver (checks service-auth
     tokens; the caller closes it). `check_output` validates every response against its lexicon
     (tests turn it on); `limits_clock` is the rate limiter's wall clock (tests move it).
     `replicas`: (name, pool) of each read replica, with `primary_url` for the read-your-writes
-    listener (see replicas.py)."""
+    listener (see replicas.py). `label_signer`: our labeler's key, which moderation signs with
+    (default: from the settings; none configured, the moderation methods that label answer 503)."""
     lexicons = lexicons or LexiconSet.load()
-    signer = LabelSigner.configured(settings.service_did, settings.labeler.key)
+    signer = label_signer or signer_from_settings(settings)
     # Our labeler's methods exist only when it has a key (appview/labeler/__init__.py).
     routes = {**ROUTES, **(labeler_query.ROUTES if signer is not None else {})}
     freshness = Freshness(pool, settings.freshness_interval)
@@ -95,7 +100,7 @@ def build_app(
         lexicons,
         routes,
         state,
-        Authenticator(settings.service_did, resolver),
+        Authenticator(settings.service_did, resolver, other_audiences=moderation.OTHER_AUDIENCES),
         check_output=check_output,
     )
     limits = RequestLimits(settings.rate_limit, pool, "appview", clock=limits_clock or time.time)

@@ -3,14 +3,16 @@
 Public reads work anonymously; a request that carries a token must carry a good one (a bad
 token is a 401, never silently treated as anonymous). The JWT must name this AppView in `aud`
 (our DID with the `#plyr_appview` service fragment, or the bare DID from older PDSes) and the
-called method in `lxm`.
+called method in `lxm`. A few methods also answer to another of our service identities: reports
+(`com.atproto.moderation.createReport`) reach us as our labeler's (`#atproto_labeler`), where a
+PDS sends them for a client that chose us as its labeler.
 """
 
 from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import orjson
 from aiohttp import web
@@ -45,8 +47,11 @@ class Authenticator:
         max_cached: int = 10_000,
         issuers: IssuerGate | None = None,
         clock: Callable[[], float] = time.monotonic,
+        other_audiences: Mapping[str, str] | None = None,
     ) -> None:
+        """`other_audiences`: method -> a service fragment of our DID it is also reached as."""
         self.audience = service_did + SERVICE_FRAGMENT
+        self.other_audiences = {nsid: service_did + fragment for nsid, fragment in (other_audiences or {}).items()}
         self.resolver = resolver
         self.max_cached = max_cached
         self.issuers = issuers or IssuerGate()
@@ -68,7 +73,7 @@ class Authenticator:
                 return hit[0]
             did = await verify_service_jwt(
                 token,
-                audience=self.audience,
+                audience=self._audience(token, nsid),
                 lxm=nsid,
                 resolver=self.resolver,
                 accept_bare_audience=True,
@@ -86,8 +91,25 @@ class Authenticator:
         return did
 
 
-def _expiry(token: str) -> float:
-    """`exp` of a token that just passed verification (so its payload is well-formed)."""
+    def _audience(self, token: str, nsid: str) -> str:
+        """The audience to verify `token` against: the method's other identity when the token
+        names it (the verification then checks everything, that audience included)."""
+        other = self.other_audiences.get(nsid)
+        if other is not None:
+            try:
+                if _claims(token).get("aud") == other:
+                    return other
+            except (ValueError, IndexError, TypeError, orjson.JSONDecodeError):
+                pass  # malformed: the verification says how
+        return self.audience
+
+
+def _claims(token: str) -> dict[str, object]:
     payload = token.split(".")[1]
     claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    return float(claims["exp"])
+    return claims if isinstance(claims, dict) else {}
+
+
+def _expiry(token: str) -> float:
+    """`exp` of a token that just passed verification (so its payload is well-formed)."""
+    return float(_claims(token)["exp"])  # type: ignore[arg-type]

@@ -26,6 +26,11 @@ def to_json_schema(schema: dict[str, Any], nsid: str, refs: set[str]) -> dict[st
         name = _component_name(schema["ref"], nsid)
         refs.add(name)
         return {"$ref": f"#/components/schemas/{name}"}
+    if kind == "union":
+        # Each member carries its `$type` (the lexicon requires it; JSON Schema cannot say so
+        # without repeating every member's definition).
+        out["anyOf"] = [to_json_schema({"type": "ref", "ref": ref}, nsid, refs) for ref in schema.get("refs", [])]
+        return out
     if kind == "object":
         out["type"] = "object"
         out["properties"] = {k: to_json_schema(v, nsid, refs) for k, v in schema.get("properties", {}).items()}

@@ -23,6 +23,16 @@ def _urls(text: str) -> tuple[str, ...]:
     return tuple(u.strip() for u in text.split(",") if u.strip())
 
 
+def _moderators(text: str) -> tuple[str, ...]:
+    from protocol.syntax.identifiers import is_did
+
+    dids = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    for did in dids:
+        if not is_did(did):
+            raise ConfigError(f"PLYR_MODERATORS: {did!r} is not a DID")
+    return dids
+
+
 @dataclass(frozen=True, kw_only=True)
 class AppviewSettings(Settings):
     host: str = setting(
@@ -97,6 +107,17 @@ class AppviewSettings(Settings):
     workers: int = setting(
         "PLYR_APPVIEW_WORKERS", 1, "AppView processes sharing the port (`plyr serve --workers`)", minimum=1,
         maximum=256, group="appview",
+    )  # fmt: skip
+    # Moderation (appview/moderation/): who may act, and how much a user may report.
+    moderators: tuple[str, ...] = setting(
+        "PLYR_MODERATORS", "",
+        "comma-separated DIDs allowed to call the `fm.plyr.moderation.*` methods (with service auth)",
+        convert=_moderators, default_text="none: only `plyr admin` on the database", group="moderation",
+    )  # fmt: skip
+    reports_per_hour: int = setting(
+        "PLYR_REPORTS_PER_HOUR", 20,
+        "reports one account may file in an hour (`com.atproto.moderation.createReport`; 429 beyond)",
+        minimum=1, maximum=10_000, group="moderation",
     )  # fmt: skip
     # per client IP / authenticated DID, shared by every AppView process (core/ratelimit.py);
     # the defaults exempt loopback clients, so code that builds settings directly is unlimited

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from appview import cli as appview_cli
+from appview.moderation import cli as moderation_cli
 from core import cli as core_cli
 from indexer import cli as indexer_cli
 from indexer.backfill import cli as backfill_cli
@@ -68,7 +69,7 @@ def _ensure_labeler_key(settings: CoreSettings) -> None:
     click.echo(f"created a labeler key for this AppView's moderation labels: {path} ({key.public_key().did_key()})", err=True)
 
 
-for _module in (core_cli, indexer_cli, backfill_cli, labels_cli, appview_cli, media_cli):
+for _module in (core_cli, indexer_cli, backfill_cli, labels_cli, appview_cli, moderation_cli, media_cli):
     for _command in _module.commands:
         cli.add_command(_command)
 

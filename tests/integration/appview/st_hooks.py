@@ -5,11 +5,29 @@ PLYR_FUZZ_KNOWN (JSON: {"dids": [...], "handles": [...], "uris": [...]})."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import threading
+from typing import Any
 
 import schemathesis
 from hypothesis import strategies as st
+
+# CPython's AST constructor keeps its recursion counter in per-interpreter state: two threads
+# in `ast.parse` at once can trip "SystemError: AST constructor recursion depth mismatch"
+# (seen here with before=219, after=175: the other thread's starting depth). Schemathesis runs
+# two worker threads and hypothesis parses lambda sources to describe strategies: one at a time.
+_parse_lock = threading.Lock()
+_parse = ast.parse
+
+
+def _one_parse_at_a_time(*args: Any, **kwargs: Any) -> Any:
+    with _parse_lock:
+        return _parse(*args, **kwargs)
+
+
+ast.parse = _one_parse_at_a_time
 
 _known = json.loads(os.environ.get("PLYR_FUZZ_KNOWN", "{}"))
 _b32 = "abcdefghijklmnopqrstuvwxyz234567"

@@ -14,7 +14,9 @@ import asyncpg
 from aiohttp import web
 
 from appview.app import build_app
-from tests.integration.appview.conftest import appview_settings
+from appview.labeler.store import LabelSigner
+from protocol.crypto import PrivateKey
+from tests.integration.appview.conftest import SERVICE_DID, appview_settings
 from tests.support.identity import local_resolver
 
 World = Any
@@ -48,7 +50,9 @@ async def test_fuzzer_finds_no_server_errors(pool: asyncpg.Pool, world: World, p
     known = {"dids": [ann.did, fan.did], "handles": [ann.handle, fan.handle], "uris": [*uris, album]}
 
     resolver = local_resolver(plc.url)
-    app = build_app(pool, appview_settings(), resolver=resolver, check_output=True)
+    # `fan` moderates: the moderation methods are fuzzed past the allow-list, signing for real
+    app = build_app(pool, appview_settings(moderators=(fan.did,)), resolver=resolver, check_output=True,
+                    label_signer=LabelSigner(SERVICE_DID, PrivateKey.generate("k256")))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -65,7 +69,9 @@ async def test_fuzzer_finds_no_server_errors(pool: asyncpg.Pool, world: World, p
         # the methods that need service auth, each with a valid token for it (tokens are
         # bound to one method by lxm), so bodies and params reach the handlers
         for nsid in ("fm.plyr.play.recordPlay", "fm.plyr.viewer.getQueue", "fm.plyr.viewer.putQueue",
-                     "fm.plyr.viewer.getPreferences", "fm.plyr.viewer.putPreferences"):
+                     "fm.plyr.viewer.getPreferences", "fm.plyr.viewer.putPreferences",
+                     "com.atproto.moderation.createReport", *(f"fm.plyr.moderation.{name}" for name in (
+                         "takedown", "restore", "label", "resolveReports", "listActions", "listReports"))):
             token = fan.token(nsid, exp_in=900)
             code, out = await _schemathesis(base, "--include-operation-id", nsid,
                                             "-H", f"Authorization: Bearer {token}", known=known)
