@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from core.errors import ConfigError
-from core.settings import RateLimitSettings, core_or_env
+from core.settings import LabelSettings, RateLimitSettings, core_or_env
 from core.settings_spec import Settings, setting
 
 DEFAULT_PORT = 8080
@@ -101,6 +101,9 @@ class AppviewSettings(Settings):
     # the defaults exempt loopback clients, so code that builds settings directly is unlimited
     # on its own machine, as production is.
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
+    # which labelers' labels views carry and which remove content (appview/labels.py); none
+    # by default, so code that builds settings directly hears no labeler
+    labels: LabelSettings = field(default_factory=LabelSettings)
 
     @classmethod
     def finish(cls, values: dict[str, Any], core: Settings | None) -> None:
@@ -125,3 +128,4 @@ class AppviewSettings(Settings):
             except ConfigError as exc:
                 raise ConfigError(f"PLYR_DATABASE_READ_URLS: {exc}") from None
         values.setdefault("rate_limit", RateLimitSettings.from_env())
+        values.setdefault("labels", LabelSettings.from_env())
