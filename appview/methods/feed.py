@@ -214,7 +214,7 @@ async def get_likes(call: Call) -> dict[str, Any]:
 # an empty page of a DID, or a handle, needs resolve_actor's lookup.
 _ACTOR_LIKES = f"""
 SELECT l.uri, l.subject_uri, l.sort_at FROM likes l
-WHERE l.did = $2 AND {not_hidden("$2")} AND NOT @removed(l.uri) {{where}}
+WHERE l.did = $2 AND {not_hidden("$2")} AND NOT @removed(l.uri, l.subject_uri) {{where}}
 ORDER BY l.sort_at DESC, l.uri DESC LIMIT $1
 """
 

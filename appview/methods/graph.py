@@ -53,9 +53,12 @@ async def get_list(call: Call) -> dict[str, Any]:
         (after,) = cursor.decode(p["cursor"], int)
         if not 0 <= after < 2**31:  # list positions are int4
             raise invalid_request("malformed cursor")
+    # Removed tracks leave the page here (pages stay full); hydration drops the rest.
     items = await call.pool.fetch(
-        "SELECT position, subject_uri FROM list_items WHERE list_uri = $1 AND position > $2 "
-        "ORDER BY position LIMIT $3",
+        call.sql(
+            "SELECT position, subject_uri FROM list_items WHERE list_uri = $1 AND position > $2 "
+            "AND NOT @removed(subject_uri) ORDER BY position LIMIT $3"
+        ),
         p["uri"],
         after,
         limit,
