@@ -115,10 +115,13 @@ class Moderation:
 
     def removed(self, subjects: str) -> str:
         """SQL: true when a moderation labeler removes one of `subjects` (comma-separated SQL
-        expressions)."""
+        expressions). `OFFSET 0` keeps the EXISTS a per-row probe of labels_removing instead of
+        an anti-join the planner would fold into the statement's join search: with a page's
+        many joins, that search cost more than the probes (planning is paid per execution
+        when the plan depends on the page size)."""
         if not self.labelers:
             return "false"
-        return f"EXISTS (SELECT 1 FROM labels rm WHERE rm.uri IN ({subjects}) AND {self.rows('rm')})"
+        return f"EXISTS (SELECT 1 FROM labels rm WHERE rm.uri IN ({subjects}) AND {self.rows('rm')} OFFSET 0)"
 
     def removed_uris(self) -> str:
         """SQL: the subjects (URIs and DIDs) a moderation labeler removes now, a small set read

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from appview import cursor
-from appview.context import Call, Route, not_hidden, resolve_actor, uri_did
+from appview.context import HIDDEN_SQL, Call, Route, not_hidden, resolve_actor, uri_did
 from appview.errors import invalid_request, not_found
 from appview.hydrate import (
     TRACK_JOINS_SQL,
@@ -104,12 +104,13 @@ ORDER BY c.like_count DESC, c.subject_uri DESC LIMIT $1
 
 # The one count over likes a read makes (docs/invariants.md 3): a ranking over a time window
 # cannot be a kept counter; it reads a range of likes_by_time and is shared (top_cache_seconds).
-# Removed tracks leave the ranking after it is cut (at most _TOP_WINDOW probes), and hydration
-# drops any removed since it was computed.
+# Removed tracks leave the ranking after it is cut (at most _TOP_WINDOW probes, not one per like:
+# likers are checked for hiding only, their tracks' removal is what counts), and hydration drops
+# any removed since it was computed.
 _TOP_PERIOD = f"""
 SELECT r.uri FROM (
   SELECT l.subject_uri AS uri, count(*) AS n FROM likes l
-  WHERE l.sort_at >= now() - $1::interval AND {not_hidden("l.did")}
+  WHERE l.sort_at >= now() - $1::interval AND NOT {HIDDEN_SQL.format(col="l.did")}
   GROUP BY l.subject_uri
   ORDER BY n DESC, l.subject_uri DESC LIMIT {_TOP_WINDOW}
 ) r
