@@ -24,6 +24,7 @@ from appview.api_page import render_api_body
 from appview.caches import TtlCache
 from appview.context import AppState, Route
 from appview.http import RETRY_AFTER, database_unavailable, etag_of, not_modified
+from appview.labels import REMOVED_TOTALS_SQL, Moderation
 from appview.xrpc_schema import LexiconSet
 from core.settings import FirehoseSettings
 
@@ -114,22 +115,26 @@ class Figure:
 
 
 # Counters kept with the rows by their owners (index_totals: the indexer's writer, hidden
-# actors left out; play_totals: appview/methods/plays.py): a sum over a few slot rows.
-_FIGURES = """
-SELECT x.tracks, x.artists, x.likes, y.plays
+# actors left out; play_totals: appview/methods/plays.py): a sum over a few slot rows, less
+# what a moderation labeler removed (appview/labels.py), as getPlatformStats counts.
+_FIGURES = f"""
+WITH {REMOVED_TOTALS_SQL}
+SELECT x.tracks - g.tracks AS tracks, x.artists - g.artists AS artists, x.likes - g.likes AS likes,
+       y.plays - g.plays AS plays
 FROM (SELECT coalesce(sum(tracks), 0) AS tracks, coalesce(sum(artists), 0) AS artists,
              coalesce(sum(likes), 0) AS likes FROM index_totals) x,
-     (SELECT coalesce(sum(plays), 0) AS plays FROM play_totals) y
+     (SELECT coalesce(sum(plays), 0) AS plays FROM play_totals) y,
+     gone_totals g
 """
 
 
-async def read_figures(pool: asyncpg.Pool) -> dict[str, Figure]:
+async def read_figures(pool: asyncpg.Pool, moderation: Moderation) -> dict[str, Figure]:
     """Tracks, artists, likes and plays, exact whatever the size (counters, not counts). The
     caller caches the result for stats_cache_seconds."""
     async with pool.acquire() as conn:
-        row = await conn.fetchrow(_FIGURES)
+        row = await conn.fetchrow(moderation.sql(_FIGURES))
     assert row is not None  # sums over counter tables: always one row
-    return {name: Figure(int(row[name]), "exact") for name in ("tracks", "artists", "likes", "plays")}
+    return {name: Figure(max(0, int(row[name])), "exact") for name in ("tracks", "artists", "likes", "plays")}
 
 
 @dataclass(frozen=True)
@@ -276,7 +281,7 @@ def add_routes(app: web.Application, state: AppState, lexicons: LexiconSet, rout
         streams: list[Stream] | None = None
         try:
             # Served stale for up to 10 TTLs while one background load refreshes it.
-            figures = await cache.get("figures", figures_ttl, lambda: read_figures(state.pool),
+            figures = await cache.get("figures", figures_ttl, lambda: read_figures(state.pool, state.moderation),
                                       stale_for=10 * figures_ttl)
             streams = await cache.get("streams", settings.freshness_interval,
                                       lambda: read_streams(state.pool), stale_for=10)

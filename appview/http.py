@@ -105,9 +105,10 @@ def add_vary(headers: Any, name: str) -> None:
     headers["Vary"] = ", ".join(present)
 
 
-# What a browser client may read: freshness, read-after-write and rate-limit headers.
-EXPOSED_HEADERS = ("ETag, Plyr-Index-Event-Time, Plyr-Index-Lag, atproto-repo-rev, RateLimit-Limit, "
-                   "RateLimit-Remaining, RateLimit-Reset, RateLimit-Policy, Retry-After")
+# What a browser client may read: freshness, read-after-write, labelers applied and rate-limit
+# headers.
+EXPOSED_HEADERS = ("ETag, Plyr-Index-Event-Time, Plyr-Index-Lag, atproto-repo-rev, atproto-content-labelers, "
+                   "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, RateLimit-Policy, Retry-After")
 
 
 def cors_middleware(origins: tuple[str, ...]) -> Middleware:

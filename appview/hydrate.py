@@ -1,13 +1,20 @@
 """Views: turn index rows into the lexicon view objects (fm.plyr.defs), in batches.
 
-A page of tracks is hydrated by one query over `uri = ANY($1)` (track, artist, counts) plus,
-for an authenticated viewer, one more for their likes: the query count does not grow with the
-page. Tracks of hidden actors (actors.visible = false) never come out of here.
+A page of tracks is hydrated by one query over `uri = ANY($1)` (track, artist, counts, labels)
+plus, for an authenticated viewer, one more for their likes: the query count does not grow with
+the page. Tracks of hidden actors (actors.visible = false) and tracks a moderation labeler
+removed (appview/labels.py) never come out of here.
+
+Labels are part of the view (appview/labels.py): the record's self labels in `labels`, the
+active labels of every labeler on the track in `_labels` and on its artist's DID in
+`author._labels` (present only when there are some); each request keeps those of its labelers.
 
 With a `TrackViewCache` (PLYR_APPVIEW_VIEW_CACHE_SECONDS > 0) the views of recently served
 tracks are reused for that long, so a page whose tracks were seen within the TTL costs no
 hydration query at all, and only the misses are read otherwise. The price: counts, artist
-details and hiding take up to the TTL to show (what the freshness header already allows for).
+details, labels, hiding and takedowns take up to the TTL to show (what the freshness header
+already allows for): a view is never served more than the TTL after it was read, and a re-read
+that no longer finds a track (deleted, hidden, removed) drops it at once.
 """
 
 from __future__ import annotations
@@ -17,11 +24,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from appview.labels import Moderation, hidden_labels, labels_sql
 from appview.urls import servable_url, servable_url_sql
 from core.db import Connection
 
@@ -32,6 +41,12 @@ ViewLoader = Callable[[list[str]], Awaitable[dict[str, dict[str, Any]]]]
 # One track view (fm.plyr.defs#trackView) built by Postgres as JSON: the rows never become
 # Python objects column by column, which is most of the cost of a page in Python. Absent optional
 # fields are NULL and stripped; times are UTC RFC 3339 with microseconds.
+# Self labels become com.atproto.label.defs#label objects: src the author, uri/cid the record,
+# cts the record's createdAt as published (read from the record only when there are labels).
+_SELF_LABELS = """CASE WHEN cardinality(t.labels) = 0 THEN '[]'::json ELSE
+  (SELECT json_agg(json_build_object('ver', 1, 'src', t.did, 'uri', t.uri, 'cid', t.cid,
+                                     'val', s.val, 'cts', t.record->>'createdAt') ORDER BY s.n)
+   FROM unnest(t.labels) WITH ORDINALITY AS s(val, n)) END"""
 _TIME = """to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 # A record's URL, or NULL unless http(s) (appview/urls.py): `javascript:` never leaves here.
 _URL = servable_url_sql("({col})")
@@ -41,7 +56,8 @@ json_strip_nulls(json_build_object(
   'album', nullif(t.album, ''), 'description', nullif(t.description, ''),
   'author', json_build_object('did', t.did, 'handle', nullif(a.handle, ''),
                               'displayName', nullif(a.display_name, ''),
-                              'avatar', {_URL.format(col="coalesce(a.avatar_url, p.avatar_url)")}),
+                              'avatar', {_URL.format(col="coalesce(a.avatar_url, p.avatar_url)")},
+                              'labels', '[]'::json, '_labels', {labels_sql("t.did")}),
   'fileType', t.file_type,
   'audioUrl', {_URL.format(col='''CASE
       WHEN mm.url IS NOT NULL THEN mm.url
@@ -52,11 +68,13 @@ json_strip_nulls(json_build_object(
     END''')},
   'imageUrl', {_URL.format(col="t.image_url")}, 'duration', t.duration_s,
   'likeCount', coalesce(c.like_count, 0), 'commentCount', coalesce(c.comment_count, 0),
-  'playCount', coalesce(pc.play_count, 0), 'labels', to_json(t.labels),
+  'playCount', coalesce(pc.play_count, 0),
+  'labels', {_SELF_LABELS}, '_labels', {labels_sql("t.uri", cid="t.cid")},
   'createdAt', {_TIME.format(col="t.created_at")}, 'indexedAt', {_TIME.format(col="t.indexed_at")}
 ))"""
 
-# The joins a track view needs; `t` must be a tracks row. Hidden artists drop out here. Counts
+# The joins a track view needs; `t` must be a tracks row. Hidden artists drop out with
+# `coalesce(a.visible, true)`, removed tracks with TRACK_KEPT_SQL (in the WHERE). Counts
 # come from their owners' tables (likes/comments: the indexer; plays: appview/methods/plays.py),
 # and a PDS blob plays from media's copy of it (media_mirrors) while the track still carries it.
 TRACK_JOINS_SQL = """
@@ -67,10 +85,13 @@ LEFT JOIN play_counts pc ON pc.track_uri = t.uri
 LEFT JOIN media_mirrors mm ON mm.track_uri = t.uri AND mm.blob_cid = t.audio_blob_cid
 """
 
+# Neither the track nor its artist removed by a moderation labeler (Moderation.sql expands it).
+TRACK_KEPT_SQL = "NOT @removed(t.uri, t.did)"
+
 _TRACKS_SQL = f"""
 SELECT t.uri, {TRACK_VIEW_SQL} AS view
 FROM tracks t {TRACK_JOINS_SQL}
-WHERE t.uri = ANY($1::text[]) AND coalesce(a.visible, true)
+WHERE t.uri = ANY($1::text[]) AND coalesce(a.visible, true) AND {TRACK_KEPT_SQL}
 """
 
 _VIEWER_LIKES_SQL = """
@@ -162,7 +183,9 @@ class TrackViewCache:
 
 # The likes of several (viewer, track) pairs at once: the lookups of concurrent requests.
 # Plus, in the same round trip, each viewer's repo rev as indexed (subject_uri NULL, uri = the
-# rev): the `atproto-repo-rev` header of their response (read-after-write, see xrpc.py).
+# rev): the `atproto-repo-rev` header of their response (read-after-write, see xrpc.py); and
+# their `hiddenLabels` preference as JSON text (subject_uri '', uri NULL when they set
+# preferences without it): which labelled items their lists leave out (appview/labels.py).
 _BATCH_VIEWER_LIKES_SQL = """
 (SELECT DISTINCT ON (l.did, l.subject_uri) l.did, l.subject_uri, l.uri
  FROM unnest($1::text[], $2::text[]) AS q(did, subject_uri)
@@ -170,28 +193,41 @@ _BATCH_VIEWER_LIKES_SQL = """
  ORDER BY l.did, l.subject_uri, l.sort_at DESC)
 UNION ALL
 SELECT a.did, NULL, a.repo_rev FROM actors a WHERE a.did = ANY($3::text[]) AND a.repo_rev IS NOT NULL
+UNION ALL
+SELECT v.did, '', (v.value -> 'hiddenLabels')::text FROM viewer_state v
+WHERE v.did = ANY($3::text[]) AND v.kind = 'preferences'
 """
 
 
+@dataclass(frozen=True)
+class ViewerState:
+    """What one statement tells about a viewer: their likes among the tracks asked about
+    ({track uri: like uri}), their repo rev as indexed (None: not in the index), and the
+    values they hide (appview/labels.py's default when they never said)."""
+
+    liked: dict[str, str]
+    rev: str | None
+    hidden: frozenset[str]
+
+
 class ViewerLikes:
-    """"Which of these tracks did this viewer like", for every request asking at about the same
-    time, in one statement. Each answer is exactly what the request's own query would have read
-    (no reuse across time); under load, many requests share one database round trip, which is
-    most of the cost of a small query. One statement runs at a time; requests arriving while it
-    runs form the next one."""
+    """"Which of these tracks did this viewer like" (and their rev and hidden labels), for
+    every request asking at about the same time, in one statement. Each answer is exactly what
+    the request's own query would have read (no reuse across time); under load, many requests
+    share one database round trip, which is most of the cost of a small query. One statement
+    runs at a time; requests arriving while it runs form the next one."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self._queue: list[tuple[str, list[str], asyncio.Future[tuple[dict[str, str], str | None]]]] = []
+        self._queue: list[tuple[str, list[str], asyncio.Future[ViewerState]]] = []
         self._runner: asyncio.Task[None] | None = None
 
     async def of(self, viewer: str, uris: list[str]) -> dict[str, str]:
         """{track uri: like uri} for the tracks among `uris` that `viewer` liked."""
-        return (await self.with_rev(viewer, uris))[0]
+        return (await self.lookup(viewer, uris)).liked
 
-    async def with_rev(self, viewer: str, uris: list[str]) -> tuple[dict[str, str], str | None]:
-        """The likes of `of`, and the viewer's repo rev as indexed (None: not in the index)."""
-        future: asyncio.Future[tuple[dict[str, str], str | None]] = asyncio.get_running_loop().create_future()
+    async def lookup(self, viewer: str, uris: list[str]) -> ViewerState:
+        future: asyncio.Future[ViewerState] = asyncio.get_running_loop().create_future()
         self._queue.append((viewer, uris, future))
         if self._runner is None or self._runner.done():
             self._runner = asyncio.get_running_loop().create_task(self._run())
@@ -218,16 +254,21 @@ class ViewerLikes:
                 continue
             liked: dict[tuple[str, str], str] = {}
             revs: dict[str, str] = {}
+            hidden: dict[str, str | None] = {}
             for r in rows:
                 if r["subject_uri"] is None:
                     revs[r["did"]] = r["uri"]
+                elif r["subject_uri"] == "":
+                    hidden[r["did"]] = r["uri"]
                 else:
                     liked[(r["did"], r["subject_uri"])] = r["uri"]
             for viewer, uris, future in batch:
                 if not future.done():
-                    future.set_result(
-                        ({u: liked[(viewer, u)] for u in uris if (viewer, u) in liked}, revs.get(viewer))
-                    )
+                    future.set_result(ViewerState(
+                        {u: liked[(viewer, u)] for u in uris if (viewer, u) in liked},
+                        revs.get(viewer),
+                        hidden_labels(hidden.get(viewer)),
+                    ))
 
     async def close(self) -> None:
         if self._runner is not None and not self._runner.done():
@@ -237,12 +278,13 @@ class ViewerLikes:
 
 
 async def read_track_views(
-    conn: Connection | asyncpg.Pool, uris: list[str], *, first: bool = False
+    conn: Connection | asyncpg.Pool, uris: list[str], moderation: Moderation, *, first: bool = False
 ) -> dict[str, dict[str, Any]]:
-    """Views of the (visible) tracks among `uris`, by URI: one query (`first`: ahead of the
-    requests waiting for a connection, when the pool can do that, see fairpool.py)."""
+    """Views of the (visible, not removed) tracks among `uris`, by URI: one query (`first`:
+    ahead of the requests waiting for a connection, when the pool can do that, see
+    fairpool.py)."""
     fetch = getattr(conn, "fetch_first", conn.fetch) if first else conn.fetch
-    return {r["uri"]: r["view"] for r in await fetch(_TRACKS_SQL, uris)}
+    return {r["uri"]: r["view"] for r in await fetch(moderation.sql(_TRACKS_SQL), uris)}
 
 
 def iso(value: datetime | None) -> str | None:
@@ -251,7 +293,23 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z")
 
 
-def artist_view(did: str, handle: str | None, display_name: str | None, avatar: str | None) -> dict[str, Any]:
+def with_labels(view: dict[str, Any], labels: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """`view` with its labels as appview/labels.py wants them from a statement: `labels` (no
+    self labels outside tracks) and the labelers' active labels, if any, in `_labels`."""
+    view["labels"] = []
+    if labels:
+        view["_labels"] = labels
+    return view
+
+
+def artist_view(
+    did: str,
+    handle: str | None,
+    display_name: str | None,
+    avatar: str | None,
+    labels: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """An artistView; `labels`: the active labels on the account (labels_sql of the DID)."""
     view: dict[str, Any] = {"did": did}
     if handle:
         view["handle"] = handle
@@ -260,29 +318,31 @@ def artist_view(did: str, handle: str | None, display_name: str | None, avatar: 
     avatar = servable_url(avatar)
     if avatar:
         view["avatar"] = avatar
-    return view
+    return with_labels(view, labels)
 
 
 async def hydrate_tracks(
     conn: Connection | asyncpg.Pool,
     uris: Sequence[str],
     viewer: str | None,
+    moderation: Moderation,
     cache: TrackViewCache | None = None,
     likes: ViewerLikes | None = None,
 ) -> list[dict[str, Any]]:
-    """Track views for `uris`, in that order; unknown tracks and hidden artists are left out.
-    At most one hydration query (none when every view is cached), plus one for a viewer."""
+    """Track views for `uris`, in that order; unknown, removed tracks and hidden artists are
+    left out. At most one hydration query (none when every view is cached), plus one for a
+    viewer."""
     if not uris:
         return []
     wanted = list(dict.fromkeys(uris))
     if cache is not None and cache.ttl > 0:
         views, missing = cache.lookup(wanted)
         if missing:
-            read = await read_track_views(conn, missing)
+            read = await read_track_views(conn, missing, moderation)
             cache.store(read)
             views.update(read)
     else:
-        views = await read_track_views(conn, wanted)
+        views = await read_track_views(conn, wanted, moderation)
     ordered = [views[u] for u in wanted if u in views]
     if viewer is not None and ordered:
         await add_viewer_state(conn, ordered, viewer, likes)
@@ -302,7 +362,8 @@ async def add_viewer_state(
     uris = [v["uri"] for v in views]
     rev = None
     if likes is not None:
-        liked, rev = await likes.with_rev(viewer, uris)
+        state = await likes.lookup(viewer, uris)
+        liked, rev = state.liked, state.rev
     else:
         liked = {r["subject_uri"]: r["uri"] for r in await conn.fetch(_VIEWER_LIKES_SQL, viewer, uris)}
     for i, view in enumerate(views):

@@ -7,8 +7,22 @@ from typing import Any
 
 from appview.context import Route
 from appview.xrpc_schema import LexiconSet
+from protocol.labels import ACCEPT_LABELERS_HEADER, CONTENT_LABELERS_HEADER
 
 _ERROR = {"$ref": "#/components/schemas/XrpcError"}
+_ACCEPT_LABELERS: dict[str, Any] = {
+    "name": ACCEPT_LABELERS_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "Labelers whose labels the views carry: comma-separated DIDs, each optionally "
+    "`;redact` (their !takedown and !suspend remove content). Absent: the AppView's default "
+    "labelers; empty: none.",
+    "schema": {"type": "string"},
+}
+_CONTENT_LABELERS: dict[str, Any] = {
+    "description": "The labelers whose labels were applied (those accepted that this AppView subscribes to).",
+    "schema": {"type": "string"},
+}
 
 
 def _component_name(ref: str, context_nsid: str) -> str:
@@ -122,6 +136,10 @@ def build(
             if schema.get("type") == "array":
                 param.update(style="form", explode=True)
             params.append(param)
+        if method.kind == "query":
+            # Every query negotiates labelers (appview/labels.py): bad syntax is a 400.
+            params.append(_ACCEPT_LABELERS)
+            op["responses"]["200"]["headers"] = {CONTENT_LABELERS_HEADER: _CONTENT_LABELERS}
         if params:
             op["parameters"] = params
         if routes[nsid].auth == "required":

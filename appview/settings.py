@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from appview.labeler.settings import LabelerSettings
 from core.errors import ConfigError
-from core.settings import RateLimitSettings, core_or_env
+from core.settings import LabelSettings, RateLimitSettings, core_or_env
 from core.settings_spec import Settings, setting
 
 DEFAULT_PORT = 8080
@@ -125,6 +125,9 @@ class AppviewSettings(Settings):
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
     # our own labeler (appview/labeler/): off unless a key is configured
     labeler: LabelerSettings = field(default_factory=LabelerSettings)
+    # which labelers' labels views carry and which remove content (appview/labels.py); none
+    # by default, so code that builds settings directly hears no labeler
+    labels: LabelSettings = field(default_factory=LabelSettings)
 
     @classmethod
     def finish(cls, values: dict[str, Any], core: Settings | None) -> None:
@@ -149,4 +152,8 @@ class AppviewSettings(Settings):
             except ConfigError as exc:
                 raise ConfigError(f"PLYR_DATABASE_READ_URLS: {exc}") from None
         values.setdefault("rate_limit", RateLimitSettings.from_env())
-        values.setdefault("labeler", LabelerSettings.from_env())
+        values.setdefault("labeler", LabelerSettings.from_env(core=core))
+        values.setdefault("labels", LabelSettings.from_env())
+        if values["labeler"].key is not None:
+            # Our own labeler is one of ours: its labels show and its takedowns remove.
+            values["labels"] = values["labels"].including(values["service_did"])

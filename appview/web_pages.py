@@ -53,11 +53,27 @@ TRACK_CSP = _csp(TRACK_STYLE, "'none'")
 EMBED_CSP = _csp(EMBED_STYLE, "*")
 
 
-async def _track_by_id(state: AppState, raw_id: str) -> dict[str, Any]:
+# The track of a page, and whether it was taken down: by a moderation labeler (the track or its
+# artist's account, appview/labels.py), or its artist's account by a moderation labeler as the
+# indexer recorded it. Read afresh (no cache): a takedown shows on the next request.
+_TRACK_BY_ID = """
+SELECT t.uri, @removed(t.uri, t.did) OR coalesce(a.moderation_takedown, false) AS gone
+FROM tracks t LEFT JOIN actors a ON a.did = t.did WHERE t.short_id = $1
+"""
+
+
+async def _track_by_id(state: AppState, raw_id: str, *, gone: int = 410) -> dict[str, Any]:
+    """The view of track `raw_id`; a NotFound, or for a track taken down an XRPC error with
+    status `gone` (410 Gone for pages; oEmbed has no such status and says 404)."""
     if not re.fullmatch(r"[1-9][0-9]{0,17}", raw_id):
         raise not_found("no such track")
-    uri = await state.pool.fetchval("SELECT uri FROM tracks WHERE short_id = $1", int(raw_id))
-    tracks = await hydrate_tracks(state.pool, [uri], None, state.views) if uri else []
+    row = await state.pool.fetchrow(state.moderation.sql(_TRACK_BY_ID), int(raw_id))
+    if row is not None and row["gone"]:
+        if gone == 410:
+            raise XRPCError(410, "Gone", "this track was taken down")
+        raise not_found("no such track")
+    uri = row["uri"] if row is not None else None
+    tracks = await hydrate_tracks(state.pool, [uri], None, state.moderation, state.views) if uri else []
     if not tracks:
         raise not_found("no such track")
     return tracks[0]
@@ -102,7 +118,7 @@ def add_routes(app: web.Application, state: AppState) -> None:
         match = _TRACK_PATH.fullmatch(parts.path)
         if parts.netloc.lower() != public.netloc.lower() or parts.scheme not in ("http", "https") or not match:
             raise not_found("not a track URL of this site")
-        track = await _track_by_id(state, match.group(1))
+        track = await _track_by_id(state, match.group(1), gone=404)
         width = min(EMBED_WIDTH, max_width) if max_width else EMBED_WIDTH
         height = min(EMBED_HEIGHT, max_height) if max_height else EMBED_HEIGHT
         embed = f"{public_url}/embed/track/{track['id']}"

@@ -3,10 +3,15 @@ against its lexicon, run the handler, and answer JSON with cache headers (the
 freshness header is added to every /xrpc/ response by the app, see app.py).
 
 Anonymous GETs are public: they carry an ETag (304 on If-None-Match) and Cache-Control, and a
-response may be reused for `microcache_seconds` (one database trip per URL per interval however
-many clients ask); with it off, identical requests arriving while one is answered share that
-answer (coalescing). An authenticated read of tracks is that same public answer plus the
-viewer's own state (their likes) from one more query; it is private and never cached.
+response may be reused for `microcache_seconds` (one database trip per URL and set of labelers
+per interval however many clients ask); with it off, identical requests arriving while one is
+answered share that answer (coalescing). An authenticated read of tracks is that same public
+answer plus the viewer's own state (their likes, the labels they hide) from one more query; it
+is private and never cached.
+
+Queries negotiate labelers (appview/labels.py): `atproto-accept-labelers` in, bad syntax a 400;
+`atproto-content-labelers` out; public answers vary on the header. What is cached is the
+handler's shared result (every labeler's labels); each answer is `labels.finish`ed from it.
 """
 
 from __future__ import annotations
@@ -28,9 +33,17 @@ from appview.client_json import client_json_problem
 from appview.context import AppState, Call, Route
 from appview.errors import XRPCError, invalid_request
 from appview.http import database_unavailable, etag_of, not_modified
-from appview.hydrate import add_viewer_state
+from appview.labels import (
+    DEFAULT_HIDDEN_LABELS,
+    RequestLabels,
+    finish,
+    header_values,
+    negotiate,
+    track_uris,
+)
 from appview.xrpc_schema import LexiconSet, Method
 from core.ratelimit import charge_did
+from protocol.labels import ACCEPT_LABELERS_HEADER, CONTENT_LABELERS_HEADER
 
 log = logging.getLogger("plyr.appview")
 
@@ -46,6 +59,8 @@ COMPRESS_ABOVE = 1024  # bytes; smaller bodies are not worth the CPU
 # The viewer's repo rev as indexed, on responses to an authenticated viewer: a PDS proxying the
 # call can add the viewer's own writes newer than it (read-after-write, as the Bluesky AppView).
 REPO_REV_HEADER = "atproto-repo-rev"
+# Public answers differ by viewer (none), encoding and the labelers asked for.
+PUBLIC_VARY = f"Authorization, Accept-Encoding, {ACCEPT_LABELERS_HEADER}"
 
 
 class XrpcEndpoint:
@@ -106,10 +121,11 @@ class XrpcEndpoint:
         if verb not in allowed:
             raise web.HTTPMethodNotAllowed(verb, allowed, text=f"{nsid} is a {method.kind}: use {allowed[0]}")
 
-        if method.kind == "query" and (
-            route.auth == "none" or (route.auth == "optional" and "Authorization" not in request.headers)
-        ):
-            return await self._public(request, nsid, method, route)
+        labels = None
+        if method.kind == "query":
+            labels = negotiate(header_values(request.headers), self.state.settings.labels)  # 400 when bad
+            if route.auth == "none" or (route.auth == "optional" and "Authorization" not in request.headers):
+                return await self._public(request, nsid, method, route, labels)
 
         params = self._params(method, request)
         # Who calls before what they send: an anonymous caller's body is never parsed.
@@ -119,12 +135,12 @@ class XrpcEndpoint:
             if verdict is not None and not verdict.allowed:
                 raise XRPCError(429, "RateLimitExceeded",
                                 f"rate limit exceeded: {verdict.limit} requests per {verdict.window} s per account")
-        if method.kind == "query" and route.auth == "optional" and viewer is not None:
-            return await self._with_viewer(request, nsid, method, route, viewer)
+        if labels is not None and route.auth == "optional" and viewer is not None:
+            return await self._with_viewer(request, nsid, method, route, viewer, labels)
         # Read-after-write: the viewer's indexed rev, looked up while the handler runs (one
         # statement shared with concurrent requests, see hydrate.ViewerLikes).
         rev_lookup = (
-            asyncio.ensure_future(self.state.likes.with_rev(viewer, []))
+            asyncio.ensure_future(self.state.likes.lookup(viewer, []))
             if viewer is not None and self.state.likes is not None else None
         )
         try:
@@ -132,8 +148,10 @@ class XrpcEndpoint:
             if method.kind == "procedure":
                 body = await self._read_body(request, nsid, method)
             result = await route.handler(Call(self.state, params, body, viewer))
+            if labels is not None:  # a query: any views in it as for every request
+                result = finish(result, labels, frozenset())
             payload = self._encode(nsid, method, result)
-            rev = (await rev_lookup)[1] if rev_lookup is not None else None
+            rev = (await rev_lookup).rev if rev_lookup is not None else None
         finally:
             if rev_lookup is not None and not rev_lookup.done():
                 rev_lookup.cancel()
@@ -141,6 +159,8 @@ class XrpcEndpoint:
         response.headers["Cache-Control"] = "private, no-store"
         if rev is not None:
             response.headers[REPO_REV_HEADER] = rev
+        if labels is not None:
+            response.headers[CONTENT_LABELERS_HEADER] = labels.header
         self._maybe_compress(request, response, len(payload))
         return response
 
@@ -154,24 +174,28 @@ class XrpcEndpoint:
         return params
 
     def _public_loader(
-        self, request: web.Request, nsid: str, method: Method, route: Route
+        self, request: web.Request, nsid: str, method: Method, route: Route, labels: RequestLabels
     ) -> Callable[[], Awaitable[tuple[bytes, str, dict[str, Any]]]]:
-        # The same URL gets the same anonymous answer: a cached one skips validation too. The
-        # result travels with its bytes (read-only: shared) for viewer reads to build on.
+        # The same URL and labelers get the same anonymous answer: a cached one skips validation
+        # too. The handler's shared result (every labeler's labels, nothing hidden) travels
+        # with the anonymous bytes (read-only: shared) for viewer reads to build on.
         async def load() -> tuple[bytes, str, dict[str, Any]]:
             params = self._params(method, request)
             result = await route.handler(Call(self.state, params, None, None))
-            payload = self._encode(nsid, method, result)
+            payload = self._encode(nsid, method, finish(result, labels, DEFAULT_HIDDEN_LABELS))
             return payload, etag_of(payload), result
 
         return load
 
-    async def _public(self, request: web.Request, nsid: str, method: Method, route: Route) -> web.StreamResponse:
-        payload, etag, _result = await self._public_payload(request, nsid, method, route)
+    async def _public(
+        self, request: web.Request, nsid: str, method: Method, route: Route, labels: RequestLabels
+    ) -> web.StreamResponse:
+        payload, etag, _result = await self._public_payload(request, nsid, method, route, labels)
         headers = {
             "ETag": etag,
             "Cache-Control": self.public_cache_control,
-            "Vary": "Authorization, Accept-Encoding",
+            "Vary": PUBLIC_VARY,
+            CONTENT_LABELERS_HEADER: labels.header,
         }
         if not_modified(request, etag):
             return web.Response(status=304, headers=headers)
@@ -180,42 +204,37 @@ class XrpcEndpoint:
         return response
 
     async def _public_payload(
-        self, request: web.Request, nsid: str, method: Method, route: Route
+        self, request: web.Request, nsid: str, method: Method, route: Route, labels: RequestLabels
     ) -> tuple[bytes, str, dict[str, Any]]:
-        """The anonymous answer to this URL: from the microcache when on; otherwise computed,
-        shared only by identical requests arriving while it is being computed (coalescing: the
-        answer is never older than the request that started it, a few ms at most)."""
-        loader = self._public_loader(request, nsid, method, route)
+        """The anonymous answer to this URL and these labelers: from the microcache when on
+        (never older than microcache_seconds: a takedown shows within that); otherwise
+        computed, shared only by identical requests arriving while it is being computed
+        (coalescing: the answer is never older than the request that started it, a few ms at
+        most)."""
+        loader = self._public_loader(request, nsid, method, route, labels)
         settings = self.state.settings
+        key = (request.path_qs, labels.header)
         if settings.microcache_seconds <= 0 and settings.coalesce:
-            answer: tuple[bytes, str, dict[str, Any]] = await self.microcache.coalesce(request.path_qs, loader)
+            answer: tuple[bytes, str, dict[str, Any]] = await self.microcache.coalesce(key, loader)
             return answer
-        return await self.microcache.get(request.path_qs, settings.microcache_seconds, loader)
+        return await self.microcache.get(key, settings.microcache_seconds, loader)
 
     async def _with_viewer(
-        self, request: web.Request, nsid: str, method: Method, route: Route, viewer: str
+        self, request: web.Request, nsid: str, method: Method, route: Route, viewer: str, labels: RequestLabels
     ) -> web.StreamResponse:
-        """An authenticated read of tracks = the public answer (shared, microcached) plus this
-        viewer's state on those tracks: one small query, shared with concurrent viewers."""
-        _payload, _etag, shared = await self._public_payload(request, nsid, method, route)
-        result = dict(shared)  # a private copy of the top level: the shared answer stays as is
-        tracks = list(result.get("tracks") or [])
-        views = tracks + ([result["track"]] if isinstance(result.get("track"), dict) else [])
-        rev = None
-        if views:
-            # copies; the viewer's repo rev comes back from the same statement
-            rev = await add_viewer_state(self.state.pool, views, viewer, self.state.likes)
-            if tracks:
-                result["tracks"] = views[: len(tracks)]
-            if len(views) > len(tracks):
-                result["track"] = views[-1]
-        elif self.state.likes is not None:
-            rev = (await self.state.likes.with_rev(viewer, []))[1]
+        """An authenticated read = the public shared result (microcached) finished for this
+        viewer: their likes on its tracks, their repo rev and the labels they hide, from one
+        small query shared with concurrent viewers."""
+        _payload, _etag, shared = await self._public_payload(request, nsid, method, route, labels)
+        assert self.state.likes is not None  # AppState always sets it
+        state = await self.state.likes.lookup(viewer, track_uris(shared))
+        result = finish(shared, labels, state.hidden, liked=state.liked)  # copies: shared stays
         body = self._encode(nsid, method, result)
         response = web.Response(body=body, content_type="application/json")
         response.headers["Cache-Control"] = "private, no-store"
-        if rev is not None:
-            response.headers[REPO_REV_HEADER] = rev
+        response.headers[CONTENT_LABELERS_HEADER] = labels.header
+        if state.rev is not None:
+            response.headers[REPO_REV_HEADER] = state.rev
         self._maybe_compress(request, response, len(body))
         return response
 

@@ -69,7 +69,9 @@ async def record_play(call: Call) -> dict[str, Any]:
     duration_ms = call.body.get("durationMs")
     async with call.pool.acquire() as conn, conn.transaction():
         track = await conn.fetchrow(
-            f"SELECT t.uri, t.did FROM tracks t WHERE t.uri = $1 AND {not_hidden('t.did')}", track_uri
+            call.sql(f"SELECT t.uri, t.did FROM tracks t WHERE t.uri = $1 AND {not_hidden('t.did')} "
+                     "AND NOT @removed(t.uri)"),
+            track_uri,
         )
         if track is None:
             raise not_found("track not found")

@@ -13,6 +13,7 @@ from appview import cursor
 from appview.context import Call, Route, not_hidden
 from appview.errors import invalid_request
 from appview.hydrate import artist_view
+from appview.labels import labels_sql
 
 MAX_OFFSET = 1000
 
@@ -32,15 +33,15 @@ def _offset(call: Call) -> int:
 _TRACK_TEXT = "(t.title || ' ' || t.artist)"
 _TRACKS = f"""
 SELECT t.uri FROM tracks t
-WHERE $1 <% {_TRACK_TEXT} AND {not_hidden("t.did")}
+WHERE $1 <% {_TRACK_TEXT} AND {not_hidden("t.did")} AND NOT @removed(t.uri)
 ORDER BY $1 <<-> {_TRACK_TEXT}
 LIMIT $2 OFFSET $3
 """
 
 _ACTOR_TEXT = "(coalesce(a.handle, '') || ' ' || coalesce(a.display_name, ''))"
 _ACTORS = f"""
-SELECT a.did, a.handle, a.display_name, a.avatar_url FROM actors a
-WHERE $1 <% {_ACTOR_TEXT} AND a.visible
+SELECT a.did, a.handle, a.display_name, a.avatar_url, {labels_sql("a.did")} AS labels FROM actors a
+WHERE $1 <% {_ACTOR_TEXT} AND a.visible AND NOT @removed(a.did)
 ORDER BY $1 <<-> {_ACTOR_TEXT}
 LIMIT $2 OFFSET $3
 """
@@ -52,7 +53,7 @@ async def search_tracks(call: Call) -> dict[str, Any]:
     offset = _offset(call)
     if not q:
         return {"tracks": []}
-    rows = await call.pool.fetch(_TRACKS, q, limit, offset)
+    rows = await call.pool.fetch(call.sql(_TRACKS), q, limit, offset)
     tracks = await call.tracks([r["uri"] for r in rows])
     body: dict[str, Any] = {"tracks": tracks}
     if len(rows) == limit and offset + limit <= MAX_OFFSET:
@@ -66,9 +67,9 @@ async def search_actors(call: Call) -> dict[str, Any]:
     offset = _offset(call)
     if not q:
         return {"actors": []}
-    rows = await call.pool.fetch(_ACTORS, q, limit, offset)
+    rows = await call.pool.fetch(call.sql(_ACTORS), q, limit, offset)
     body: dict[str, Any] = {
-        "actors": [artist_view(r["did"], r["handle"], r["display_name"], r["avatar_url"]) for r in rows]
+        "actors": [artist_view(r["did"], r["handle"], r["display_name"], r["avatar_url"], r["labels"]) for r in rows]
     }
     if len(rows) == limit and offset + limit <= MAX_OFFSET:
         body["cursor"] = cursor.encode(offset + limit)

@@ -8,30 +8,36 @@ from typing import Any
 from appview.context import Call, Route, not_hidden, resolve_actor, uri_did
 from appview.errors import not_found
 from appview.hydrate import iso
+from appview.labels import REMOVED_TOTALS_SQL
 
 # Totals are counters kept with the rows by their owners: index_totals by the indexer's writer
 # (visible actors only), play_totals by appview/methods/plays.py. Each is a sum over a few slot
-# rows; the result is still shared for stats_cache_seconds.
-_PLATFORM = """
-SELECT x.tracks, x.artists, x.duration, y.plays, x.likes, x.comments
+# rows; the result is still shared for stats_cache_seconds. Counters hold every row: what a
+# moderation labeler removed is subtracted (REMOVED_TOTALS_SQL).
+_PLATFORM = f"""
+WITH {REMOVED_TOTALS_SQL}
+SELECT x.tracks - g.tracks AS tracks, x.artists - g.artists AS artists,
+       x.duration - g.duration AS duration, y.plays - g.plays AS plays,
+       x.likes - g.likes AS likes, x.comments - g.comments AS comments
 FROM (SELECT coalesce(sum(tracks), 0) AS tracks, coalesce(sum(artists), 0) AS artists,
              coalesce(sum(track_seconds), 0) AS duration, coalesce(sum(likes), 0) AS likes,
              coalesce(sum(comments), 0) AS comments FROM index_totals) x,
-     (SELECT coalesce(sum(plays), 0) AS plays FROM play_totals) y
+     (SELECT coalesce(sum(plays), 0) AS plays FROM play_totals) y,
+     gone_totals g
 """
 
 
 async def get_platform_stats(call: Call) -> dict[str, Any]:
     async def load() -> dict[str, Any]:
-        row = await call.pool.fetchrow(_PLATFORM)
+        row = await call.pool.fetchrow(call.sql(_PLATFORM))
         assert row is not None  # scalar subqueries: always one row
         return {
-            "tracks": int(row["tracks"]),
-            "artists": int(row["artists"]),
-            "plays": int(row["plays"]),
-            "likes": int(row["likes"]),
-            "comments": int(row["comments"]),
-            "totalDurationSeconds": int(row["duration"]),
+            "tracks": max(0, int(row["tracks"])),
+            "artists": max(0, int(row["artists"])),
+            "plays": max(0, int(row["plays"])),
+            "likes": max(0, int(row["likes"])),
+            "comments": max(0, int(row["comments"])),
+            "totalDurationSeconds": max(0, int(row["duration"])),
             "computedAt": iso(datetime.now(UTC)),
         }
 
@@ -39,16 +45,21 @@ async def get_platform_stats(call: Call) -> dict[str, Any]:
     return dict(await call.state.stats_cache.get("platform", ttl, load, stale_for=10 * ttl))
 
 
+# An artist's series leaves out the plays of their removed tracks (a few URIs, read once).
 _BUCKETS = """
 SELECT date_trunc($2, played_at) AS bucket, count(*) AS n FROM plays
-WHERE {column} = $1 AND played_at >= now() - make_interval(days => $3)
+WHERE {column} = $1 AND played_at >= now() - make_interval(days => $3) {extra}
 GROUP BY bucket ORDER BY bucket
 """
+_NOT_REMOVED_TRACK = (
+    "AND track_uri <> ALL(ARRAY(SELECT t.uri FROM tracks t WHERE t.did = $1 AND t.uri IN @removed_uris))"
+)
 
 
 async def _buckets(call: Call, column: str, key: str) -> list[dict[str, Any]]:
+    extra = _NOT_REMOVED_TRACK if column == "artist_did" else ""
     rows = await call.pool.fetch(
-        _BUCKETS.format(column=column), key, call.params["interval"], call.params["days"]
+        call.sql(_BUCKETS.format(column=column, extra=extra)), key, call.params["interval"], call.params["days"]
     )
     return [{"time": iso(r["bucket"]), "count": r["n"]} for r in rows]
 
@@ -56,8 +67,11 @@ async def _buckets(call: Call, column: str, key: str) -> list[dict[str, Any]]:
 async def get_track_plays(call: Call) -> dict[str, Any]:
     uri = call.params["uri"]
     row = await call.pool.fetchrow(
-        f"SELECT coalesce(c.play_count, 0) AS total FROM tracks t "
-        f"LEFT JOIN play_counts c ON c.track_uri = t.uri WHERE t.uri = $1 AND {not_hidden('$2')}",
+        call.sql(
+            f"SELECT coalesce(c.play_count, 0) AS total FROM tracks t "
+            f"LEFT JOIN play_counts c ON c.track_uri = t.uri "
+            f"WHERE t.uri = $1 AND {not_hidden('$2')} AND NOT @removed(t.uri)"
+        ),
         uri,
         uri_did(uri),
     )
@@ -67,10 +81,13 @@ async def get_track_plays(call: Call) -> dict[str, Any]:
 
 
 async def get_artist_plays(call: Call) -> dict[str, Any]:
-    did = await resolve_actor(call.pool, call.params["actor"], must_exist=True)
+    did = await resolve_actor(call, call.params["actor"], must_exist=True)
     total = await call.pool.fetchval(
-        "SELECT coalesce(sum(c.play_count), 0) FROM tracks t "
-        "JOIN play_counts c ON c.track_uri = t.uri WHERE t.did = $1",
+        call.sql(
+            "SELECT coalesce(sum(c.play_count), 0) FROM tracks t "
+            "JOIN play_counts c ON c.track_uri = t.uri WHERE t.did = $1 "
+            "AND NOT (t.uri IN @removed_uris)"
+        ),
         did,
     )
     return {"did": did, "total": int(total), "buckets": await _buckets(call, "artist_did", did)}

@@ -59,10 +59,12 @@ async def test_track_view_carries_artist_media_counts_and_viewer_like(client: Te
     t = body["track"]
     assert t["title"] == "Night Drive" and t["album"] == "Roads" and t["duration"] == 215
     assert t["author"] == {"did": ann.did, "handle": ann.handle, "displayName": "Ann A",
-                           "avatar": "https://cdn.plyr.test/ann.jpg"}
+                           "avatar": "https://cdn.plyr.test/ann.jpg", "labels": []}
     assert t["audioUrl"].endswith(".mp3") and t["imageUrl"] == "https://cdn.plyr.test/c.jpg"
     assert (t["likeCount"], t["commentCount"], t["playCount"]) == (2, 1, 0)
-    assert t["labels"] == ["explicit"]
+    # Self labels as com.atproto.label.defs#label objects: the artist's, on this version.
+    assert t["labels"] == [{"ver": 1, "src": ann.did, "uri": uri, "cid": t["cid"], "val": "explicit",
+                            "cts": "2026-01-01T00:01:00Z"}]
     assert t["createdAt"].startswith("2026-01-01T") and t["indexedAt"]
     assert "viewer" not in t
 

@@ -260,6 +260,15 @@ async def test_openapi_health_and_metrics(client: TestClient) -> None:
     assert limit["schema"] == {"type": "integer", "minimum": 1, "maximum": 100, "default": 50,
                                "description": "Page size."}
     assert "fm.plyr.defs.trackView" in spec["components"]["schemas"]
+    # Labels: label objects in views, labelers negotiated by header on every query.
+    track_view = spec["components"]["schemas"]["fm.plyr.defs.trackView"]
+    assert track_view["properties"]["labels"]["items"] == {"$ref": "#/components/schemas/com.atproto.label.defs.label"}
+    assert spec["components"]["schemas"]["com.atproto.label.defs.label"]["required"] == ["src", "uri", "val", "cts"]
+    accept = next(p for p in latest["parameters"] if p["name"] == "atproto-accept-labelers")
+    assert accept["in"] == "header" and not accept["required"]
+    assert "atproto-content-labelers" in latest["responses"]["200"]["headers"]
+    put = spec["paths"]["/xrpc/fm.plyr.viewer.putPreferences"]["post"]
+    assert all(p["in"] != "header" for p in put.get("parameters", []))
     health = await client.get("/health")
     assert health.status == 200 and (await health.json())["status"] == "ok"
     await client.get(LATEST)

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from appview import front_door
 from appview.app import ROUTES, build_app
 from appview.front_door import PAGE_CSP, Figure, read_figures
+from appview.labels import Moderation
 from appview.methods.plays import add_plays
 from appview.xrpc_schema import LexiconSet
 from core.settings import FirehoseSettings
@@ -157,7 +158,7 @@ async def test_figures_are_exact_at_any_size(world: World, pool: asyncpg.Pool) -
     n = 1500
     async with pool.acquire() as conn, conn.transaction():
         await add_plays(conn, [(track, ann.did, f"did:plc:l{g}", None, None) for g in range(n)])
-    figures = await read_figures(pool)
+    figures = await read_figures(pool, Moderation(()))
     assert figures["tracks"] == Figure(1, "exact")
     assert figures["artists"] == Figure(1, "exact")
     assert figures["plays"] == Figure(n, "exact")
