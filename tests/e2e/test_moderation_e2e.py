@@ -5,7 +5,9 @@ and PLYR_MODERATION_LABELERS = Ozone's DID), both subprocesses on a database of 
 A user of the PDS writes a plyr track; the moderator (through the PDS, as a moderator's client
 does) labels the track `!takedown`: its row appears in `labels`. Labelling the account
 `!takedown` hides the actor (`actors.visible` false, `moderation_takedown` true); negating both
-labels brings the negations into `labels` and the actor back.
+labels brings the negations into `labels` and the actor back. `plyr serve` answers from the same
+database all along: a content label (`porn`) shows in the track view for a client accepting
+Ozone, the taken-down track is gone (404 on getTrack, 410 on its page), and comes back.
 
 Every wait is on a row, with a bound; the label subscriber starts at cursor 0, so it misses
 nothing that was labelled before it connected.
@@ -23,8 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
+
+from tests.support.replica import free_port
 
 from .ozone_network import OzoneNetwork
 
@@ -62,8 +67,8 @@ async def eventually(check: Callable[[], Awaitable[Any]], what: str, procs: list
 class Service:
     """A `python -m plyr ...` subprocess in its own process group, stopped by PID."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.name, self.args, self.env, self.log = name, args, env, log
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path, url: str = "") -> None:
+        self.name, self.args, self.env, self.log, self.url = name, args, env, log, url
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -109,8 +114,12 @@ async def services(
         "PLYR_LOG_FORMAT": "json",
         "PYTHONPATH": str(ROOT),
     }
+    port = free_port()
+    env.update(PLYR_APPVIEW_PORT=str(port), PLYR_APPVIEW_MICROCACHE_SECONDS="0",
+               PLYR_APPVIEW_VIEW_CACHE_SECONDS="0")  # fmt: skip
     firehose = net.pds_url.replace("http://", "ws://", 1) + "/xrpc/com.atproto.sync.subscribeRepos"
     procs = [
+        Service("serve", ["serve"], env, tmp_path / "serve.log", url=f"http://127.0.0.1:{port}"),
         # From seq 0: the whole (small, fresh) history of the session's PDS.
         Service("index", ["index", "--url", firehose, "--cursor", "0"], env, tmp_path / "index.log"),
         Service("labels", ["labels"], env, tmp_path / "labels.log"),
@@ -124,8 +133,14 @@ async def services(
             await proc.stop()
 
 
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session
+
+
 async def test_ozone_takedowns_reach_labels_and_actors(
-    ozone_network: OzoneNetwork, pool: asyncpg.Pool, services: list[Service]
+    ozone_network: OzoneNetwork, pool: asyncpg.Pool, services: list[Service], http: aiohttp.ClientSession
 ) -> None:
     net = ozone_network
     async with net.client() as pds:
@@ -150,6 +165,21 @@ async def test_ozone_takedowns_reach_labels_and_actors(
 
         await eventually(track_indexed, "the indexer to store the track", services)
         assert await actor_visible() is True
+        appview = next(p.url for p in services if p.name == "serve")
+        track_id = await pool.fetchval("SELECT short_id FROM tracks WHERE uri = $1", uri)
+
+        async def get_track(**headers: str) -> tuple[int, Any]:
+            try:
+                async with http.get(f"{appview}/xrpc/fm.plyr.feed.getTrack", params={"uri": uri},
+                                    headers=headers) as resp:  # fmt: skip
+                    return resp.status, await resp.json(content_type=None)
+            except aiohttp.ClientConnectionError:
+                return 0, None  # the AppView is still starting
+
+        async def track_served() -> bool:
+            return (await get_track())[0] == 200
+
+        await eventually(track_served, "the AppView to serve the track", services)
 
         async def label_row(subject: str) -> asyncpg.Record | None:
             return await pool.fetchrow(
@@ -164,11 +194,27 @@ async def test_ozone_takedowns_reach_labels_and_actors(
 
         mod = await net.moderator_session(pds)
 
+        # A content label: returned to a client that accepts Ozone, the track still served.
+        await mod.label(uri, cid=cid, create=["porn"])
+
+        async def porn_labelled() -> list[Any]:
+            status, body = await get_track(**{"atproto-accept-labelers": net.ozone_did})
+            labels = body["track"]["labels"] if status == 200 else []
+            return [lab for lab in labels if lab.get("src") == net.ozone_did and lab.get("val") == "porn"]
+
+        await eventually(porn_labelled, "Ozone's porn label in the track view", services)
+
         # The track: a record label, with the CID of the version labelled.
         await mod.label(uri, cid=cid, create=["!takedown"])
         row = await eventually(lambda: label_is(uri, False), "the track's !takedown row", services)
         assert row["cid"] == cid and row["view"]["src"] == net.ozone_did and "sig" not in row["view"]
         assert await actor_visible() is True  # a record label does not touch the account
+
+        async def track_gone() -> bool:
+            async with http.get(f"{appview}/track/{track_id}") as page:
+                return (await get_track())[0] == 404 and page.status == 410
+
+        await eventually(track_gone, "the taken-down track to leave the AppView (404, page 410)", services)
 
         # The account: hidden while a moderation labeler's !takedown stands.
         await mod.label(user.did, create=["!takedown"])
@@ -195,6 +241,7 @@ async def test_ozone_takedowns_reach_labels_and_actors(
             return row is not None and row["visible"] is True and row["moderation_takedown"] is False
 
         await eventually(restored, "the actor to be visible again", services)
+        await eventually(track_served, "the restored track back in the AppView", services)
         assert await pool.fetchval(
             "SELECT count(*) FROM label_rejects WHERE src = $1", net.ozone_did
         ) == 0, "Ozone's labels all verify"
