@@ -230,16 +230,23 @@ def _redacted(labels: Iterable[dict[str, Any]] | None, req: RequestLabels) -> bo
 
 
 def _applied(view: dict[str, Any], req: RequestLabels) -> dict[str, Any]:
-    """`view` with its labeler labels cut to the request's labelers (a copy)."""
-    out = {k: v for k, v in view.items() if k != "_labels"}
-    out["labels"] = [*view.get("labels", ()), *(lb for lb in view["_labels"] if lb["src"] in req.srcs)]
+    """`view` with its labeler labels cut to the request's labelers (a copy; the keys in their
+    order, `labels` where it was)."""
+    out = view.copy()  # a C copy: a third of what a comprehension over the keys costs
+    theirs = out.pop("_labels")
+    srcs = req.srcs
+    out["labels"] = [*view.get("labels", ()), *(lb for lb in theirs if lb["src"] in srcs)]
     return out
 
 
 def finish_view(view: dict[str, Any], req: RequestLabels) -> dict[str, Any] | None:
     """One view as this request sees it (the shared one when nothing changes, else a copy);
     None when a labeler accepted with `;redact` took it (or its author) down."""
-    person_key = next((k for k in _PERSON_KEYS if isinstance(view.get(k), dict)), None)
+    person_key = None
+    for key in _PERSON_KEYS:
+        if isinstance(view.get(key), dict):
+            person_key = key
+            break
     person = view[person_key] if person_key is not None else None
     own = view.get("_labels")
     theirs = person.get("_labels") if person is not None else None

@@ -65,6 +65,7 @@ def test_finish_keeps_the_request_labelers_and_never_changes_the_shared_result()
     assert [lb["val"] for lb in out["tracks"][1]["labels"]] == ["rude"]
     assert out["tracks"][1]["author"] == {"did": C, "labels": []}
     assert all("_labels" not in v and "_labels" not in v["author"] for v in out["tracks"])
+    assert list(out["tracks"][1]) == ["uri", "labels", "author"]  # the shared view's order
     assert out["cursor"] == "x" and len(out["tracks"]) == 3
     assert [v["uri"] for v in finish(shared, req, frozenset({"rude"}))["tracks"]] == ["at://p", "at://d"]
     redacting = RequestLabels((AcceptedLabeler(B, redact=True),))
