@@ -16,6 +16,8 @@
    and where. Target: < 1 s.
 3. false positives: each synthesized piece not in the catalog (the mix's 24 others), noise and
    silence queried alone, and whatever the mix matches besides the pieces put in it.
+4. pitch (not with --smoke): a 60 s piece tuned 0 to 90 cents off A440, sped up and slowed down
+   by 2 % with the pitch (asetrate), matched against the piece: found or not, and similarity.
 
 Audio is made with tests/support/audio_corpus.py into PLYR_BENCH_DIR (kept between runs) or the
 scratch folder. `--smoke`: 30 s pieces, a 3-minute mix, 200 synthetic references.
@@ -167,6 +169,21 @@ async def insert_synthetic(conn: asyncpg.Connection, n: int, seed: int) -> float
     return time.monotonic() - started
 
 
+async def pitch_sweep(conn: asyncpg.Connection, folder: Path) -> None:
+    """Which tunings survive a 2 % speed change with pitch (Chromaprint's chroma bin edges)."""
+    print("pitch: 60 s piece tuned N cents sharp of A440 -> found at +2 % / -2 % speed (similarity)")
+    for cents in (0, 10, 25, 40, 60, 75, 90):
+        piece = ac.make_piece(folder / f"pitch-{cents}.wav", 3000 + cents, 60, detune_cents=cents)
+        ref = await add_reference(conn, piece, artist="Pitch", title=f"{cents} cents", isrc=None)
+        row = []
+        for speed in (1.02, 0.98):
+            copy = ac.encode(piece, folder / f"pitch-{cents}-{speed}.mp3",
+                             filters=f"asetrate=11025*{speed},aresample=44100", codec=ac.MP3_128K)  # fmt: skip
+            found = [m for m in await find_matches(conn, await fingerprint_file(copy)) if m.reference_id == ref]
+            row.append(f"{'found' if found else 'missed'} ({found[0].similarity:.2f})" if found else "missed")
+        print(f"  {cents:3d} cents: +2 % {row[0]:14} -2 % {row[1]}", flush=True)
+
+
 def describe(m: Match) -> str:
     return (f"at {m.offset_s:8.1f} s (reference {m.reference_offset_s:6.1f} s), {m.length_s:6.1f} s long, "
             f"similarity {m.similarity:.2f}, speed {m.speed:.3f}")  # fmt: skip
@@ -257,6 +274,8 @@ async def main() -> None:
                     print(f"  false positive: {name} -> {[describe(m) for m in ms]}")
             print(f"false positives: {false} of {len(queries)} unrelated queries ({100 * false / len(queries):.1f} %), "
                   f"{len(stray)} in the mix", flush=True)  # fmt: skip
+            if not args.smoke:
+                await pitch_sweep(conn, work)
         finally:
             await conn.close()
 
