@@ -14,8 +14,8 @@ kill-on-timeout handling, with nothing new to install. Debian's `fpcalc`
 first 120 s unless told otherwise (`-length`), and decodes with the distribution's FFmpeg;
 PyPI's `pyacoustid` runs that `fpcalc` or loads a shared libchromaprint through ctypes with
 `audioread` as decoder (the same 120 s default), and brings AcoustID web-service calls we do
-not want. All three compute the
-same algorithm; the muxer gives the raw uint32 values directly (`-fp_format raw`).
+not want. All three compute the same algorithm; the muxer gives the raw uint32 values directly
+(`-fp_format raw`).
 
 What it survives, measured on synthesized music (tests/integration/media/test_fingerprint_match.py,
 docs/BENCHMARKS.md): re-encoding at another bitrate, a time shift (with the offset), a volume
@@ -23,7 +23,10 @@ change, a piece cut into a longer mix (its offset in the mix), and a 2 % tempo c
 (`atempo`, the pitch kept) through the (speed, offset) vote. A 2 % speed change that also moves
 the pitch (`asetrate`) matches only when it does not carry the notes across a chroma bin edge:
 Chromaprint's 12 bins have their edges at A440's semitones, so in-tune synthetic notes sit on
-the edges and fail, notes 10-60 cents sharp survive +2 %.
+the edges and fail both ways; notes 10-40 cents sharp survive +2 %, 60-90 cents sharp -2 %.
+Matching cannot undo that: the pitch is in the values. Fingerprinting the query again,
+resampled at a grid of rates, could; the grid would have to be finer than 0.5 % (a 0.5 % pitch
+shift already leaves in-tune notes without one exact value), a dozen fingerprints per file.
 """
 
 from media.fingerprint.compute import (

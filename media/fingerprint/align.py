@@ -2,7 +2,7 @@
 lines and the verified segments.
 
 Index terms. A term is a sub-fingerprint value with TERM_MASK's four bits cleared: the four
-(bits 4, 12, 16, 22: the low bits of classifiers 2, 6, 8 and 11) that flipped most often
+(bits 4, 12, 16, 22: the low bits of four classifiers' 2-bit codes) that flipped most often
 between a piece and its copies (shifted by half a hop, time-stretched 2 %, pitched 2 %), which
 doubles the exact hits of a copy whose frames fall between the original's (measured: 10 % ->
 19 % of values at half a hop) while 28 bits still keep chance hits rare. A value is a term when
@@ -22,10 +22,11 @@ Verification. Along the line, every query value is compared with the reference v
 with: bit errors = popcount(q XOR r) of 32. Windows of WINDOW values whose bit error rate is at
 most WINDOW_MAX_BER mark matching stretches (unrelated audio sits near 0.5, a re-encoded copy
 near 0.01, a 2 % time-stretched one near 0.06); stretches closer than MAX_GAP values merge;
-edges are moved in to runs of EDGE_RUN values of at most EDGE_MEAN_BITS errors on average, then
-out by EDGE_LEAD / EDGE_TAIL to where the copy's audio begins and ends. A segment is kept when it is long
-enough and its whole bit error rate is at most SEGMENT_MAX_BER; similarity = 1 - 2 * BER
-(1: identical values, 0: unrelated).
+edges are moved in to runs of EDGE_RUN values of at most EDGE_MEAN_BITS errors on average,
+then out by EDGE_LEAD / EDGE_TAIL to where the copy's audio begins and ends. A segment is kept
+when it is long enough and its whole bit error rate is at most SEGMENT_MAX_BER; similarity =
+1 - 2 * BER (1: identical values, 0: unrelated). Between unrelated synthesized pieces, over
+24,336 alignments, the lowest BER of any 10 s stretch was 0.31, of any 2 s window 0.19.
 """
 
 from __future__ import annotations
