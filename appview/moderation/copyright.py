@@ -71,6 +71,8 @@ def _match_view(m: dict[str, Any], references: dict[int, dict[str, Any]]) -> dic
         view["trackUri"] = m["track_uri"]
     if m.get("audio"):
         view["audio"] = m["audio"]
+    if m.get("fingerprint_id") is not None:
+        view["fingerprintId"] = int(m["fingerprint_id"])
     return view
 
 

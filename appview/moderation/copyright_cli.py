@@ -48,7 +48,8 @@ def render(scan: dict[str, Any]) -> str:
                 f" {ref['artist']} - {ref['title']}" + (f" [{ref['isrc']}]" if "isrc" in ref else "") if ref else ""
             )
         else:
-            what = f"track {m['trackUri']}" if "trackUri" in m else f"audio {m.get('audio', '?')[:12]}…"
+            what = (f"track {m['trackUri']}" if "trackUri" in m else f"audio {m['audio'][:12]}…" if "audio" in m
+                    else f"fingerprint {m.get('fingerprintId')}")  # fmt: skip
         lines.append(f"  {span}  matches {what} at {clock(m['referenceOffsetMs'])}, "
                      f"similarity {m['similarity'] / 1000:.2f}")  # fmt: skip
     if "error" in scan:
