@@ -18,7 +18,7 @@ CREATE TABLE copyright_scans (
     blob_cid        text,                   -- the PDS blob it is a copy of, when mirrored
     track_uri       text,                   -- see above
     job_id          bigint,                 -- the media job (NULL: `plyr moderation scan`)
-    attempt         integer NOT NULL CHECK (attempt >= 1),
+    attempt         integer NOT NULL CHECK (attempt >= 1),   -- the try of one scan request: 1, then retries
     status          text NOT NULL CHECK (status IN ('clear', 'flagged', 'error')),
     -- [{reference_id, track_uri, fingerprint_id, offset_s, reference_offset_s, length_s, similarity}]
     -- offset_s: where the match starts in this audio; reference_offset_s: in the matched audio.

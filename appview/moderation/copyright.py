@@ -231,7 +231,8 @@ async def resolve_scan(
                 raise ModerationError(f"no track plays the audio of scan {scan_id} now: name the tracks to take down")
             for uri in named:
                 done.append(await actions.takedown(
-                    conn, signer, parse_subject(uri), reason=f"copyright (scan {scan_id}): {note}", moderator=reviewer,
+                    conn, signer, parse_subject(uri), reason=f"copyright (scan {scan_id}): {note}"[:MAX_REASON_CHARS],
+                    moderator=reviewer,
                 ))  # fmt: skip
         action_ids = [o.action["id"] for o in done if o.action is not None]
         review = await conn.fetchrow(
