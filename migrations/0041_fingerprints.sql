@@ -12,22 +12,26 @@ CREATE TABLE copyright_references (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
--- One fingerprint per track (its current audio) or per reference; storing again replaces it.
+-- One fingerprint per track (its current audio), per reference, or per stored audio object not
+-- yet played by any track (an upload scanned before its record exists: `audio_sha256`); storing
+-- again replaces it.
 -- `fingerprint`: the sub-fingerprints as little-endian uint32 (4 bytes each, ~8 per second).
 CREATE TABLE audio_fingerprints (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     track_uri     text,
     reference_id  bigint REFERENCES copyright_references (id),  -- removed through remove_reference
+    audio_sha256  text,
     engine        text NOT NULL,
     duration_s    double precision NOT NULL,
     value_count   integer NOT NULL,
     fingerprint   bytea NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT now(),
-    CHECK ((track_uri IS NULL) <> (reference_id IS NULL))
+    CHECK (num_nonnulls(track_uri, reference_id, audio_sha256) = 1)
 );
 ALTER TABLE audio_fingerprints ALTER COLUMN fingerprint SET STORAGE EXTERNAL;  -- does not compress
 CREATE UNIQUE INDEX audio_fingerprints_track ON audio_fingerprints (track_uri) WHERE track_uri IS NOT NULL;
 CREATE UNIQUE INDEX audio_fingerprints_reference ON audio_fingerprints (reference_id) WHERE reference_id IS NOT NULL;
+CREATE UNIQUE INDEX audio_fingerprints_audio ON audio_fingerprints (audio_sha256) WHERE audio_sha256 IS NOT NULL;
 
 -- The inverted index: a sample of each fingerprint's values (media/fingerprint/align.py `terms`)
 -- with their positions. `hash` is the term (the value masked, as int4). Rows of a fingerprint are written

@@ -73,6 +73,21 @@ def match_json(m: fingerprint.Match, *, track_uri: str | None, audio: str | None
     }
 
 
+# ffmpeg decodes what it can of a damaged file: a fingerprint of a fraction of the audio is not a
+# scan of it, and must not read as clear. Chromaprint's values cover the audio but its last few
+# seconds (each value spans 2.7 s), hence the slack.
+MIN_COVERAGE = 0.9
+COVERAGE_SLACK_S = 5.0
+
+
+def check_coverage(fingerprinted_s: float, duration_s: float | None) -> None:
+    """Raise when the fingerprint covers clearly less than the audio's probed duration."""
+    if duration_s and fingerprinted_s < MIN_COVERAGE * duration_s - COVERAGE_SLACK_S:
+        raise fingerprint.FingerprintError(
+            f"fingerprinted {fingerprinted_s:.1f} s of audio that lasts {duration_s:.1f} s (damaged or truncated file)"
+        )
+
+
 async def _artists_of(conn: Connection, sha256: str) -> tuple[list[tuple[str, str]], set[str]]:
     tracks = await store.tracks_of(conn, sha256)
     artists = {did for _, did in tracks}
@@ -148,6 +163,7 @@ async def scan_audio(
             await progress(0.0, "fingerprinting")
         async with local_copy(media, audio.storage_key) as path:
             fp = await fingerprint.fingerprint_file(path, ffmpeg=media.ffmpeg)
+        check_coverage(fp.duration_s, audio.duration_s)
         if progress is not None:
             await progress(0.9, "matching")
         async with pool.acquire() as conn, conn.transaction():
@@ -157,7 +173,11 @@ async def scan_audio(
                 artists.add(d)
             fid = await store.own_fingerprint(conn, sha256)
             if fid is None:
-                fid = await fingerprint.store_fingerprint(conn, track_uri=track_uri, reference_id=None, fp=fp)
+                # Keyed by the track it plays as, or by the audio itself before any track does.
+                fid = await fingerprint.store_fingerprint(
+                    conn, track_uri=track_uri, reference_id=None, fp=fp,
+                    audio_sha256=None if track_uri else sha256,
+                )  # fmt: skip
             found = await fingerprint.find_matches(conn, fp, exclude_track_uri=track_uri, min_length_s=MIN_MATCH_S)
             matches = await _kept_matches(conn, found, sha256=sha256, fingerprint_id=fid, tracks=tracks,
                                           artists=artists)  # fmt: skip

@@ -145,6 +145,12 @@ async def fingerprint_file(path: Path, *, ffmpeg: str | None = None) -> Fingerpr
     timeout_s = BASE_TIMEOUT_S + duration / MIN_SPEED
     data = await run_chromaprint(ffmpeg_exe(ffmpeg), chromaprint_args(path, fmt), timeout_s=timeout_s)
     values = values_from_bytes(data)
+    if not values and duration > ITEM_SPAN_S + 1.0:
+        # The header promised audio that did not decode (damaged data after a valid start): an
+        # empty fingerprint would match nothing and pass for a clean scan.
+        raise FingerprintError(
+            f"the {fmt} file decoded to no audio although it claims {duration:.1f} s (damaged data)"
+        )
     return Fingerprint(values, implied_duration_s(len(values)) if values else duration, ENGINE)
 
 

@@ -27,23 +27,28 @@ async def _delete_fingerprints(conn: Connection, ids: list[int]) -> None:
 
 
 async def store_fingerprint(
-    conn: Connection, *, track_uri: str | None, reference_id: int | None, fp: Fingerprint
-) -> int:
-    """Store `fp` as the fingerprint of a track or of a catalog reference (exactly one of the
-    two), with its index terms; returns its id. It replaces the one stored before for the same
-    track or reference (a track's audio can change), in one transaction."""
-    if (track_uri is None) == (reference_id is None):
-        raise ValueError("a fingerprint belongs to exactly one of a track and a reference")
-    column, key = ("track_uri", track_uri) if track_uri is not None else ("reference_id", reference_id)
+    conn: Connection, *, track_uri: str | None, reference_id: int | None, fp: Fingerprint,
+    audio_sha256: str | None = None,
+) -> int:  # fmt: skip
+    """Store `fp` as the fingerprint of a track, of a catalog reference, or of a stored audio
+    object no track plays yet (exactly one of the three), with its index terms; returns its id.
+    It replaces the one stored before for the same subject (a track's audio can change), in one
+    transaction."""
+    subjects = [(name, value) for name, value in
+                (("track_uri", track_uri), ("reference_id", reference_id), ("audio_sha256", audio_sha256))
+                if value is not None]  # fmt: skip
+    if len(subjects) != 1:
+        raise ValueError("a fingerprint belongs to exactly one of a track, a reference and an audio object")
+    column, key = subjects[0]
     async with conn.transaction():
         await _lock(conn, f"{column}:{key}")
         old = await conn.fetch(f"SELECT id FROM audio_fingerprints WHERE {column} = $1", key)
         await _delete_fingerprints(conn, [row["id"] for row in old])
         fingerprint_id: int = await conn.fetchval(
             """INSERT INTO audio_fingerprints
-                   (track_uri, reference_id, engine, duration_s, value_count, fingerprint)
-               VALUES ($1, $2, $3, $4, $5, $6) RETURNING id""",
-            track_uri, reference_id, fp.engine, fp.duration_s, len(fp.values), fp.to_bytes(),
+                   (track_uri, reference_id, audio_sha256, engine, duration_s, value_count, fingerprint)
+               VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id""",
+            track_uri, reference_id, audio_sha256, fp.engine, fp.duration_s, len(fp.values), fp.to_bytes(),
         )  # fmt: skip
         rows = [(fingerprint_id, signed(term), position) for term, position in terms(fp.values)]
         if rows:
