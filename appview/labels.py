@@ -6,7 +6,9 @@ Three rules decide what a response holds:
 - **Removal, for everyone.** A subject labelled `!takedown`, `!suspend` or `!hide` by a
   moderation labeler (PLYR_MODERATION_LABELERS) is gone from every view, list and count: SQL
   says `@removed(<subject>, ...)` and `Moderation.sql` turns it into an anti-join on the partial
-  index labels_removing (or `false` when no moderation labeler is configured); counters are
+  index labels_removing (or `false` when no moderation labeler is configured), or, over label
+  rows a statement reads anyway (track views: appview/hydrate.py), `@removing(<alias>)` into
+  the same condition on one row; counters are
   corrected by subtracting the few removed rows they hold, found from `@removed_uris` (the
   subjects removed now, read from that small index alone). Subjects are
   record URIs and, as a safety net for content of a taken-down account (the indexer hides those
@@ -83,6 +85,7 @@ def labels_sql(subject: str, *, cid: str | None = None) -> str:
 
 _VALUES_SQL = "(" + ", ".join(f"'{v}'" for v in REMOVING_VALUES) + ")"
 _MARKER = re.compile(r"@removed\(([^()]*)\)")
+_ROW_MARKER = re.compile(r"@removing\(([a-z_][a-z0-9_]*)\)")
 _SAFE_DID = re.compile(r"^did:[a-z]+:[a-zA-Z0-9._:%-]+$")
 
 
@@ -129,11 +132,12 @@ class Moderation:
         return f"SELECT rm.uri FROM labels rm WHERE {self.rows('rm')}"
 
     def sql(self, template: str) -> str:
-        """`template` with its `@removed(...)` conditions and `@removed_uris` subqueries
-        written out (cached per template)."""
+        """`template` with its `@removed(...)` conditions, `@removing(alias)` row conditions
+        (`rows`) and `@removed_uris` subqueries written out (cached per template)."""
         found = self._expanded.get(template)
         if found is None:
             found = _MARKER.sub(lambda m: self.removed(m.group(1)), template)
+            found = _ROW_MARKER.sub(lambda m: f"({self.rows(m.group(1))})", found)
             found = found.replace("@removed_uris", f"({self.removed_uris()})")
             if len(self._expanded) >= self.MAX_TEMPLATES:
                 self._expanded.clear()
@@ -226,16 +230,23 @@ def _redacted(labels: Iterable[dict[str, Any]] | None, req: RequestLabels) -> bo
 
 
 def _applied(view: dict[str, Any], req: RequestLabels) -> dict[str, Any]:
-    """`view` with its labeler labels cut to the request's labelers (a copy)."""
-    out = {k: v for k, v in view.items() if k != "_labels"}
-    out["labels"] = [*view.get("labels", ()), *(lb for lb in view["_labels"] if lb["src"] in req.srcs)]
+    """`view` with its labeler labels cut to the request's labelers (a copy; the keys in their
+    order, `labels` where it was)."""
+    out = view.copy()  # a C copy: a third of what a comprehension over the keys costs
+    theirs = out.pop("_labels")
+    srcs = req.srcs
+    out["labels"] = [*view.get("labels", ()), *(lb for lb in theirs if lb["src"] in srcs)]
     return out
 
 
 def finish_view(view: dict[str, Any], req: RequestLabels) -> dict[str, Any] | None:
     """One view as this request sees it (the shared one when nothing changes, else a copy);
     None when a labeler accepted with `;redact` took it (or its author) down."""
-    person_key = next((k for k in _PERSON_KEYS if isinstance(view.get(k), dict)), None)
+    person_key = None
+    for key in _PERSON_KEYS:
+        if isinstance(view.get(key), dict):
+            person_key = key
+            break
     person = view[person_key] if person_key is not None else None
     own = view.get("_labels")
     theirs = person.get("_labels") if person is not None else None
@@ -247,6 +258,19 @@ def finish_view(view: dict[str, Any], req: RequestLabels) -> dict[str, Any] | No
     if person_key is not None and theirs is not None:
         out[person_key] = _applied(person, req)  # type: ignore[arg-type]
     return out
+
+
+def _bare(view: dict[str, Any]) -> bool:
+    """No label at all on `view` or on its person (most views): nothing to cut, redact or
+    hide, so the shared view is the answer as it is, what finish_view and is_hidden would find
+    at about three times the cost (50 views: 77 us before this check, measured)."""
+    if "_labels" in view or view.get("labels"):
+        return False
+    for key in _PERSON_KEYS:
+        person = view.get(key)
+        if isinstance(person, dict) and ("_labels" in person or person.get("labels")):
+            return False
+    return True
 
 
 def is_hidden(view: dict[str, Any], hidden: frozenset[str]) -> bool:
@@ -288,9 +312,12 @@ def finish(
             continue
         kept = []
         for view in views:
-            done = finish_view(view, req)
-            if done is None or is_hidden(done, hidden):
-                continue
+            if _bare(view):
+                done = view
+            else:
+                done = finish_view(view, req)
+                if done is None or is_hidden(done, hidden):
+                    continue
             if liked is not None and key == "tracks":
                 done = _with_like(done, liked)
             kept.append(done)

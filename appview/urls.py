@@ -25,7 +25,17 @@ def servable_url(value: object) -> str | None:
     return None
 
 
+# The same pattern for a case-sensitive match: only the scheme matches letters (the rest are
+# classes of control characters and punctuation), so spelling their cases out is the whole of
+# what IGNORECASE does to it. Postgres matches this with `~` about twice as fast as the pattern
+# with `~*`, which folds the case of every character it reads (a page of 50 track views checks
+# 150 URLs). tests/unit/appview checks that the two agree.
+_SCHEME = "^https?"
+assert SERVABLE_URL_PATTERN.startswith(_SCHEME)
+SERVABLE_URL_PATTERN_CASED = "^[hH][tT][tT][pP][sS]?" + SERVABLE_URL_PATTERN[len(_SCHEME):]
+
+
 def servable_url_sql(expr: str) -> str:
-    """SQL for `expr` when it is a servable URL, else NULL. A CASE over `~*` (about 1.5 us a
-    URL) rather than regexp_match (about 8 us: it builds an array), though `expr` runs twice."""
-    return f"CASE WHEN ({expr}) ~* '{SERVABLE_URL_PATTERN}' THEN ({expr}) END"
+    """SQL for `expr` when it is a servable URL, else NULL. A CASE over `~` (about 1 us a URL)
+    rather than regexp_match (about 8 us: it builds an array), though `expr` runs twice."""
+    return f"CASE WHEN ({expr}) ~ '{SERVABLE_URL_PATTERN_CASED}' THEN ({expr}) END"

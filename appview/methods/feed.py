@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+
 from appview import cursor
 from appview.context import HIDDEN_SQL, Call, Route, not_hidden, resolve_actor, uri_did
 from appview.errors import invalid_request, not_found
@@ -24,8 +26,9 @@ from appview.hydrate import (
 from appview.labels import labels_sql
 
 # The newest tracks are read and hydrated in one statement (the hottest path of all)...
+# (The view's SQL writes JSON braces: doubled here, for the `where` format below.)
 _LATEST = f"""
-SELECT t.uri, t.sort_at, {TRACK_VIEW_SQL} AS view
+SELECT t.uri, t.sort_at, {TRACK_VIEW_SQL.replace("{", "{{").replace("}", "}}")} AS view
 FROM tracks t {TRACK_JOINS_SQL}
 WHERE {{where}}
 ORDER BY t.sort_at DESC, t.uri DESC LIMIT $1
@@ -73,7 +76,7 @@ async def get_latest_tracks(call: Call) -> dict[str, Any]:
         tracks = await call.tracks([r["uri"] for r in rows])
     else:
         rows = await call.pool.fetch(call.sql(_LATEST.format(where=where)), *args)
-        tracks = [r["view"] for r in rows]
+        tracks = [orjson.loads(r["view"]) for r in rows]  # JSON text (hydrate.TRACK_VIEW_SQL)
         if call.viewer is not None and tracks:
             await add_viewer_state(call.pool, tracks, call.viewer, call.state.likes)
     return _paged({"tracks": tracks}, _page_cursor(rows, limit, "sort_at", "uri"))

@@ -25,6 +25,12 @@ The requests are drawn before the load starts, like real traffic:
 wrk replays the drawn requests (a Lua script reads the request file); each path is also run on
 its own (its requests from the same draw) for per-path figures. Without wrk (`--smoke` only), an
 aiohttp client loop sends them.
+
+With `--labels N` (200 in `--smoke`) everything is measured a second time in the same run, the
+AppView then subscribed to one labeler and moderating with it (PLYR_LABELERS,
+PLYR_MODERATION_LABELERS) and N labels of that labeler in `labels` (tests/support/bench_labels.py:
+content labels, takedowns, account and comment labels, negations, expiries), and both passes
+are printed side by side; the labels are deleted at the end, also when the run fails.
 """
 
 from __future__ import annotations
@@ -40,12 +46,13 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: import the project
 
+from tests.support import bench_labels  # noqa: E402
 from tests.support.bench_load import (  # noqa: E402
     LoadResult,
     Request,
@@ -216,6 +223,17 @@ def setups(args: argparse.Namespace, read_url: str) -> list[Setup]:
     return [Setup(n) for n in counts] + ([Setup(n, read_url) for n in counts] if read_url else [])
 
 
+def row_name(path: str, setup: Setup, every_setup: Sequence[Setup], labels: int = 0) -> str:
+    """A row's name: the path, then which setup (when there are several) and the labels."""
+    tags = [setup.label()] if len(every_setup) > 1 else []
+    if labels:
+        tags.append(f"{labels} labels")
+    return path + (f" [{', '.join(tags)}]" if tags else "")
+
+
+PATHS = ["whole mix", *(k.name for k in KINDS), "authenticated viewers (their share of the mix)"]
+
+
 def run(db_url: str, args: argparse.Namespace, read_url: str = "") -> list[tuple[str, LoadResult]]:
     universe = asyncio.run(read_universe(db_url, args.viewers))
     print(f"universe: {len(universe.tracks)} tracks, {len(universe.artists)} artists, "
@@ -233,14 +251,16 @@ def run(db_url: str, args: argparse.Namespace, read_url: str = "") -> list[tuple
     plc_url = viewers.start_plc()
     every_setup = setups(args, read_url)
     drawn: list[tuple[Kind, Request]] = []
-    try:
+
+    def measure_setups(labels: int) -> None:
+        """Every setup's rows; with `labels`, the AppView hears the benchmark's labeler."""
+        nonlocal drawn
         for setup in every_setup:
-            # One setup: the rows as always; several: each row says which setup it is.
-            suffix = f" [{setup.label()}]" if len(every_setup) > 1 else ""
             app, base = start_appview(db_url, plc_url, microcache=0.0, coalesce=not args.no_coalesce,
-                                      pool_max=args.pool_max, workers=setup.workers, read_urls=setup.read_url)
+                                      pool_max=args.pool_max, workers=setup.workers, read_urls=setup.read_url,
+                                      settings=bench_labels.settings() if labels else None)
             try:
-                if not drawn:  # the same requests for every setup
+                if not drawn:  # the same requests for every setup, with labels or not
                     page_feeds(base, universe, args.feed_depth)
                     drawn = draw_requests(universe, viewers, args)
                     describe(drawn, universe)
@@ -248,36 +268,68 @@ def run(db_url: str, args: argparse.Namespace, read_url: str = "") -> list[tuple
                 every = [req for _, req in drawn]
                 if args.warmup:
                     load(base, every, duration=args.warmup, connections=args.connections)
-                rows.append(("whole mix" + suffix, measure(base, every)))
-                for kind in KINDS:
-                    rows.append((kind.name + suffix, measure(base, [r for k, r in drawn if k is kind])))
-                rows.append(("authenticated viewers (their share of the mix)" + suffix,
-                             measure(base, [r for _, r in drawn if r.token])))
+                by_path = {"whole mix": every, **{k.name: [r for d, r in drawn if d is k] for k in KINDS},
+                           PATHS[-1]: [r for _, r in drawn if r.token]}
+                for path in PATHS:
+                    rows.append((row_name(path, setup, every_setup, labels), measure(base, by_path[path])))
             finally:
                 stop(app)
+
+    try:
+        measure_setups(0)
+        if args.labels:
+            # Never a takedown on a track page the draw asks for: it would answer 404.
+            spare = {parse_qs(urlsplit(r.path).query)["uri"][0] for k, r in drawn
+                     if k.method == "fm.plyr.feed.getTrack"}
+            with bench_labels.labelled(db_url, args.labels, spare, args.random_seed) as inserted:
+                print(inserted.describe())
+                if read_url:
+                    asyncio.run(wait_replayed(db_url, read_url))
+                measure_setups(args.labels)
     finally:
         viewers.stop()
     return rows
 
 
 def compare(rows: Sequence[tuple[str, LoadResult]], args: argparse.Namespace, read_url: str) -> list[str]:
-    """Each setup against its baseline in this run: a replica against the same worker count
-    without one, N workers against the first count given."""
+    """Each setup against its baseline in this run (without labels): a replica against the same
+    worker count without one, N workers against the first count given."""
     every_setup = setups(args, read_url)
     if len(every_setup) < 2:
         return []
-    by_label = dict(rows)
-    paths = ["whole mix", *(k.name for k in KINDS), "authenticated viewers (their share of the mix)"]
+    by_name = dict(rows)
     lines = []
     for setup in every_setup[1:]:
         base = Setup(setup.workers) if setup.read_url else every_setup[0]
         if base == setup:
             continue
         lines.append(f"{setup.label()} vs {base.label()}: req/s ratio, p99 ratio (below 1: faster)")
-        for path in paths:
-            new, old = by_label[f"{path} [{setup.label()}]"], by_label[f"{path} [{base.label()}]"]
+        for path in PATHS:
+            new = by_name[row_name(path, setup, every_setup)]
+            old = by_name[row_name(path, base, every_setup)]
             lines.append(f"  {path:<50} req/s x{new.rps / max(old.rps, 1e-9):.2f}  "
                          f"p99 x{new.p99_ms / max(old.p99_ms, 1e-9):.2f}")
+    return lines
+
+
+def compare_labels(rows: Sequence[tuple[str, LoadResult]], args: argparse.Namespace, read_url: str) -> list[str]:
+    """Each setup's rows without labels and with them, side by side, and their ratios."""
+    if not args.labels:
+        return []
+    every_setup = setups(args, read_url)
+    by_name = dict(rows)
+    lines = []
+    for setup in every_setup:
+        where = f" [{setup.label()}]" if len(every_setup) > 1 else ""
+        lines.append(f"\nwithout labels vs with {args.labels} labels{where}:")
+        lines.append(f"{'path':<50} {'req/s':>7} {'p99 ms':>8}   {'labels:':<7} {'req/s':>7} {'p99 ms':>8}"
+                     f"   {'req/s ratio':>11} {'p99 ratio':>9}")
+        for path in PATHS:
+            old = by_name[row_name(path, setup, every_setup)]
+            new = by_name[row_name(path, setup, every_setup, args.labels)]
+            lines.append(f"{path:<50} {old.rps:>7.0f} {old.p99_ms:>8.2f}   {'':<7} {new.rps:>7.0f} "
+                         f"{new.p99_ms:>8.2f}   {'x':>5}{new.rps / max(old.rps, 1e-9):<6.2f}"
+                         f" {'x':>3}{new.p99_ms / max(old.p99_ms, 1e-9):<6.2f}")
     return lines
 
 
@@ -366,13 +418,19 @@ def main() -> None:
                              " the replica is the baseline)")
     parser.add_argument("--keep-db", metavar="NAME",
                         help="use (and keep) this database; seed it only when it has no tracks")
+    parser.add_argument("--labels", type=int, metavar="N",
+                        help="then measure everything again with N labels of one labeler the AppView"
+                             " subscribes to and obeys (tests/support/bench_labels.py: inserted for"
+                             " that pass, deleted afterwards); default 0, with --smoke 200")
     args = parser.parse_args()
     if args.smoke:
         args.tracks, args.artists, args.likes, args.comments, args.plays = 300, 30, 3000, 600, 600
         args.duration, args.warmup, args.connections = 1, 0, 4
         args.requests, args.viewers, args.feed_depth = 400, 4, 4
+        args.labels = 200 if args.labels is None else args.labels
     elif not have_wrk():
         sys.exit("wrk is not installed (apt-get install -y wrk); only --smoke runs without it")
+    args.labels = args.labels or 0
     pair = start_streaming_pair() if args.replica else None
     try:
         server = pair.primary.url if pair else server_url()
@@ -394,10 +452,13 @@ def main() -> None:
     hello = rows[0][1]
     print()
     print(table(rows, hello))
-    for line in compare(rows, args, read_url):
+    for line in compare(rows, args, read_url) + compare_labels(rows, args, read_url):
         print(line)
     print(f"\nmicrocache off, coalescing {'off' if args.no_coalesce else 'on'}; load: {hello.tool}, "
           f"one thread, {args.connections} connections, {args.duration:g} s per row")
+    if args.labels:
+        print(f"rows [{args.labels} labels]: the AppView subscribes to and moderates with {bench_labels.LABELER_DID}"
+              f" (PLYR_LABELERS, PLYR_MODERATION_LABELERS); the other rows: no labeler configured")
     print("command:", " ".join([".venv/bin/python", "tests/benchmarks/bench_appview_mix.py", *sys.argv[1:]]))
     # Slow answers are a result, except in --smoke, where nothing may go wrong.
     broken = [name for name, r in rows if r.failed or (args.smoke and r.timeouts)]

@@ -240,7 +240,8 @@ async def test_web_pages_csp_nosniff_and_http_urls_only(world: World, make_clien
     assert oembed["thumbnail_url"] == "https://cdn.plyr.test/c.png"
 
     # The rule is one pattern, applied in Python (pages) and in SQL (views): they agree.
-    servable = ("https://a.test/x", "HTTP://A.TEST", "https://a.test/é?q=1#f", "http://127.0.0.1:8080/t.mp3")
+    servable = ("https://a.test/x", "HTTP://A.TEST", "hTtPs://a.test/Q", "https://a.test/é?q=1#f",
+                "http://127.0.0.1:8080/t.mp3")
     refused = (*_HOSTILE_URLS, "https://", "https://a b", " https://a.test", "https://a.test/\n",
                "https://a.test\n", "ftp://a.test", "//a.test/x", "https:a.test", "")
     for url in servable + refused:

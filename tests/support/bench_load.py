@@ -173,9 +173,10 @@ class Viewers:
 
 def start_appview(db_url: str, plc_url: str, *, microcache: float, coalesce: bool = True,
                   pool_max: int = 4, workers: int = 1, read_urls: str = "",
+                  settings: dict[str, str] | None = None,
                   ) -> tuple[subprocess.Popen[bytes], str]:
     """`plyr serve` in its own process on a free port (`workers` processes sharing it, reading
-    from the replicas `read_urls`); returns it and its base URL."""
+    from the replicas `read_urls`, with more PLYR_* `settings`); returns it and its base URL."""
     port = free_port()
     env = child_env(
         DATABASE_URL=db_url, PLYR_APPVIEW_PORT=str(port), PLYR_PLC_URL=plc_url,
@@ -185,6 +186,7 @@ def start_appview(db_url: str, plc_url: str, *, microcache: float, coalesce: boo
         PLYR_APPVIEW_COALESCE="1" if coalesce else "0",
         PLYR_DB_POOL_MAX=str(pool_max),  # 2 cores: fewer, busier connections
         PLYR_APPVIEW_WORKERS=str(workers), PLYR_DATABASE_READ_URLS=read_urls,
+        **(settings or {}),
     )  # fmt: skip
     proc = subprocess.Popen([PY, "-m", "plyr", "serve", "--port", str(port)], env=env)
     base = f"http://127.0.0.1:{port}"

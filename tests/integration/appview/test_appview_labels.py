@@ -306,12 +306,66 @@ async def test_a_labelled_page_costs_the_same_statements(make_client: Any, world
 async def test_the_removal_anti_join_uses_labels_removing(pool: asyncpg.Pool) -> None:
     from appview.hydrate import _TRACKS_SQL
     from appview.labels import Moderation
+    from appview.methods.feed import _ACTOR_LIKES
 
-    sql = Moderation((MOD,)).sql(_TRACKS_SQL)
+    # Skeletons anti-join on the small partial index...
+    sql = Moderation((MOD,)).sql(_ACTOR_LIKES.format(where=""))
     assert "@removed" not in sql and "labels rm" in sql
+    # ...and track views, which read every label of the track and its artist anyway, decide
+    # removal from those rows: one probe of the labels primary key per track for all of it.
+    views = Moderation((MOD,)).sql(_TRACKS_SQL)
+    assert "@removing" not in views and "labels rm" not in views and f"ARRAY['{MOD}']" in views
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL enable_seqscan = off")  # tiny tables: see what it can use
-        plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, ["at://did:plc:x/fm.plyr.track/1"]))
+        plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, 50, "did:plc:x"))
+        view_plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + views, ["at://did:plc:x/fm.plyr.track/1"]))
     assert "labels_removing" in plan, plan
-    # No moderation labeler: no anti-join at all.
-    assert "labels rm" not in Moderation(()).sql(_TRACKS_SQL)
+    assert view_plan.count("labels_pkey") == 1 and "labels_removing" not in view_plan, view_plan
+    # No moderation labeler: no anti-join at all, and nothing a track view's labels remove.
+    assert "labels rm" not in Moderation(()).sql(_ACTOR_LIKES.format(where=""))
+    assert "bool_or((false))" in Moderation(()).sql(_TRACKS_SQL)
+
+
+async def test_track_views_list_labels_as_the_per_subject_query_does(world: World, pool: asyncpg.Pool) -> None:
+    """Track views read a track's and its artist's labels in one probe (appview/hydrate.py):
+    the same labels, in the same (src, val) order, as labels_sql (what the other views use)
+    reads for each subject; versions, negations, expiry and removal as there."""
+    from appview.hydrate import read_track_views
+    from appview.labels import Moderation, labels_sql
+
+    ann = await world.account("ann")
+    track = await world.track(ann, "Many Labels", labels={"$type": "com.atproto.label.defs#selfLabels",
+                                                          "values": [{"val": "explicit"}]})
+    other = await world.track(ann, "Other")
+    cid = await pool.fetchval("SELECT cid FROM tracks WHERE uri = $1", track)
+    labels = Labels(pool)
+    past, future = datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC) + timedelta(days=1)
+    for src, val in (("did:web:z.test", "spam"), (LAB, "rude"), (MOD, "porn"), (LAB, "nudity"), (FAR, "!warn")):
+        await labels.put(src, track, val)
+    await labels.put(MOD, track, "sexual", cid=cid)
+    await labels.put(MOD, track, "graphic-media", cid="bafyreianotherversion")  # another version
+    await labels.put(LAB, track, "gore", exp=past)
+    await labels.put(LAB, track, "!warn", exp=future)
+    await labels.negate(LAB, track, "spam")
+    await labels.put(LAB, ann.did, "spam")
+    await labels.put(MOD, ann.did, "!warn")
+    await labels.put(MOD, other, "!hide", exp=past)  # expired: not removed
+    mod = Moderation((MOD,))
+    views = await read_track_views(pool, [track, other], mod)
+    expected = await pool.fetchrow(
+        f"SELECT {labels_sql('t.uri', cid='t.cid')} AS own, {labels_sql('t.did')} AS theirs FROM tracks t WHERE t.uri = $1",
+        track)  # fmt: skip
+    assert expected is not None
+    assert views[track]["_labels"] == expected["own"] and views[track]["author"]["_labels"] == expected["theirs"]
+    assert [(lb["src"], lb["val"]) for lb in views[track]["_labels"]] == [
+        (FAR, "!warn"), (LAB, "!warn"), (LAB, "nudity"), (LAB, "rude"), (MOD, "porn"), (MOD, "sexual"),
+        ("did:web:z.test", "spam")]  # fmt: skip
+    assert [lb["val"] for lb in views[track]["author"]["_labels"]] == ["spam", "!warn"]
+    assert views[track]["labels"][0]["val"] == "explicit"  # self labels as before
+    assert "_labels" not in views[other] and other in views
+    await labels.put(MOD, other, "!hide")  # a moderation labeler removes it
+    await labels.put(LAB, track, "!takedown")  # not a moderation labeler: still there
+    assert set(await read_track_views(pool, [track, other], mod)) == {track}
+    await labels.put(MOD, ann.did, "!takedown")  # the artist removed: all of theirs gone
+    assert await read_track_views(pool, [track, other], mod) == {}
+    assert set(await read_track_views(pool, [track, other], Moderation(()))) == {track, other}

@@ -191,3 +191,33 @@ async def test_ttl_cache_serves_stale_while_one_refresh_runs() -> None:
     await asyncio.sleep(0.1)  # the single background refresh has landed
     assert calls == 2
     assert await cache.get("k", 10, load, stale_for=5) in (2, 3)
+
+
+def test_serving_sets_the_collector_for_a_view_cache_full_of_young_views() -> None:
+    import gc
+
+    from appview.service import GC_THRESHOLDS, tune_collector
+
+    before = gc.get_threshold()
+    try:
+        tune_collector()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0  # what start-up built is out of the collector's reach
+        # young collections wait for more than a few 50-track pages' worth of containers
+        assert GC_THRESHOLDS[0] >= 10_000
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+@given(st.lists(st.sampled_from([*"hHtTpPsS:/?#\\.aZé \x01\x1f\x7f-", "https://", "HTTP://", "hTtPs://"]),
+                max_size=12).map("".join))
+def test_the_case_spelled_url_pattern_is_the_case_insensitive_one(text: str) -> None:
+    """appview/urls.py: SQL matches SERVABLE_URL_PATTERN_CASED with `~`, which must accept
+    exactly what SERVABLE_URL_PATTERN does ignoring (ASCII) case."""
+    import re
+
+    from appview.urls import SERVABLE_URL_PATTERN, SERVABLE_URL_PATTERN_CASED
+
+    cased = re.search(SERVABLE_URL_PATTERN_CASED, text) is not None
+    assert cased == (re.search(SERVABLE_URL_PATTERN, text, re.IGNORECASE | re.ASCII) is not None)
