@@ -19,6 +19,7 @@ import asyncpg
 
 from core.db import Connection
 from media import jobs
+from media.copyright.store import request_scan
 from media.images import ImageError, process_image
 from media.probe import ProbeError, probe_file
 from media.receive import Received, temp_path
@@ -137,6 +138,9 @@ async def ingest_audio(
             )
             assert row is not None  # an upsert with RETURNING: always one row
             url = row["url"]
+            if ctx.settings.copyright_scan:
+                # Every audio we hold is scanned once (media/copyright/), uploads and blob copies.
+                await request_scan(conn, sha, owner=owner)
             job_id = None
             stream_ready = True
             if transcode:

@@ -107,15 +107,17 @@ async def enqueue(
     payload: dict[str, Any],
     max_attempts: int = 3,
     dedupe_key: str | None = None,
+    delay_s: float = 0.0,
 ) -> int:
     """Queue a job and return its id. With `dedupe_key`, a live job of the same key is reused.
+    `delay_s`: not due before then (a retry asked for from outside the worker).
 
     Runs on the caller's connection, so a job queued inside a transaction exists only if the
     transaction commits (the NOTIFY is delivered at commit too).
     """
     row = await conn.fetchrow(
-        """INSERT INTO media_jobs (kind, owner, payload, max_attempts, dedupe_key, phase)
-           VALUES ($1, $2, $3, $4, $5, 'queued')
+        """INSERT INTO media_jobs (kind, owner, payload, max_attempts, dedupe_key, phase, run_after)
+           VALUES ($1, $2, $3, $4, $5, 'queued', now() + make_interval(secs => $6::float8))
            ON CONFLICT (kind, dedupe_key)
                WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running')
            DO NOTHING
@@ -125,6 +127,7 @@ async def enqueue(
         payload,
         max_attempts,
         dedupe_key,
+        delay_s,
     )
     if row is None:
         existing = await conn.fetchval(
@@ -135,7 +138,8 @@ async def enqueue(
         )
         if existing is not None:
             return int(existing)
-        return await enqueue(conn, kind=kind, owner=owner, payload=payload, max_attempts=max_attempts, dedupe_key=dedupe_key)
+        return await enqueue(conn, kind=kind, owner=owner, payload=payload, max_attempts=max_attempts,
+                             dedupe_key=dedupe_key, delay_s=delay_s)
     await conn.execute("SELECT pg_notify($1, $2)", NEW_JOB_CHANNEL, kind)
     return int(row["id"])
 

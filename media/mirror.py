@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from core.net import guard_refusal, outbound_connector
+from media.copyright.store import request_scan
 from media.ingest import BadMedia, ingest_audio
 from media.job_context import JobContext, JobFailed
 from media.receive import TooLarge, receive
@@ -161,8 +162,11 @@ async def run_mirror(ctx: JobContext) -> dict[str, Any]:
         )
         stream_url = made["streamUrl"]
     await ctx.progress(0.97, "recording our copy")
-    async with media.pool.acquire() as conn:
+    async with media.pool.acquire() as conn, conn.transaction():
         await conn.execute(_RECORD_MIRROR, track_uri, blob_cid, stream_url)
+        if media.settings.copyright_scan:
+            # Scanned for this track unless the audio was scanned already (media/copyright/).
+            await request_scan(conn, sha, owner=did, track_uri=track_uri)
         current = await conn.fetchval(
             "SELECT 1 FROM tracks WHERE uri = $1 AND audio_blob_cid = $2", track_uri, blob_cid
         )

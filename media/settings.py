@@ -58,6 +58,12 @@ class MediaSettings(Settings):
     job_max_attempts: int = setting(
         "PLYR_MEDIA_JOB_MAX_ATTEMPTS", 3, "attempts of a job (mirrors: 5)", minimum=1, group="media"
     )
+    copyright_scan: bool = setting(
+        "PLYR_MEDIA_COPYRIGHT_SCAN", True,
+        "scan every audio we store (uploads, PDS blob copies) for copyright matches: a `copyright_scan` job each "
+        "(README: Copyright scanning)",
+        group="media",
+    )  # fmt: skip
     fetch_timeout_s: float = setting(
         "PLYR_MEDIA_FETCH_TIMEOUT_S", 600.0, "getBlob download limit (seconds)", group="media"
     )

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Counter, Histogram
 
 from media import jobs
+from media.copyright.scan import run_copyright_scan
 from media.errors import describe, exhausted_errno
 from media.exports import run_export
 from media.ingest import MediaContext
@@ -43,7 +44,8 @@ JOB_SECONDS = Histogram(
 
 
 def default_handlers() -> dict[str, Handler]:
-    return {"transcode": run_transcode, "verify": run_verify, "mirror": run_mirror, "export": run_export}
+    return {"transcode": run_transcode, "verify": run_verify, "mirror": run_mirror, "export": run_export,
+            "copyright_scan": run_copyright_scan}
 
 
 def worker_name(index: int) -> str:

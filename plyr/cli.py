@@ -12,11 +12,13 @@ import click
 
 from appview import cli as appview_cli
 from appview.moderation import cli as moderation_cli
+from appview.moderation import copyright_cli as review_cli
 from core import cli as core_cli
 from indexer import cli as indexer_cli
 from indexer.backfill import cli as backfill_cli
 from indexer.labels import cli as labels_cli
 from media import cli as media_cli
+from media.copyright import cli as copyright_cli
 from plyr.services import SERVICES
 
 if TYPE_CHECKING:
@@ -72,6 +74,17 @@ def _ensure_labeler_key(settings: CoreSettings) -> None:
 for _module in (core_cli, indexer_cli, backfill_cli, labels_cli, appview_cli, moderation_cli, media_cli):
     for _command in _module.commands:
         cli.add_command(_command)
+
+
+@cli.group("moderation")
+def moderation() -> None:
+    """Copyright scanning: the reference catalog, scans of the audio we hold, and their review."""
+
+
+# One group over two services: media scans (media/copyright/cli.py), the AppView reviews
+# (appview/moderation/copyright_cli.py); neither imports the other.
+for _command in (*copyright_cli.commands, *review_cli.commands):
+    moderation.add_command(_command)
 
 
 def main() -> None:

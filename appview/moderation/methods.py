@@ -18,7 +18,7 @@ from appview import cursor
 from appview.context import Call, Route
 from appview.errors import XRPCError, invalid_request
 from appview.labeler.store import LabelSigner
-from appview.moderation import actions, reports
+from appview.moderation import actions, copyright, reports
 from appview.moderation.subjects import ModerationError, parse_subject
 
 log = logging.getLogger("plyr.moderation")
@@ -118,6 +118,34 @@ async def list_reports(call: Call) -> dict[str, Any]:
     return out
 
 
+async def list_scans(call: Call) -> dict[str, Any]:
+    p = call.params
+    before = cursor.decode(p["cursor"], int)[0] if "cursor" in p else None
+    async with call.pool.acquire() as conn:
+        views, last = await copyright.list_scans(conn, limit=p["limit"], before=before, status=p.get("status"),
+                                                 unreviewed=p.get("unreviewed", False))  # fmt: skip
+    out: dict[str, Any] = {"scans": views}
+    if last is not None:
+        out["cursor"] = cursor.encode(last)
+    return out
+
+
+async def resolve_scan(call: Call) -> dict[str, Any]:
+    body = call.body
+    try:
+        async with call.pool.acquire() as conn:
+            done = await copyright.resolve_scan(
+                conn, call.state.labeler, scan_id=body["scan"], resolution=body["resolution"], note=body["note"],
+                reviewer=call.viewer or "", tracks=body.get("tracks"),
+            )  # fmt: skip
+    except copyright.LabelerMissing as exc:
+        raise XRPCError(503, "LabelerNotConfigured", str(exc)) from None
+    log.info("copyright scan resolved", extra={"scan": body["scan"], "resolution": body["resolution"],
+                                               "moderator": call.viewer, "review": done.review["id"]})  # fmt: skip
+    return {"review": done.review, "actions": done.actions, "labels": [lb.to_json() for lb in done.labels],
+            "allowlisted": done.allowlisted}  # fmt: skip
+
+
 async def create_report(call: Call) -> dict[str, Any]:
     reporter = call.viewer
     assert reporter is not None  # the route requires auth
@@ -146,5 +174,7 @@ ROUTES: dict[str, Route] = {
     NS + "resolveReports": Route(moderator_only(resolve_reports), auth="required"),
     NS + "listActions": Route(moderator_only(list_actions), auth="required"),
     NS + "listReports": Route(moderator_only(list_reports), auth="required"),
+    NS + "listScans": Route(moderator_only(list_scans), auth="required"),
+    NS + "resolveScan": Route(moderator_only(resolve_scan), auth="required"),
     "com.atproto.moderation.createReport": Route(create_report, auth="required"),
 }

@@ -55,6 +55,13 @@ EXPECTED: dict[str, list[str]] = {
         rf'"rss_growth_mb": {NUMBER}',
         r"RESULT: not judged \(--smoke\)",
     ],
+    "bench_fingerprint.py": [
+        rf"fingerprinting: .* -> {NUMBER}x real time on one core",
+        rf"matched a {NUMBER}-minute mix against {NUMBER} references: cold {NUMBER} ms, best {NUMBER} ms",
+        r"mix: 3 of 3 pieces found with their offsets within 1 s; 0 unexpected matches",
+        rf"false positives: 0 of {NUMBER} unrelated queries",
+        r"RESULT: not judged \(--smoke\)",
+    ],
     "bench_backfill_pds.py": [rf"backfill: 3 repos, 30 records indexed in .* -> {NUMBER} records/s"],
     "bench_appview.py": [
         rf"aiohttp hello-world +{NUMBER} +{NUMBER} +{NUMBER} +100%",

@@ -71,7 +71,8 @@ async def test_fuzzer_finds_no_server_errors(pool: asyncpg.Pool, world: World, p
         for nsid in ("fm.plyr.play.recordPlay", "fm.plyr.viewer.getQueue", "fm.plyr.viewer.putQueue",
                      "fm.plyr.viewer.getPreferences", "fm.plyr.viewer.putPreferences",
                      "com.atproto.moderation.createReport", *(f"fm.plyr.moderation.{name}" for name in (
-                         "takedown", "restore", "label", "resolveReports", "listActions", "listReports"))):
+                         "takedown", "restore", "label", "resolveReports", "listActions", "listReports", "listScans",
+                         "resolveScan"))):
             token = fan.token(nsid, exp_in=900)
             code, out = await _schemathesis(base, "--include-operation-id", nsid,
                                             "-H", f"Authorization: Bearer {token}", known=known)

@@ -48,6 +48,9 @@ def media_settings(data_dir: Path, **overrides: Any) -> MediaSettings:
         transcode_timeout_s=120.0,
         job_lease_s=30.0,
         job_max_attempts=3,
+        # Off unless a test asks for it: the other tests count the jobs an upload queues
+        # (tests/integration/media/test_copyright_scans.py turns it on).
+        copyright_scan=False,
         fetch_timeout_s=30.0,
         export_ttl_s=3600.0,
         server_key=SERVER_KEY,

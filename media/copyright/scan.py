@@ -1,0 +1,225 @@
+"""One scan of one audio object, and the `copyright_scan` job that runs it.
+
+A scan reads the stored object (the local file in place, or a temporary copy from S3), has it
+fingerprinted whole (media/fingerprint/), stores the fingerprint (once per audio), finds the
+matches of at least MIN_MATCH_S in the reference catalog and in the other audio we hold, and
+writes its `copyright_scans` row: `flagged` with the matches, `clear` without, or `error` with the
+message when anything about the audio fails (the object missing from storage, ffmpeg failing on
+a corrupt file). What is left out of the matches: this audio itself (its tracks, its earlier
+fingerprints), other audio of the same artist, and references allow-listed for the artist
+(original artists, appview/moderation/copyright.py).
+
+The job (payload {sha256, track_uri?, previous_attempts?}) turns an `error` into a failed attempt,
+which the worker retries after media/jobs.py's backoff, up to store.SCAN_MAX_ATTEMPTS; each
+attempt writes its own row, an error's row saying when the next one is due.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from core.db import Connection
+from media import fingerprint
+from media.copyright import store
+from media.errors import exhausted_errno
+from media.ingest import MediaContext
+from media.job_context import JobContext, JobFailed
+from media.jobs import LeaseLost, backoff_s
+from media.transcode_job import local_copy
+
+log = logging.getLogger("plyr.media.copyright")
+
+MIN_MATCH_S = 10.0  # a shorter common stretch is no match (a sample, a jingle, noise)
+
+Progress = Callable[[float | None, str | None], Awaitable[None]]
+
+
+class ScanFailed(RuntimeError):
+    """An attempt ended as an `error` row; the job retries it."""
+
+
+@dataclass(frozen=True)
+class ScanOutcome:
+    scan_id: int
+    status: str                     # clear, flagged or error
+    matches: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    track_uri: str | None = None
+    audio_missing: bool = False     # no media object of that sha-256 at all: retrying cannot help
+
+
+def did_of(uri: str | None) -> str | None:
+    if uri is None or not uri.startswith("at://"):
+        return None
+    return uri[5:].split("/", 1)[0] or None
+
+
+def match_json(m: fingerprint.Match, *, track_uri: str | None, audio: str | None) -> dict[str, Any]:
+    return {
+        "reference_id": m.reference_id,
+        "track_uri": track_uri,
+        "audio": audio,  # the sha-256 of the other audio we hold, for a match that is no reference
+        "fingerprint_id": m.fingerprint_id,
+        "offset_s": round(m.offset_s, 3),
+        "reference_offset_s": round(m.reference_offset_s, 3),
+        "length_s": round(m.length_s, 3),
+        "similarity": round(m.similarity, 4),
+    }
+
+
+# ffmpeg decodes what it can of a damaged file: a fingerprint of a fraction of the audio is not a
+# scan of it, and must not read as clear. Chromaprint's values cover the audio but its last few
+# seconds (each value spans 2.7 s), hence the slack.
+MIN_COVERAGE = 0.9
+COVERAGE_SLACK_S = 5.0
+
+
+def check_coverage(fingerprinted_s: float, duration_s: float | None) -> None:
+    """Raise when the fingerprint covers clearly less than the audio's probed duration."""
+    if duration_s and fingerprinted_s < MIN_COVERAGE * duration_s - COVERAGE_SLACK_S:
+        raise fingerprint.FingerprintError(
+            f"fingerprinted {fingerprinted_s:.1f} s of audio that lasts {duration_s:.1f} s (damaged or truncated file)"
+        )
+
+
+async def _artists_of(conn: Connection, sha256: str) -> tuple[list[tuple[str, str]], set[str]]:
+    tracks = await store.tracks_of(conn, sha256)
+    artists = {did for _, did in tracks}
+    if (uploader := await store.uploader_of(conn, sha256)) is not None:
+        artists.add(uploader)
+    return tracks, artists
+
+
+async def _kept_matches(
+    conn: Connection,
+    found: list[fingerprint.Match],
+    *,
+    sha256: str,
+    fingerprint_id: int,
+    tracks: list[tuple[str, str]],
+    artists: set[str],
+) -> list[dict[str, Any]]:
+    """The matches a moderator has to see, in the order they occur in the audio."""
+    same_tracks = {uri for uri, _ in tracks}
+    other_audio = await store.audio_of_fingerprints(
+        conn, [m.fingerprint_id for m in found if m.reference_id is None]
+    )
+    allowed = await store.allowlisted(conn, artists, [m.reference_id for m in found if m.reference_id is not None])
+    kept: list[dict[str, Any]] = []
+    for m in found:
+        if m.fingerprint_id == fingerprint_id or (m.track_uri is not None and m.track_uri in same_tracks):
+            continue  # this audio itself
+        if m.reference_id is not None:
+            if artists and all((artist, m.reference_id) in allowed for artist in artists):
+                continue  # the original artist's own work
+            kept.append(match_json(m, track_uri=m.track_uri, audio=None))
+            continue
+        other = other_audio.get(m.fingerprint_id)
+        if other == sha256:
+            continue  # an older fingerprint of this audio
+        other_tracks: list[tuple[str, str]] = []
+        other_artists = {d for d in (did_of(m.track_uri),) if d is not None}
+        if other is not None:
+            other_tracks, more = await _artists_of(conn, other)
+            other_artists |= more
+        if artists & other_artists:
+            continue  # the same artist's audio again: theirs to publish twice
+        track = m.track_uri or (other_tracks[0][0] if other_tracks else None)
+        kept.append(match_json(m, track_uri=track, audio=other))
+    kept.sort(key=lambda j: (j["offset_s"], j["reference_offset_s"]))
+    return kept
+
+
+async def scan_audio(
+    media: MediaContext,
+    sha256: str,
+    *,
+    track_uri: str | None = None,
+    job_id: int | None = None,
+    attempt: int = 1,
+    retry_in_s: float | None = None,
+    progress: Progress | None = None,
+) -> ScanOutcome:
+    """Scan the audio object `sha256` once and write the attempt's row (see the module doc).
+
+    Database failures, a lost lease and running out of disk or memory are raised (not the
+    audio's fault: no row); everything else that goes wrong is an `error` row."""
+    started = datetime.now(UTC)
+    pool = media.pool
+    audio = await store.audio_object(pool, sha256)
+    if audio is None:
+        message = f"no stored audio {sha256}"
+        scan_id = await store.record_scan(pool, audio=None, sha256=sha256, track_uri=track_uri, job_id=job_id,
+                                          attempt=attempt, status="error", started_at=started, error=message)  # fmt: skip
+        return ScanOutcome(scan_id, "error", error=message, track_uri=track_uri, audio_missing=True)
+    try:
+        if progress is not None:
+            await progress(0.0, "fingerprinting")
+        async with local_copy(media, audio.storage_key) as path:
+            fp = await fingerprint.fingerprint_file(path, ffmpeg=media.ffmpeg)
+        check_coverage(fp.duration_s, audio.duration_s)
+        if progress is not None:
+            await progress(0.9, "matching")
+        async with pool.acquire() as conn, conn.transaction():
+            tracks, artists = await _artists_of(conn, sha256)
+            track_uri = track_uri or (tracks[0][0] if tracks else None)
+            if (d := did_of(track_uri)) is not None:
+                artists.add(d)
+            fid = await store.own_fingerprint(conn, sha256)
+            if fid is None:
+                # Keyed by the track it plays as, or by the audio itself before any track does.
+                fid = await fingerprint.store_fingerprint(
+                    conn, track_uri=track_uri, reference_id=None, fp=fp,
+                    audio_sha256=None if track_uri else sha256,
+                )  # fmt: skip
+            found = await fingerprint.find_matches(conn, fp, exclude_track_uri=track_uri, min_length_s=MIN_MATCH_S)
+            matches = await _kept_matches(conn, found, sha256=sha256, fingerprint_id=fid, tracks=tracks,
+                                          artists=artists)  # fmt: skip
+            status = "flagged" if matches else "clear"
+            scan_id = await store.record_scan(
+                conn, audio=audio, sha256=sha256, track_uri=track_uri, job_id=job_id, attempt=attempt,
+                status=status, started_at=started, matches=matches, engine=fp.engine, fingerprint_id=fid,
+                duration_s=fp.duration_s,
+            )  # fmt: skip
+        log.info("copyright scan", extra={"sha256": sha256, "scan": scan_id, "status": status,
+                                          "matches": len(matches), "track": track_uri})  # fmt: skip
+        return ScanOutcome(scan_id, status, matches, track_uri=track_uri)
+    except (LeaseLost, asyncpg.PostgresError, asyncpg.InterfaceError):
+        raise
+    except Exception as exc:
+        if exhausted_errno(exc) is not None:
+            raise  # a full disk is not the audio's fault: the worker puts the job back
+        message = str(exc) or type(exc).__name__
+        scan_id = await store.record_scan(pool, audio=audio, sha256=sha256, track_uri=track_uri, job_id=job_id,
+                                          attempt=attempt, status="error", started_at=started, error=message,
+                                          retry_in_s=retry_in_s)  # fmt: skip
+        log.warning("copyright scan failed", extra={"sha256": sha256, "scan": scan_id, "error": message,
+                                                    "attempt": attempt})  # fmt: skip
+        return ScanOutcome(scan_id, "error", error=message, track_uri=track_uri)
+
+
+async def run_copyright_scan(ctx: JobContext) -> dict[str, Any]:
+    job = ctx.job
+    payload = job.payload
+    again = job.attempts < job.max_attempts
+    outcome = await scan_audio(
+        ctx.media,
+        payload["sha256"],
+        track_uri=payload.get("track_uri"),
+        job_id=job.id,
+        attempt=int(payload.get("previous_attempts") or 0) + job.attempts,
+        retry_in_s=backoff_s(job.attempts) if again else None,
+        progress=ctx.progress,
+    )
+    if outcome.audio_missing:
+        raise JobFailed(outcome.error or "no stored audio")
+    if outcome.status == "error":
+        raise ScanFailed(f"copyright scan {outcome.scan_id} failed: {outcome.error}")
+    return {"scanId": outcome.scan_id, "status": outcome.status, "matches": len(outcome.matches),
+            "trackUri": outcome.track_uri}  # fmt: skip

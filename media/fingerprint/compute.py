@@ -1,0 +1,218 @@
+"""Chromaprint fingerprints of whole files, computed by the bundled ffmpeg's `chromaprint` muxer.
+
+    ffmpeg -threads 1 -protocol_whitelist file,pipe -f <sniffed demuxer> -i FILE -map 0:a:0
+           -t 28800 -ac 1 -f chromaprint -fp_format raw -algorithm 1 pipe:1
+
+The muxer feeds every decoded sample to libchromaprint (the whole file: there is no 120-second
+limit as in `fpcalc`) and writes the raw sub-fingerprints, little-endian uint32, when the input
+ends. We read that pipe in chunks up to a bound derived from the longest audio we fingerprint
+(`MAX_AUDIO_S`, also passed as `-t`), under a wall-clock limit scaled by the probed duration,
+and kill ffmpeg on overrun or cancellation.
+
+Time base (measured, tests/unit/media/test_fingerprint_compute.py): algorithm 1 (TEST2) resamples
+to 11025 Hz mono and hops 1365 samples (4096-sample frames, overlap 4096 - 4096/3), so
+sub-fingerprint i starts at i * 0.123810 s and depends on the next 20 frames (4096 + 19 * 1365
+samples = 2.724 s of audio): a file of L seconds gives floor((11025 L - 4096) / 1365) + 1 - 19
+values (exact for 5, 10, 60, 123.4 and 600 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.errors import PlyrError
+from media.ffmpeg import ffmpeg_exe, input_args
+from media.probe import ProbeError, probe_file
+from media.sniff import HEAD_BYTES, SniffError, sniff
+
+ALGORITHM = 1  # CHROMAPRINT_ALGORITHM_TEST2: chromaprint's (and AcoustID's) default
+ENGINE = f"chromaprint-alg{ALGORITHM}-ffmpeg-mono"  # values are comparable only within one engine
+SAMPLE_RATE = 11025
+HOP_SAMPLES = 1365
+FRAME_S = HOP_SAMPLES / SAMPLE_RATE  # 0.1238 s between consecutive sub-fingerprints
+ITEM_SPAN_S = (4096 + 19 * HOP_SAMPLES) / SAMPLE_RATE  # audio one sub-fingerprint depends on
+
+MAX_AUDIO_S = 8 * 3600.0  # longer audio is fingerprinted up to here (a very long DJ set)
+MAX_VALUES = int(MAX_AUDIO_S / FRAME_S) + 64
+PROBE_TIMEOUT_S = 60.0
+BASE_TIMEOUT_S = 60.0  # plus the audio's duration / MIN_SPEED
+MIN_SPEED = 10.0  # slower than 10x real time means something is wrong (typical: 300-800x)
+_CHUNK = 64 * 1024
+
+
+class FingerprintError(PlyrError):
+    """The file cannot be fingerprinted: missing, not audio, unreadable, or ffmpeg failed.
+
+    `returncode` is ffmpeg's exit status when it ran and failed (negative: a signal), else None."""
+
+    def __init__(self, message: str, returncode: int | None = None) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Chromaprint sub-fingerprints (uint32, one every FRAME_S seconds) of one audio file.
+
+    `duration_s` is the audio's length (from the fingerprint's own length when it has values,
+    else the container's); `engine` names how the values were made: only fingerprints of the
+    same engine are compared. Audio shorter than ITEM_SPAN_S has no values and matches nothing."""
+
+    values: array[int] = field(hash=False)  # typecode "I"
+    duration_s: float
+    engine: str = ENGINE
+
+    def to_bytes(self) -> bytes:
+        return values_to_bytes(self.values)
+
+
+def values_to_bytes(values: array[int]) -> bytes:
+    """Little-endian uint32s, whatever the machine's byte order."""
+    if sys.byteorder == "little":
+        return values.tobytes()
+    swapped = array("I", values)
+    swapped.byteswap()
+    return swapped.tobytes()
+
+
+def values_from_bytes(data: bytes) -> array[int]:
+    values = array("I")
+    values.frombytes(data[: len(data) - len(data) % 4])
+    if sys.byteorder != "little":
+        values.byteswap()
+    return values
+
+
+def implied_duration_s(count: int) -> float:
+    """The length of audio that gives `count` sub-fingerprints (within one hop)."""
+    return (count - 1) * FRAME_S + ITEM_SPAN_S if count > 0 else 0.0
+
+
+def chromaprint_args(path: Path, fmt: str | None) -> list[str]:
+    """ffmpeg's arguments (after the binary and its logging flags) for the raw fingerprint."""
+    return [
+        "-threads", "1", *input_args(str(path), fmt), "-map", "0:a:0", "-t", f"{MAX_AUDIO_S:g}",
+        "-vn", "-sn", "-dn", "-ac", "1",
+        "-f", "chromaprint", "-fp_format", "raw", "-algorithm", str(ALGORITHM), "pipe:1",
+    ]  # fmt: skip
+
+
+def _read_head(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return f.read(HEAD_BYTES)
+
+
+async def _audio_format(path: Path) -> str:
+    """The sniffed audio format of `path` (which names the demuxer ffmpeg may use)."""
+    try:
+        head = await asyncio.to_thread(_read_head, path)
+    except FileNotFoundError:
+        raise FingerprintError(f"no such file: {path.name}") from None
+    except IsADirectoryError:
+        raise FingerprintError(f"not a file: {path.name}") from None
+    except OSError as exc:
+        raise FingerprintError(f"cannot read {path.name}: {exc.strerror or exc}") from None
+    try:
+        sniffed = sniff(head)
+    except SniffError as exc:
+        raise FingerprintError(f"not an audio file: {exc}") from None
+    if sniffed.kind != "audio":
+        raise FingerprintError(f"not an audio file ({sniffed.format})")
+    return sniffed.format
+
+
+async def fingerprint_file(path: Path, *, ffmpeg: str | None = None) -> Fingerprint:
+    """The Chromaprint fingerprint of the whole of `path` (up to MAX_AUDIO_S).
+
+    Raises FingerprintError when the file is missing, is not audio (sniffed from its bytes,
+    then probed), or ffmpeg fails, overstays its limit or writes more than the bound."""
+    path = Path(path)
+    fmt = await _audio_format(path)
+    try:
+        probe = await probe_file(path, fmt=fmt, timeout_s=PROBE_TIMEOUT_S)
+    except ProbeError as exc:
+        raise FingerprintError(f"the {fmt} file cannot be read: {exc}") from None
+    if probe.codec is None:
+        raise FingerprintError(f"the {fmt} file holds no audio stream")
+    if not probe.duration_s or probe.duration_s <= 0:
+        raise FingerprintError(f"the {fmt} file has no duration (empty or truncated)")
+    duration = min(probe.duration_s, MAX_AUDIO_S)
+    timeout_s = BASE_TIMEOUT_S + duration / MIN_SPEED
+    data = await run_chromaprint(ffmpeg_exe(ffmpeg), chromaprint_args(path, fmt), timeout_s=timeout_s)
+    values = values_from_bytes(data)
+    if not values and duration > ITEM_SPAN_S + 1.0:
+        # The header promised audio that did not decode (damaged data after a valid start): an
+        # empty fingerprint would match nothing and pass for a clean scan.
+        raise FingerprintError(
+            f"the {fmt} file decoded to no audio although it claims {duration:.1f} s (damaged data)"
+        )
+    return Fingerprint(values, implied_duration_s(len(values)) if values else duration, ENGINE)
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        with contextlib.suppress(Exception):
+            await proc.wait()
+
+
+def _tail(stderr: bytes) -> str:
+    lines = [ln.strip() for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
+    return " | ".join(lines[-3:])[:400]
+
+
+async def run_chromaprint(
+    exe: str, args: list[str], *, timeout_s: float, max_bytes: int = MAX_VALUES * 4
+) -> bytes:
+    """Run ffmpeg and return what it writes to stdout (at most `max_bytes`).
+
+    Raises FingerprintError when ffmpeg cannot start, exits non-zero, writes more than
+    `max_bytes` or runs past `timeout_s`; ffmpeg is killed on every way out but success."""
+    cmd = [exe, "-hide_banner", "-nostdin", "-loglevel", "error", *args]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as exc:
+        raise FingerprintError(f"cannot run ffmpeg ({exe}): {exc}") from exc
+    assert proc.stdout is not None and proc.stderr is not None
+    out = bytearray()
+    err = bytearray()
+
+    async def read_out() -> None:
+        assert proc.stdout is not None
+        while chunk := await proc.stdout.read(_CHUNK):
+            out.extend(chunk)
+            if len(out) > max_bytes:
+                await _kill(proc)  # both pipes close: the other reader ends too
+                return
+
+    async def read_err() -> None:
+        assert proc.stderr is not None
+        while chunk := await proc.stderr.read(_CHUNK):
+            err.extend(chunk)
+            del err[: max(0, len(err) - 16384)]  # the tail is enough to say what went wrong
+
+    try:
+        async with asyncio.timeout(timeout_s):
+            await asyncio.gather(read_out(), read_err())
+            code = await proc.wait()
+    except TimeoutError:
+        await _kill(proc)
+        raise FingerprintError(f"ffmpeg took longer than {timeout_s:.0f} s and was stopped") from None
+    finally:
+        await _kill(proc)  # a no-op once it exited; otherwise (error, cancellation) no orphan
+    if len(out) > max_bytes:
+        raise FingerprintError(f"ffmpeg wrote more than {max_bytes} bytes of fingerprint")
+    if code != 0:
+        raise FingerprintError(f"ffmpeg failed (exit {code}): {_tail(bytes(err))}", returncode=code)
+    return bytes(out)
