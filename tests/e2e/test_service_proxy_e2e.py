@@ -312,7 +312,11 @@ async def test_every_plyr_method_through_the_pds(
     stack: Stack, pds: PdsClient, pds_network: PdsNetwork, pool: asyncpg.Pool
 ) -> None:
     lexicons = LexiconSet.load()
-    methods = {nsid: m for nsid, m in lexicons.methods.items() if nsid.startswith("fm.plyr.")}
+    # Every method a user's client calls. The moderators' methods (fm.plyr.moderation.*: an
+    # allow-list of DIDs, our labeler's key) are tested with service auth in
+    # tests/integration/moderation/; their route through a PDS is the same proxying as these.
+    methods = {nsid: m for nsid, m in lexicons.methods.items()
+               if nsid.startswith("fm.plyr.") and not nsid.startswith("fm.plyr.moderation.")}  # fmt: skip
     assert len(methods) >= 21 and {m.kind for m in methods.values()} == {"query", "procedure"}
 
     artist = await new_account(pds, pds_network, "artist")
@@ -365,7 +369,7 @@ async def test_every_plyr_method_through_the_pds(
     assert (track["uri"], track["viewer"], track["likeCount"], track["commentCount"]) == (
         track_uri, {"like": like_uri}, 1, 1,
     )  # fmt: skip
-    assert track["author"] == {"did": artist.did, "handle": artist.handle}
+    assert track["author"] == {"did": artist.did, "handle": artist.handle, "labels": []}
     assert got.headers[REPO_REV_HEADER] == fan_rev
     by_id = await call("fm.plyr.feed.getTrack", {"id": str(track["id"])})
     assert by_id.body["track"]["uri"] == track_uri

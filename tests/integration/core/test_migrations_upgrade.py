@@ -40,8 +40,11 @@ VALUES ('{T1}', 1, 0, 7), ('{T2}', 0, 0, 2);
 async def test_upgrade_fills_counters_and_mirrors(tmp_path: Path, database_url: str) -> None:
     folder = tmp_path / "m"
     folder.mkdir()
+    # The install of before: every migration older than the last of NEW but those. Later ones
+    # may build on NEW's tables (0042 indexes media_mirrors): they come after, as they did.
+    last_new = max(int(name[:4]) for name in NEW)
     for path in MIGRATIONS_DIR.glob("*.sql"):
-        if path.name not in NEW:
+        if path.name not in NEW and int(path.name[:4]) < last_new:
             shutil.copy(path, folder / path.name)
     conn = await db.connect(database_url)
     try:
@@ -49,9 +52,11 @@ async def test_upgrade_fills_counters_and_mirrors(tmp_path: Path, database_url: 
         await conn.execute("CREATE SCHEMA upgrade; SET search_path = upgrade, public")
         await apply_migrations(conn, folder)
         await conn.execute(_BEFORE)
-        for name in NEW:
-            shutil.copy(MIGRATIONS_DIR / name, folder / name)
-        assert await apply_migrations(conn, folder) == list(NEW)
+        for path in MIGRATIONS_DIR.glob("*.sql"):
+            if not (folder / path.name).exists():
+                shutil.copy(path, folder / path.name)
+        applied = await apply_migrations(conn, folder)
+        assert applied[: len(NEW)] == list(NEW) and len(applied) > len(NEW)
 
         assert await conn.fetchval("SELECT play_count FROM play_counts WHERE track_uri = $1", T1) == 7
         assert await conn.fetchval("SELECT sum(plays) FROM play_totals") == 9
