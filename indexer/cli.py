@@ -241,11 +241,11 @@ def records_dump(collection: str | None) -> None:
     """Print indexed records of visible actors, one JSON object a line: uri, cid, rev, value."""
     import contextlib
 
-    from indexer.records import INDEXED_COLLECTIONS
     from indexer.writer import dump_records
+    from indexer.writer.checks import STORED_COLLECTIONS
 
-    if collection is not None and collection not in INDEXED_COLLECTIONS:
-        raise PlyrError(f"{collection}: not an indexed collection ({', '.join(INDEXED_COLLECTIONS)})")
+    if collection is not None and collection not in STORED_COLLECTIONS:
+        raise PlyrError(f"{collection}: not an indexed collection ({', '.join(sorted(STORED_COLLECTIONS))})")
 
     async def _dump() -> None:
         from core.runtime import open_runtime

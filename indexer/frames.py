@@ -3,11 +3,11 @@
 A `com.atproto.sync.subscribeRepos` message is two concatenated DAG-CBOR objects: a header
 `{op, t}` and a body. `FrameDecoder.decode` decodes both with libipld (one call) and returns:
 
-- None for the overwhelming majority of frames: a `#commit` without `fm.plyr.*` ops from a
-  repo we do not index. Only `last_seq` / `last_time` move. This path is the hot loop of the
+- None for the overwhelming majority of frames: a `#commit` without `fm.plyr.*` or network play
+  (teal.fm, indexer/network_plays.py) ops from a repo we do not index. Only `last_seq` / `last_time` move. This path is the hot loop of the
   indexer (hundreds of thousands of frames/s), so it does the least work possible: no CAR
   parsing, no allocation beyond libipld's own.
-- a `CommitEvent` for commits carrying `fm.plyr.*` ops (only those ops are kept; the CAR bytes
+- a `CommitEvent` for commits carrying such ops (only those ops are kept; the CAR bytes
   are read later, by the verifier) or for any commit of a repo in `watched` (to follow its rev
   chain: a `since` that skips a rev means we missed something);
 - `IdentityEvent`, `AccountEvent`, `SyncEvent`, `InfoEvent`, `ErrorFrame` for the other types;
@@ -27,9 +27,13 @@ from typing import Any
 import libipld
 import orjson
 
+from indexer.network_plays import NETWORK_PLAY_COLLECTIONS, PATH_PREFIXES
 from indexer.records import PREFIX, RecordOp
 
 _decode_multi = libipld.decode_dag_cbor_multi
+# Op paths the index stores: every fm.plyr.* collection, and the network plays' two collections
+# (indexer/network_plays.py). One str.startswith with a tuple: the hot loop's only test per op.
+WANTED_PATHS = (PREFIX, *PATH_PREFIXES)
 BIGINT_MAX = 2**63 - 1  # cursors are stored as Postgres bigint
 MAX_TIME_US = 253402300799999999  # 9999-12-31T23:59:59.999999Z: the last instant datetime holds
 
@@ -43,7 +47,7 @@ class CommitEvent:
     time: str | None
     commit: bytes | None  # binary CID of the commit block
     blocks: bytes  # the CAR slice, unread
-    ops: list[dict[str, Any]]  # only the fm.plyr.* ops: {action, path, cid}
+    ops: list[dict[str, Any]]  # only the ops we store (WANTED_PATHS): {action, path, cid}
     too_big: bool
     frame: bytes  # the raw message, for dead letters
     # Jetstream commits arrive as records already (nothing to verify).
@@ -141,7 +145,7 @@ class FrameDecoder:
                 self.last_time = body["time"]
                 matched: list[dict[str, Any]] | None = None
                 for op in body["ops"]:
-                    if op["path"].startswith(PREFIX):
+                    if op["path"].startswith(WANTED_PATHS):
                         if matched is None:
                             matched = []
                         matched.append(op)
@@ -262,7 +266,7 @@ class JetstreamDecoder:
             if kind == "commit":
                 c = msg["commit"]
                 collection = c["collection"]
-                if not collection.startswith(PREFIX):
+                if not (collection.startswith(PREFIX) or collection in NETWORK_PLAY_COLLECTIONS):
                     return None
                 action = c["operation"]
                 record, cid = c.get("record"), c.get("cid")

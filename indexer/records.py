@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from indexer.match_keys import track_keys
 from protocol.syntax import InvalidSyntax, is_valid, parse_datetime
 
 TRACK = "fm.plyr.track"
@@ -172,6 +173,7 @@ def track_row(op: RecordOp) -> tuple[Any, ...]:
         r["title"], r["artist"], r.get("album"), r.get("description"), r["fileType"],
         r.get("audioUrl"), _blob_cid(r.get("audioBlob")), r.get("imageUrl"), duration,
         orjson.dumps(_self_labels(r.get("labels"))).decode(), r, _datetime(r, "createdAt"), exact,
+        *track_keys(r),  # title and artist keys: network plays are matched on them
     )  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from indexer.settings import IndexerSettings
 from indexer.sources import CaptureSource, JetstreamSource, RelaySource, Source
 from indexer.verify import Verifier
 from indexer.writer import CursorConflict, default_lexicons
+from indexer.writer.network_match import fill_track_keys, sync_page_hosts
 from protocol.identity import IdentityResolving
 from protocol.lexicon import Lexicons
 
@@ -51,6 +52,16 @@ def _warn_no_verify(source: Source, verify: bool) -> None:
         )
 
 
+async def prepare_matching(pool: asyncpg.Pool, hosts: list[str]) -> None:
+    """Before consuming: our track page hosts as configured, and the match keys of tracks
+    indexed before network plays were (writer/network_match.py); both re-match what they change."""
+    async with pool.acquire() as conn:
+        changed = await sync_page_hosts(conn, hosts)
+        filled = await fill_track_keys(conn)
+    if changed or filled:
+        log.info("network play matching prepared", extra={"hosts_changed": sorted(changed), "tracks_keyed": filled})
+
+
 async def run_indexer(
     database_url: str,
     pool: asyncpg.Pool,
@@ -72,6 +83,7 @@ async def run_indexer(
     """
     _warn_no_verify(source, verify)
     lexicons = lexicons or default_lexicons()
+    await prepare_matching(pool, settings.track_page_hosts.split(","))
     if resolve_handles is None:
         resolve_handles = resolver is not None and (source.live or verify)
     backoff = Backoff(base=1.0, cap=60.0)

@@ -41,6 +41,13 @@ class IndexerSettings(Settings):
     standby_poll: float = setting(
         "PLYR_INDEXER_STANDBY_POLL_S", 1.0, "how often a standby tries the leader lock (seconds)", group="indexer"
     )
+    track_page_hosts: str = setting(
+        "PLYR_TRACK_PAGE_HOSTS", "",
+        "comma-separated hosts (with `:port` when not the default) whose `/track/<n>` pages are "
+        "our AppView's (the host of its PLYR_PUBLIC_URL): a network play naming one matches that "
+        "track by URL",
+        group="indexer",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -30,6 +30,7 @@ from websockets.asyncio.client import connect
 from core.backoff import Backoff
 from core.errors import PlyrError
 from indexer import metrics
+from indexer.network_plays import NETWORK_PLAY_COLLECTIONS
 
 log = logging.getLogger("plyr.indexer")
 
@@ -302,8 +303,9 @@ class RelaySource(_WebsocketSource):
 
 
 class JetstreamSource(_WebsocketSource):
-    """Jetstream JSON (`wantedCollections=fm.plyr.*`); the cursor is time_us. Jetstream carries
-    no signatures or CAR blocks: nothing can be verified (we trust the Jetstream operator)."""
+    """Jetstream JSON (`wantedCollections`: fm.plyr.* and the network plays' collections); the
+    cursor is time_us. Jetstream carries no signatures or CAR blocks: nothing can be verified
+    (we trust the Jetstream operator)."""
 
     format = "jetstream"
     rewind_us = 5_000_000  # Jetstream's advice: resume a few seconds early (replays are harmless)
@@ -311,6 +313,7 @@ class JetstreamSource(_WebsocketSource):
     def connect_url(self, cursor: int | None) -> str:
         parts = urlsplit(self.url)
         params: list[tuple[str, str]] = [("wantedCollections", "fm.plyr.*")]
+        params += [("wantedCollections", c) for c in NETWORK_PLAY_COLLECTIONS]
         if cursor is not None:
             params.append(("cursor", str(max(0, cursor - self.rewind_us))))
         return urlunsplit((parts.scheme, parts.netloc, parts.path or "/subscribe", urlencode(params), ""))

@@ -19,6 +19,7 @@ from indexer.crashpoints import ARMED as _CRASH_ARMED
 from indexer.writer.counts import forget_actor, move_actor
 from indexer.writer.cursor import CursorUpdate, write_cursor
 from indexer.writer.locks import lock_dids
+from indexer.writer.network_match import delete_actor_plays
 from indexer.writer.outbox import request_actor_mirrors
 from indexer.writer.statements import TABLE
 
@@ -167,6 +168,7 @@ async def _delete_actor_rows(conn: Connection, did: str, repo_rev: str | None) -
             collection,
             repo_rev,
         )
+    await delete_actor_plays(conn, did, repo_rev)  # network plays: one table, two collections
 
 
 async def update_handle(conn: Connection | asyncpg.Pool, did: str, handle: str | None) -> None:

@@ -33,8 +33,8 @@ from core.db import Connection
 from indexer import crashpoints
 from indexer.crashpoints import ARMED as _CRASH_ARMED
 from indexer.handles import request_checks
-from indexer.records import INDEXED_COLLECTIONS, RecordOp
-from indexer.writer.checks import checked_rows, hides_record
+from indexer.records import RecordOp
+from indexer.writer.checks import STORED_COLLECTIONS, checked_rows, hides_record
 from indexer.writer.cursor import CursorUpdate, write_cursor
 from indexer.writer.letters import DeadLetter, insert_dead_letters
 from indexer.writer.locks import lock_dids
@@ -80,7 +80,7 @@ async def apply_batch(
     winners: Winners = {}
     dids: set[str] = set()
     for op in ops:
-        if op.collection not in INDEXED_COLLECTIONS:
+        if op.collection not in STORED_COLLECTIONS:
             result.skipped += 1
             continue
         problem, rows = checked_rows(op, lexicons)

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from indexer.network_plays import NETWORK_PLAY_COLLECTIONS
 from indexer.records import COMMENT, LIKE, LIST, PROFILE, TRACK
 from indexer.writer.counts import (
     ADD_ACTOR_COUNTS_CTES,
@@ -30,20 +31,25 @@ from indexer.writer.statements import (
     UPSERT_COMMENTS,
     UPSERT_LIKES,
     UPSERT_LISTS,
+    UPSERT_NETWORK_PLAYS,
     UPSERT_PROFILES,
     UPSERT_TOMBSTONES,
     UPSERT_TRACKS,
 )
 
 _PARAM = re.compile(r"\$(\d+)")
-_ORDER = (TRACK, LIKE, COMMENT, LIST, PROFILE)
+# Network plays of both collections share one table (and one part): `group` names the part.
+NETWORK_PLAYS = "network_plays"
+_ORDER = (TRACK, LIKE, COMMENT, LIST, PROFILE, NETWORK_PLAYS)
+_TABLES = {**TABLE, NETWORK_PLAYS: NETWORK_PLAYS}
 # Arrays each part takes (the statement's parameter count).
 _UPSERTS = {
-    TRACK: (UPSERT_TRACKS, 18),
+    TRACK: (UPSERT_TRACKS, 20),
     LIKE: (UPSERT_LIKES, 10),
     COMMENT: (UPSERT_COMMENTS, 13),
     LIST: (UPSERT_LISTS, 12),
     PROFILE: (UPSERT_PROFILES, 10),
+    NETWORK_PLAYS: (UPSERT_NETWORK_PLAYS, 16),
 }
 _WIDTH = {UPSERT_TOMBSTONES: 5, ADD_TRACK_COUNTS: 3, ADD_ACTOR_COUNTS_CTES: 7, INSERT_MIRRORS: 4}
 
@@ -57,7 +63,7 @@ def _build() -> str:
     n = 0
     for collection in _ORDER:  # deletes first in the text; they run with the same snapshot
         n += 1
-        ctes.append(f"del_{collection.rsplit('.', 1)[-1]} AS (DELETE FROM {TABLE[collection]} "
+        ctes.append(f"del_{collection.rsplit('.', 1)[-1]} AS (DELETE FROM {_TABLES[collection]} "
                     f"WHERE uri = ANY(${n}::text[]))")  # fmt: skip
     ctes.append(f"tombs AS ({_shift(UPSERT_TOMBSTONES, n)})")
     n += _WIDTH[UPSERT_TOMBSTONES]
@@ -77,6 +83,11 @@ def _build() -> str:
 
 
 WRITE_BATCH_SQL = _build()
+
+
+def group(collection: str) -> str:
+    """The part of the statement a collection's rows are written by."""
+    return NETWORK_PLAYS if collection in NETWORK_PLAY_COLLECTIONS else collection
 
 
 @dataclass(slots=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from indexer.network_plays import PLAY, PLAY_ALPHA, network_play_row
 from indexer.records import (
     COMMENT,
     LIKE,
@@ -30,7 +31,11 @@ ROW_BUILDERS = {
     COMMENT: comment_row,
     LIST: list_row,
     PROFILE: profile_row,
+    PLAY_ALPHA: network_play_row,
+    PLAY: network_play_row,
 }
+# Every collection the writer stores: ours, and the network plays (indexer/network_plays.py).
+STORED_COLLECTIONS = frozenset(ROW_BUILDERS)
 
 
 def validate_op(op: RecordOp, lexicons: Any) -> str | None:

@@ -3,6 +3,8 @@
 - `track_counts` (likes, comments per subject): rows of visible actors only;
 - `actor_counts` (tracks, lists, likes, comments, track seconds per actor): all the actor's
   rows, whatever its visibility (a hidden actor has no profile to show them on);
+- `network_play_counts` (matched network plays per track URI, visible listeners only):
+  writer/network_match.py;
 - `index_totals` (tracks, artists, track seconds, likes, comments): visible actors only. The
   figures are spread over TOTAL_SLOTS rows (one per transaction, by its id) so that concurrent
   writers rarely wait on each other; the total is their sum. Slots are upserted: a missing
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.db import Connection
+from indexer.writer.network_match import move_actor_plays
 
 TOTAL_SLOTS = 16  # rows of index_totals (migrations/0005_counters_and_mirror_outbox.sql)
 
@@ -167,6 +170,7 @@ async def move_actor(conn: Connection, did: str, sign: int) -> None:
             {r["subject_uri"]: sign * int(r["comments"]) for r in rows},
         )
     await conn.execute(_MOVE_ACTOR_TOTALS, did, sign)
+    await move_actor_plays(conn, did, sign)  # its network plays (writer/network_match.py)
 
 
 async def forget_actor(conn: Connection, did: str) -> None:
@@ -178,7 +182,7 @@ async def forget_actor(conn: Connection, did: str) -> None:
 # writer that wrote rows but not yet counts waits on the lock and then adds its change to the
 # rebuilt figures, which did not see its uncommitted rows: the result is exact either way.
 RECOUNT_SQL = """
-LOCK TABLE track_counts, actor_counts, index_totals IN EXCLUSIVE MODE;
+LOCK TABLE track_counts, actor_counts, index_totals, network_play_counts IN EXCLUSIVE MODE;
 UPDATE track_counts SET like_count = 0, comment_count = 0
   WHERE like_count <> 0 OR comment_count <> 0;
 INSERT INTO track_counts (subject_uri, like_count, comment_count)
@@ -204,10 +208,16 @@ SELECT 0, coalesce(sum(c.track_count), 0), count(*) FILTER (WHERE c.track_count 
        coalesce(sum(c.track_seconds), 0), coalesce(sum(c.like_count), 0),
        coalesce(sum(c.comment_count), 0)
 FROM actor_counts c LEFT JOIN actors a ON a.did = c.did WHERE coalesce(a.visible, true);
+UPDATE network_play_counts SET play_count = 0 WHERE play_count <> 0;
+INSERT INTO network_play_counts (track_uri, play_count)
+SELECT p.track_uri, count(*) FROM network_plays p LEFT JOIN actors a ON a.did = p.did
+WHERE p.track_uri IS NOT NULL AND coalesce(a.visible, true) GROUP BY p.track_uri
+ON CONFLICT (track_uri) DO UPDATE SET play_count = excluded.play_count;
 """
 
 
 async def recount(conn: Connection) -> None:
-    """Rebuild track_counts' likes/comments, actor_counts and index_totals from the rows."""
+    """Rebuild track_counts' likes/comments, actor_counts, index_totals and network_play_counts
+    from the rows (network plays' matches are kept as stored)."""
     async with conn.transaction():
         await conn.execute(RECOUNT_SQL)

@@ -6,44 +6,50 @@ whatever its size.
 
 from __future__ import annotations
 
+from indexer.network_plays import PLAY, PLAY_ALPHA
 from indexer.records import COMMENT, LIKE, LIST, PROFILE, TRACK
 
 # What is stored now, in one round trip: actors' status and visibility (k = -1), tombstones
 # (k = 0, with the cid of a refused version that hid the record), and per collection the row's
-# rev and what its counts depend on (likes/comments: subject; tracks: duration).
+# rev and what its counts depend on (likes/comments: subject; tracks: duration, and the title key
+# network plays are matched on; network plays: the track they matched).
 STATE_SQL = """
 SELECT -1 AS k, did AS uri, status AS rev, visible::text AS subject, NULL::numeric AS seconds
   FROM actors WHERE did = ANY($7::text[])
 UNION ALL SELECT 0, uri, rev, hidden_cid, NULL FROM tombstones WHERE uri = ANY($1::text[])
 UNION ALL SELECT 1, uri, rev, subject_uri, NULL FROM likes WHERE uri = ANY($2::text[])
 UNION ALL SELECT 2, uri, rev, subject_uri, NULL FROM comments WHERE uri = ANY($3::text[])
-UNION ALL SELECT 3, uri, rev, NULL, duration_s FROM tracks WHERE uri = ANY($4::text[])
+UNION ALL SELECT 3, uri, rev, match_key, duration_s FROM tracks WHERE uri = ANY($4::text[])
 UNION ALL SELECT 4, uri, rev, NULL, NULL FROM lists WHERE uri = ANY($5::text[])
 UNION ALL SELECT 5, uri, rev, NULL, NULL FROM profiles WHERE uri = ANY($6::text[])
+UNION ALL SELECT 6, uri, rev, track_uri, NULL FROM network_plays WHERE uri = ANY($8::text[])
 """
-STATE_KIND = {LIKE: 1, COMMENT: 2, TRACK: 3, LIST: 4, PROFILE: 5}
+STATE_KIND = {LIKE: 1, COMMENT: 2, TRACK: 3, LIST: 4, PROFILE: 5, PLAY_ALPHA: 6, PLAY: 6}
 
 TABLE = {TRACK: "tracks", LIKE: "likes", COMMENT: "comments", LIST: "lists", PROFILE: "profiles"}
 
 UPSERT_TRACKS = """
 INSERT INTO tracks (uri, did, rkey, cid, rev, title, artist, album, description, file_type,
                     audio_url, audio_blob_cid, image_url, duration_s, labels, record,
-                    created_at, record_exact, sort_at)
+                    created_at, record_exact, match_key, artist_key, sort_at)
 SELECT u.uri, u.did, u.rkey, u.cid, u.rev, u.title, u.artist, u.album, u.description, u.file_type,
        u.audio_url, u.audio_blob_cid, u.image_url, u.duration_s,
        ARRAY(SELECT jsonb_array_elements_text(u.labels::jsonb)), u.record,
-       u.created_at, u.record_exact, least(u.created_at, now())
+       u.created_at, u.record_exact, u.match_key, u.artist_key, least(u.created_at, now())
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
             $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
-            $14::bigint[], $15::text[], $16::jsonb[], $17::timestamptz[], $18::bytea[])
+            $14::bigint[], $15::text[], $16::jsonb[], $17::timestamptz[], $18::bytea[],
+            $19::text[], $20::text[])
   AS u(uri, did, rkey, cid, rev, title, artist, album, description, file_type, audio_url,
-       audio_blob_cid, image_url, duration_s, labels, record, created_at, record_exact)
+       audio_blob_cid, image_url, duration_s, labels, record, created_at, record_exact,
+       match_key, artist_key)
 ON CONFLICT (uri) DO UPDATE SET
   cid = excluded.cid, rev = excluded.rev, title = excluded.title, artist = excluded.artist,
   album = excluded.album, description = excluded.description, file_type = excluded.file_type,
   audio_url = excluded.audio_url, audio_blob_cid = excluded.audio_blob_cid,
   image_url = excluded.image_url, duration_s = excluded.duration_s, labels = excluded.labels,
   record = excluded.record, created_at = excluded.created_at, record_exact = excluded.record_exact,
+  match_key = excluded.match_key, artist_key = excluded.artist_key,
   sort_at = least(excluded.created_at, tracks.indexed_at)
 WHERE tracks.rev < excluded.rev
 """
@@ -110,6 +116,30 @@ ON CONFLICT (uri) DO UPDATE SET
   record = excluded.record, created_at = excluded.created_at, updated_at = excluded.updated_at,
   record_exact = excluded.record_exact
 WHERE profiles.rev < excluded.rev
+"""
+
+# Network plays (indexer/network_plays.py): the matched track is not written here; the match
+# statement that follows (writer/network_match.py) decides it and keeps the counters.
+UPSERT_NETWORK_PLAYS = """
+INSERT INTO network_plays (uri, did, rkey, collection, cid, rev, track_name, name_key,
+                           artist_keys, duration_s, played_at, url_track_uri, url_host,
+                           url_short_id, record, record_exact)
+SELECT u.uri, u.did, u.rkey, u.collection, u.cid, u.rev, u.track_name, u.name_key,
+       ARRAY(SELECT jsonb_array_elements_text(u.artist_keys::jsonb)), u.duration_s, u.played_at,
+       u.url_track_uri, u.url_host, u.url_short_id, u.record, u.record_exact
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::text[], $9::text[], $10::bigint[], $11::timestamptz[], $12::text[], $13::text[],
+            $14::bigint[], $15::jsonb[], $16::bytea[])
+  AS u(uri, did, rkey, collection, cid, rev, track_name, name_key, artist_keys, duration_s,
+       played_at, url_track_uri, url_host, url_short_id, record, record_exact)
+ON CONFLICT (uri) DO UPDATE SET
+  cid = excluded.cid, rev = excluded.rev, track_name = excluded.track_name,
+  name_key = excluded.name_key, artist_keys = excluded.artist_keys,
+  duration_s = excluded.duration_s, played_at = excluded.played_at,
+  url_track_uri = excluded.url_track_uri, url_host = excluded.url_host,
+  url_short_id = excluded.url_short_id, record = excluded.record,
+  record_exact = excluded.record_exact
+WHERE network_plays.rev < excluded.rev
 """
 
 UPSERT_TOMBSTONES = """

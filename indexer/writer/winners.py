@@ -16,9 +16,11 @@ from typing import Any
 from core.db import Connection
 from indexer import crashpoints
 from indexer.crashpoints import ARMED as _CRASH_ARMED
+from indexer.network_plays import NETWORK_PLAY_COLLECTIONS
 from indexer.records import COMMENT, LIKE, LIST, TRACK, RecordOp
-from indexer.writer.batch_sql import WRITE_BATCH_SQL, BatchWrites
+from indexer.writer.batch_sql import WRITE_BATCH_SQL, BatchWrites, group
 from indexer.writer.counts import CountDeltas
+from indexer.writer.network_match import MatchWork, apply_matches, lock_keys
 from indexer.writer.outbox import blob_mime
 from indexer.writer.statements import INSERT_LIST_ITEMS, STATE_KIND, STATE_SQL
 
@@ -28,8 +30,11 @@ Winners = dict[str, tuple[RecordOp, Any]]
 # Positions in a tracks row (indexer/records.track_row).
 _TRACK_BLOB_CID = 11
 _TRACK_SECONDS = 13
+_TRACK_MATCH_KEY = 18
 # Position of the subject in a likes or comments row.
 _SUBJECT = 5
+# Position of the name key in a network_plays row (indexer/network_plays.network_play_row).
+_PLAY_NAME_KEY = 7
 
 
 @dataclass(slots=True)
@@ -54,12 +59,12 @@ class _Stored:
 
 
 async def _read_stored(conn: Connection, winners: Winners, actor_dids: set[str]) -> _Stored:
-    by_kind: list[list[str]] = [[] for _ in range(6)]
+    by_kind: list[list[str]] = [[] for _ in range(7)]
     for uri, (op, _rows) in winners.items():
         by_kind[0].append(uri)
         by_kind[STATE_KIND[op.collection]].append(uri)
     stored = _Stored()
-    for r in await conn.fetch(STATE_SQL, *by_kind, list(actor_dids)):
+    for r in await conn.fetch(STATE_SQL, *by_kind[:6], list(actor_dids), by_kind[6]):
         k = r["k"]
         if k == -1:
             stored.actors[r["uri"]] = (r["rev"], r["subject"] == "true")
@@ -83,6 +88,7 @@ async def apply_winners(
     stored = await _read_stored(conn, winners, actor_dids)
     writes = BatchWrites()
     counts = writes.counts
+    matches = MatchWork()
     newest_rev: dict[str, str] = {}
     for uri, (op, rows) in winners.items():
         status, visible = stored.actors.get(op.did, ("active", True))
@@ -100,24 +106,46 @@ async def apply_winners(
             result.applied += 1
         if newest_rev.get(op.did, "") < op.rev:
             newest_rev[op.did] = op.rev
+        _match_work(matches, op, visible, row, rows)
         if op.action in ("delete", "hide"):
             if row is not None:
-                writes.deletes[op.collection].append(uri)
+                writes.deletes[group(op.collection)].append(uri)
                 _count(counts, op, visible, row, None)
             hidden_cid = op.cid if op.action == "hide" else None
             writes.tombstones.append((uri, op.did, op.collection, op.rev, hidden_cid))
             continue
-        writes.upserts[op.collection].append(rows)
+        writes.upserts[group(op.collection)].append(rows)
         _count(counts, op, visible, row, rows)
         if op.collection == TRACK and rows[_TRACK_BLOB_CID] is not None and visible:
             # Media skips blobs it holds for this track already (writer/outbox.py).
             writes.mirrors.append((uri, op.did, rows[_TRACK_BLOB_CID], blob_mime(op.record)))
 
+    await lock_keys(conn, matches.keys)  # before any row is written (writer/network_match.py)
     await conn.execute(WRITE_BATCH_SQL, *writes.args())
     if _CRASH_ARMED:
         crashpoints.hit("rows_written_before_commit")
     await _write_list_items(conn, writes.upserts[LIST], stored)
+    await apply_matches(conn, matches)
     return newest_rev
+
+
+def _match_work(
+    work: MatchWork, op: RecordOp, visible: bool, old: tuple[str, str | None, int] | None, new: Any
+) -> None:
+    """What a written track or network play asks the match statement to decide."""
+    if op.collection == TRACK:
+        work.tracks.append(op.uri)
+        if old is not None and old[1]:
+            work.keys.add(old[1])  # the title key stored before
+        if new is not None and new[_TRACK_MATCH_KEY]:
+            work.keys.add(new[_TRACK_MATCH_KEY])
+    elif op.collection in NETWORK_PLAY_COLLECTIONS:
+        if new is not None:
+            work.plays.append(op.uri)
+            if new[_PLAY_NAME_KEY]:
+                work.keys.add(new[_PLAY_NAME_KEY])
+        elif old is not None and old[1] is not None and visible:
+            work.remove(old[1])  # a matched play deleted or hidden: its count goes
 
 
 def _count(

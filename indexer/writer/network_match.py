@@ -1,0 +1,209 @@
+"""Which plyr track a network play names, decided in the writer's transaction, and its counters.
+
+A play's match is a function of the stored state only (the play's columns, `tracks`, and
+`track_page_hosts`), recomputed for every play the state change could affect:
+
+- plays written by the batch;
+- plays whose name key equals the old or new title key of a track the batch writes or deletes
+  (a play that arrived before its track matches when the track comes; a second track with the
+  same title and artist makes a metadata match ambiguous, and it is dropped);
+- plays matched to a track the batch writes or deletes;
+- (at start) plays naming a page of a host added to or removed from `track_page_hosts`, and
+  plays sharing a key with tracks whose keys were filled.
+
+So the result does not depend on the order records arrive in. Concurrent writers (the live
+indexer, a backfill) take a transaction lock per name key before they write, so a play and a
+track with the same key never miss each other in two uncommitted transactions. Page URLs need no
+lock: a page number exists only once its track is committed.
+
+`network_play_counts` holds, per track URI, the matched plays of visible listeners; it changes
+only here (and when an account is hidden, shown or deleted: `move_actor_plays`), in the
+transaction that changes the plays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+
+from core.db import Connection
+from indexer.match_keys import track_keys
+from indexer.network_plays import DURATION_TOLERANCE_S
+
+# classid of the per-name-key transaction locks (two-int advisory lock space); "plym".
+MATCH_LOCK_CLASS = 0x706C796D
+
+MATCH_SQL = """
+WITH cand AS (
+  SELECT p.uri, p.did, p.track_uri AS old_track, p.name_key, p.artist_keys, p.duration_s,
+         p.url_track_uri, p.url_host, p.url_short_id
+  FROM network_plays p
+  WHERE p.uri = ANY($1::text[])
+     OR (p.name_key = ANY($2::text[]) AND p.url_track_uri IS NULL)
+     OR p.track_uri = ANY($3::text[])
+     OR (p.url_host = ANY($4::text[]) AND p.url_track_uri IS NULL)
+), m AS (
+  SELECT c.uri, c.did, c.old_track,
+         coalesce(c.url_track_uri, page.uri, meta.uri) AS new_track,
+         CASE WHEN c.url_track_uri IS NOT NULL OR page.uri IS NOT NULL THEN 'url'
+              WHEN meta.uri IS NOT NULL THEN 'metadata' END AS new_method
+  FROM cand c
+  LEFT JOIN LATERAL (
+    SELECT t.uri FROM tracks t JOIN track_page_hosts h ON h.host = c.url_host
+    WHERE t.short_id = c.url_short_id
+  ) page ON c.url_short_id IS NOT NULL
+  LEFT JOIN LATERAL (
+    SELECT CASE WHEN count(*) = 1 THEN min(x.uri) END AS uri FROM (
+      SELECT t.uri FROM tracks t
+      WHERE c.name_key IS NOT NULL AND t.match_key = c.name_key
+        AND t.artist_key = ANY(c.artist_keys)
+        AND (c.duration_s IS NULL OR t.duration_s IS NULL
+             OR abs(c.duration_s::numeric - t.duration_s) <= $7)
+      LIMIT 2) x
+  ) meta ON true
+), changed AS (
+  UPDATE network_plays p SET track_uri = m.new_track, match_method = m.new_method
+  FROM m
+  WHERE p.uri = m.uri
+    AND (p.track_uri IS DISTINCT FROM m.new_track OR p.match_method IS DISTINCT FROM m.new_method)
+  RETURNING p.did, m.old_track, m.new_track
+), moves AS (
+  SELECT d.track, d.n FROM (
+    SELECT did, old_track AS track, -1 AS n FROM changed
+      WHERE old_track IS NOT NULL AND old_track IS DISTINCT FROM new_track
+    UNION ALL SELECT did, new_track, 1 FROM changed
+      WHERE new_track IS NOT NULL AND old_track IS DISTINCT FROM new_track
+  ) d LEFT JOIN actors a ON a.did = d.did
+  WHERE coalesce(a.visible, true)
+  UNION ALL SELECT * FROM unnest($5::text[], $6::bigint[])
+), deltas AS (
+  SELECT track, sum(n) AS n FROM moves GROUP BY track HAVING sum(n) <> 0
+)
+INSERT INTO network_play_counts AS c (track_uri, play_count)
+SELECT track, n FROM deltas ORDER BY track
+ON CONFLICT (track_uri) DO UPDATE SET play_count = c.play_count + excluded.play_count
+"""
+
+
+@dataclass(slots=True)
+class MatchWork:
+    """What a batch asks the match statement to decide (filled by writer/winners.py)."""
+
+    plays: list[str] = field(default_factory=list)  # URIs of plays written
+    keys: set[str] = field(default_factory=set)  # name keys touched (locked, and re-matched)
+    tracks: list[str] = field(default_factory=list)  # URIs of tracks written or deleted
+    removed: dict[str, int] = field(default_factory=dict)  # track uri -> -plays of visible listeners
+
+    def any(self) -> bool:
+        return bool(self.plays or self.keys or self.tracks or self.removed)
+
+    def remove(self, track_uri: str) -> None:
+        self.removed[track_uri] = self.removed.get(track_uri, 0) - 1
+
+
+def key_lock(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest(), "big", signed=True)
+
+
+async def lock_keys(conn: Connection, keys: Iterable[str]) -> None:
+    """Transaction locks on name keys, in one order for every writer (no deadlocks). Taken
+    before the batch writes anything: no row lock is held while waiting for one."""
+    ordered = sorted({key_lock(k) for k in keys if k})
+    if ordered:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock($1::int, k) FROM unnest($2::int[]) AS k",
+            MATCH_LOCK_CLASS,
+            ordered,
+        )
+
+
+async def apply_matches(conn: Connection, work: MatchWork, hosts: Collection[str] = ()) -> None:
+    """Re-decide the matches `work` can change and move the counters (one statement)."""
+    if not (work.any() or hosts):
+        return
+    removed = sorted(t for t, n in work.removed.items() if n)
+    await conn.execute(
+        MATCH_SQL,
+        work.plays,
+        sorted(work.keys),
+        work.tracks,
+        sorted(hosts),
+        removed,
+        [work.removed[t] for t in removed],
+        DURATION_TOLERANCE_S,
+    )
+
+
+_ACTOR_PLAYS = """
+INSERT INTO network_play_counts AS c (track_uri, play_count)
+SELECT track_uri, $2 * count(*) FROM network_plays
+WHERE did = $1 AND track_uri IS NOT NULL GROUP BY track_uri ORDER BY track_uri
+ON CONFLICT (track_uri) DO UPDATE SET play_count = c.play_count + excluded.play_count
+"""
+
+
+async def move_actor_plays(conn: Connection, did: str, sign: int) -> None:
+    """A listener hidden (sign -1) or shown again (+1): its matched plays leave or rejoin the
+    counters (writer/counts.py move_actor)."""
+    await conn.execute(_ACTOR_PLAYS, did, sign)
+
+
+async def delete_actor_plays(conn: Connection, did: str, repo_rev: str | None) -> None:
+    """A deleted account's plays: rows removed, tombstoned at max(their rev, the repo's newest
+    rev) like its other records (its counters were moved out before: move_actor)."""
+    await conn.execute(
+        """WITH gone AS (DELETE FROM network_plays WHERE did = $1 RETURNING uri, collection, rev)
+           INSERT INTO tombstones (uri, did, collection, rev)
+           SELECT uri, $1, collection,
+                  CASE WHEN $2::text IS NOT NULL AND $2::text COLLATE "C" > rev THEN $2::text ELSE rev END
+           FROM gone
+           ON CONFLICT (uri) DO UPDATE SET rev = excluded.rev, deleted_at = now()
+           WHERE tombstones.rev < excluded.rev""",
+        did,
+        repo_rev,
+    )
+
+
+async def sync_page_hosts(conn: Connection, hosts: Collection[str]) -> set[str]:
+    """Make `track_page_hosts` exactly `hosts` (lowercased) and re-match the plays naming pages of
+    the hosts that came or went; returns those hosts."""
+    wanted = {h.strip().lower() for h in hosts if h.strip()}
+    async with conn.transaction():
+        await conn.execute("LOCK TABLE track_page_hosts IN EXCLUSIVE MODE")
+        stored = {r["host"] for r in await conn.fetch("SELECT host FROM track_page_hosts")}
+        changed = wanted ^ stored
+        if changed:
+            await conn.execute("DELETE FROM track_page_hosts WHERE host <> ALL($1::text[])", sorted(wanted))
+            await conn.execute(
+                "INSERT INTO track_page_hosts (host) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+                sorted(wanted),
+            )
+            await apply_matches(conn, MatchWork(), changed)
+    return changed
+
+
+async def fill_track_keys(conn: Connection, chunk: int = 1000) -> int:
+    """Title and artist keys of tracks indexed before matching existed (NULL keys), computed
+    from their records, then the plays those keys can match; returns the tracks filled."""
+    filled = 0
+    while True:
+        async with conn.transaction():
+            rows = await conn.fetch(
+                "SELECT uri, record FROM tracks WHERE match_key IS NULL ORDER BY uri LIMIT $1", chunk
+            )
+            if not rows:
+                return filled
+            keys = {r["uri"]: track_keys(r["record"]) for r in rows}
+            await lock_keys(conn, {k[0] for k in keys.values()})
+            uris = list(keys)
+            await conn.execute(
+                """UPDATE tracks t SET match_key = u.k, artist_key = u.a
+                   FROM unnest($1::text[], $2::text[], $3::text[]) AS u(uri, k, a)
+                   WHERE t.uri = u.uri AND t.match_key IS NULL""",
+                uris,
+                [keys[u][0] for u in uris],
+                [keys[u][1] for u in uris],
+            )
+            await apply_matches(conn, MatchWork(keys={k[0] for k in keys.values() if k[0]}, tracks=uris))
+            filled += len(rows)
