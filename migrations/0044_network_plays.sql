@@ -36,7 +36,8 @@ CREATE INDEX network_plays_by_host ON network_plays (url_host)
 -- transaction that changes the plays (reads never count rows).
 CREATE TABLE network_play_counts (
     track_uri       text PRIMARY KEY,
-    play_count      bigint NOT NULL DEFAULT 0
+    play_count      bigint NOT NULL DEFAULT 0,
+    url_count       bigint NOT NULL DEFAULT 0   -- of which matched by URL (the rest: by metadata)
 );
 
 -- Hosts whose /track/<n> and /embed/track/<n> pages are this index's AppView's (set from

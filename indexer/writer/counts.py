@@ -208,11 +208,12 @@ SELECT 0, coalesce(sum(c.track_count), 0), count(*) FILTER (WHERE c.track_count 
        coalesce(sum(c.track_seconds), 0), coalesce(sum(c.like_count), 0),
        coalesce(sum(c.comment_count), 0)
 FROM actor_counts c LEFT JOIN actors a ON a.did = c.did WHERE coalesce(a.visible, true);
-UPDATE network_play_counts SET play_count = 0 WHERE play_count <> 0;
-INSERT INTO network_play_counts (track_uri, play_count)
-SELECT p.track_uri, count(*) FROM network_plays p LEFT JOIN actors a ON a.did = p.did
+UPDATE network_play_counts SET play_count = 0, url_count = 0 WHERE play_count <> 0 OR url_count <> 0;
+INSERT INTO network_play_counts (track_uri, play_count, url_count)
+SELECT p.track_uri, count(*), count(*) FILTER (WHERE p.match_method = 'url')
+FROM network_plays p LEFT JOIN actors a ON a.did = p.did
 WHERE p.track_uri IS NOT NULL AND coalesce(a.visible, true) GROUP BY p.track_uri
-ON CONFLICT (track_uri) DO UPDATE SET play_count = excluded.play_count;
+ON CONFLICT (track_uri) DO UPDATE SET play_count = excluded.play_count, url_count = excluded.url_count;
 """
 
 

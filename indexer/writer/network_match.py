@@ -36,15 +36,15 @@ MATCH_LOCK_CLASS = 0x706C796D
 
 MATCH_SQL = """
 WITH cand AS (
-  SELECT p.uri, p.did, p.track_uri AS old_track, p.name_key, p.artist_keys, p.duration_s,
-         p.url_track_uri, p.url_host, p.url_short_id
+  SELECT p.uri, p.did, p.track_uri AS old_track, p.match_method AS old_method, p.name_key,
+         p.artist_keys, p.duration_s, p.url_track_uri, p.url_host, p.url_short_id
   FROM network_plays p
   WHERE p.uri = ANY($1::text[])
      OR (p.name_key = ANY($2::text[]) AND p.url_track_uri IS NULL)
      OR p.track_uri = ANY($3::text[])
      OR (p.url_host = ANY($4::text[]) AND p.url_track_uri IS NULL)
 ), m AS (
-  SELECT c.uri, c.did, c.old_track,
+  SELECT c.uri, c.did, c.old_track, c.old_method,
          coalesce(c.url_track_uri, page.uri, meta.uri) AS new_track,
          CASE WHEN c.url_track_uri IS NOT NULL OR page.uri IS NOT NULL THEN 'url'
               WHEN meta.uri IS NOT NULL THEN 'metadata' END AS new_method
@@ -67,22 +67,24 @@ WITH cand AS (
   FROM m
   WHERE p.uri = m.uri
     AND (p.track_uri IS DISTINCT FROM m.new_track OR p.match_method IS DISTINCT FROM m.new_method)
-  RETURNING p.did, m.old_track, m.new_track
+  RETURNING p.did, m.old_track, m.old_method, m.new_track, m.new_method
 ), moves AS (
-  SELECT d.track, d.n FROM (
-    SELECT did, old_track AS track, -1 AS n FROM changed
-      WHERE old_track IS NOT NULL AND old_track IS DISTINCT FROM new_track
-    UNION ALL SELECT did, new_track, 1 FROM changed
-      WHERE new_track IS NOT NULL AND old_track IS DISTINCT FROM new_track
+  SELECT d.track, d.n, d.url FROM (
+    SELECT did, old_track AS track, -1 AS n, -(old_method = 'url')::int AS url FROM changed
+      WHERE old_track IS NOT NULL
+    UNION ALL SELECT did, new_track, 1, (new_method = 'url')::int FROM changed
+      WHERE new_track IS NOT NULL
   ) d LEFT JOIN actors a ON a.did = d.did
   WHERE coalesce(a.visible, true)
-  UNION ALL SELECT * FROM unnest($5::text[], $6::bigint[])
+  UNION ALL SELECT * FROM unnest($5::text[], $6::bigint[], $8::bigint[])
 ), deltas AS (
-  SELECT track, sum(n) AS n FROM moves GROUP BY track HAVING sum(n) <> 0
+  SELECT track, sum(n) AS n, sum(url) AS url FROM moves GROUP BY track
+  HAVING sum(n) <> 0 OR sum(url) <> 0
 )
-INSERT INTO network_play_counts AS c (track_uri, play_count)
-SELECT track, n FROM deltas ORDER BY track
-ON CONFLICT (track_uri) DO UPDATE SET play_count = c.play_count + excluded.play_count
+INSERT INTO network_play_counts AS c (track_uri, play_count, url_count)
+SELECT track, n, url FROM deltas ORDER BY track
+ON CONFLICT (track_uri) DO UPDATE SET
+  play_count = c.play_count + excluded.play_count, url_count = c.url_count + excluded.url_count
 """
 
 
@@ -93,13 +95,16 @@ class MatchWork:
     plays: list[str] = field(default_factory=list)  # URIs of plays written
     keys: set[str] = field(default_factory=set)  # name keys touched (locked, and re-matched)
     tracks: list[str] = field(default_factory=list)  # URIs of tracks written or deleted
-    removed: dict[str, int] = field(default_factory=dict)  # track uri -> -plays of visible listeners
+    # track uri -> [-plays, -plays matched by URL] of visible listeners' plays deleted or hidden
+    removed: dict[str, list[int]] = field(default_factory=dict)
 
     def any(self) -> bool:
         return bool(self.plays or self.keys or self.tracks or self.removed)
 
-    def remove(self, track_uri: str) -> None:
-        self.removed[track_uri] = self.removed.get(track_uri, 0) - 1
+    def remove(self, track_uri: str, by_url: bool) -> None:
+        delta = self.removed.setdefault(track_uri, [0, 0])
+        delta[0] -= 1
+        delta[1] -= by_url
 
 
 def key_lock(key: str) -> int:
@@ -122,7 +127,7 @@ async def apply_matches(conn: Connection, work: MatchWork, hosts: Collection[str
     """Re-decide the matches `work` can change and move the counters (one statement)."""
     if not (work.any() or hosts):
         return
-    removed = sorted(t for t, n in work.removed.items() if n)
+    removed = sorted(work.removed)
     await conn.execute(
         MATCH_SQL,
         work.plays,
@@ -130,16 +135,18 @@ async def apply_matches(conn: Connection, work: MatchWork, hosts: Collection[str
         work.tracks,
         sorted(hosts),
         removed,
-        [work.removed[t] for t in removed],
+        [work.removed[t][0] for t in removed],
         DURATION_TOLERANCE_S,
+        [work.removed[t][1] for t in removed],
     )
 
 
 _ACTOR_PLAYS = """
-INSERT INTO network_play_counts AS c (track_uri, play_count)
-SELECT track_uri, $2 * count(*) FROM network_plays
-WHERE did = $1 AND track_uri IS NOT NULL GROUP BY track_uri ORDER BY track_uri
-ON CONFLICT (track_uri) DO UPDATE SET play_count = c.play_count + excluded.play_count
+INSERT INTO network_play_counts AS c (track_uri, play_count, url_count)
+SELECT track_uri, $2 * count(*), $2 * count(*) FILTER (WHERE match_method = 'url')
+FROM network_plays WHERE did = $1 AND track_uri IS NOT NULL GROUP BY track_uri ORDER BY track_uri
+ON CONFLICT (track_uri) DO UPDATE SET
+  play_count = c.play_count + excluded.play_count, url_count = c.url_count + excluded.url_count
 """
 
 

@@ -22,7 +22,8 @@ UNION ALL SELECT 2, uri, rev, subject_uri, NULL FROM comments WHERE uri = ANY($3
 UNION ALL SELECT 3, uri, rev, match_key, duration_s FROM tracks WHERE uri = ANY($4::text[])
 UNION ALL SELECT 4, uri, rev, NULL, NULL FROM lists WHERE uri = ANY($5::text[])
 UNION ALL SELECT 5, uri, rev, NULL, NULL FROM profiles WHERE uri = ANY($6::text[])
-UNION ALL SELECT 6, uri, rev, track_uri, NULL FROM network_plays WHERE uri = ANY($8::text[])
+UNION ALL SELECT 6, uri, rev, track_uri, (match_method = 'url')::int FROM network_plays
+  WHERE uri = ANY($8::text[])
 """
 STATE_KIND = {LIKE: 1, COMMENT: 2, TRACK: 3, LIST: 4, PROFILE: 5, PLAY_ALPHA: 6, PLAY: 6}
 

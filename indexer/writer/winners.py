@@ -145,7 +145,7 @@ def _match_work(
             if new[_PLAY_NAME_KEY]:
                 work.keys.add(new[_PLAY_NAME_KEY])
         elif old is not None and old[1] is not None and visible:
-            work.remove(old[1])  # a matched play deleted or hidden: its count goes
+            work.remove(old[1], old[2] == 1)  # a matched play deleted or hidden: its count goes
 
 
 def _count(
