@@ -1,4 +1,6 @@
-"""fm.plyr.stats.*: platform totals, and plays over time for a track or an artist."""
+"""fm.plyr.stats.*: platform totals, and plays over time for a track or an artist, with the
+network plays (teal.fm records) that name them beside ours, each labelled with how it was
+counted."""
 
 from __future__ import annotations
 
@@ -64,33 +66,54 @@ async def _buckets(call: Call, column: str, key: str) -> list[dict[str, Any]]:
     return [{"time": iso(r["bucket"]), "count": r["n"]} for r in rows]
 
 
+def _counted(plays: int, network: int, by_url: int) -> dict[str, Any]:
+    """The two figures side by side, each saying how it was counted (fm.plyr.stats.defs)."""
+    network, by_url = max(0, network), max(0, min(by_url, network))
+    return {
+        "plays": {"count": max(0, plays), "countedBy": "plyr"},
+        "networkPlays": {
+            "count": network, "countedBy": "teal.fm records", "byUrl": by_url, "byMetadata": network - by_url,
+        },
+    }  # fmt: skip
+
+
+# Network plays (teal.fm records in listeners' repos, matched to our tracks by the indexer:
+# indexer/writer/network_match.py) are counters beside ours, read in the same statement.
+_TRACK_TOTALS = f"""
+SELECT coalesce(c.play_count, 0) AS total, coalesce(n.play_count, 0) AS network,
+       coalesce(n.url_count, 0) AS by_url
+FROM tracks t LEFT JOIN play_counts c ON c.track_uri = t.uri
+LEFT JOIN network_play_counts n ON n.track_uri = t.uri
+WHERE t.uri = $1 AND {not_hidden('$2')} AND NOT @removed(t.uri)
+"""
+_ARTIST_TOTALS = """
+SELECT coalesce(sum(c.play_count), 0) AS total, coalesce(sum(n.play_count), 0) AS network,
+       coalesce(sum(n.url_count), 0) AS by_url
+FROM tracks t LEFT JOIN play_counts c ON c.track_uri = t.uri
+LEFT JOIN network_play_counts n ON n.track_uri = t.uri
+WHERE t.did = $1 AND NOT (t.uri IN @removed_uris)
+"""
+
+
 async def get_track_plays(call: Call) -> dict[str, Any]:
     uri = call.params["uri"]
-    row = await call.pool.fetchrow(
-        call.sql(
-            f"SELECT coalesce(c.play_count, 0) AS total FROM tracks t "
-            f"LEFT JOIN play_counts c ON c.track_uri = t.uri "
-            f"WHERE t.uri = $1 AND {not_hidden('$2')} AND NOT @removed(t.uri)"
-        ),
-        uri,
-        uri_did(uri),
-    )
+    row = await call.pool.fetchrow(call.sql(_TRACK_TOTALS), uri, uri_did(uri))
     if row is None:
         raise not_found("track not found")
-    return {"uri": uri, "total": row["total"], "buckets": await _buckets(call, "track_uri", uri)}
+    return {
+        "uri": uri, "total": row["total"], "buckets": await _buckets(call, "track_uri", uri),
+        **_counted(int(row["total"]), int(row["network"]), int(row["by_url"])),
+    }  # fmt: skip
 
 
 async def get_artist_plays(call: Call) -> dict[str, Any]:
     did = await resolve_actor(call, call.params["actor"], must_exist=True)
-    total = await call.pool.fetchval(
-        call.sql(
-            "SELECT coalesce(sum(c.play_count), 0) FROM tracks t "
-            "JOIN play_counts c ON c.track_uri = t.uri WHERE t.did = $1 "
-            "AND NOT (t.uri IN @removed_uris)"
-        ),
-        did,
-    )
-    return {"did": did, "total": int(total), "buckets": await _buckets(call, "artist_did", did)}
+    row = await call.pool.fetchrow(call.sql(_ARTIST_TOTALS), did)
+    assert row is not None  # aggregates: always one row
+    return {
+        "did": did, "total": int(row["total"]), "buckets": await _buckets(call, "artist_did", did),
+        **_counted(int(row["total"]), int(row["network"]), int(row["by_url"])),
+    }  # fmt: skip
 
 
 ROUTES: dict[str, Route] = {
