@@ -32,7 +32,9 @@ from indexer.records import PREFIX, RecordOp
 
 _decode_multi = libipld.decode_dag_cbor_multi
 # Op paths the index stores: every fm.plyr.* collection, and the network plays' two collections
-# (indexer/network_plays.py). One str.startswith with a tuple: the hot loop's only test per op.
+# (indexer/network_plays.py). The hot loop tests "fm." first: almost every op fails that one
+# short test, as cheap as the single-prefix test before network plays (docs/BENCHMARKS.md).
+FM = "fm."
 WANTED_PATHS = (PREFIX, *PATH_PREFIXES)
 BIGINT_MAX = 2**63 - 1  # cursors are stored as Postgres bigint
 MAX_TIME_US = 253402300799999999  # 9999-12-31T23:59:59.999999Z: the last instant datetime holds
@@ -145,7 +147,8 @@ class FrameDecoder:
                 self.last_time = body["time"]
                 matched: list[dict[str, Any]] | None = None
                 for op in body["ops"]:
-                    if op["path"].startswith(WANTED_PATHS):
+                    path = op["path"]
+                    if path.startswith(FM) and path.startswith(WANTED_PATHS):
                         if matched is None:
                             matched = []
                         matched.append(op)

@@ -277,7 +277,10 @@ def test_urls_and_backoff() -> None:
     full = "wss://r.example/xrpc/com.atproto.sync.subscribeRepos"
     assert subscribe_url(full, 1) == full + "?cursor=1"
     js = JetstreamSource("wss://jet.example/subscribe")
-    assert js.connect_url(10_000_000).endswith("wantedCollections=fm.plyr.%2A&cursor=5000000")
+    assert js.connect_url(10_000_000).endswith(
+        "wantedCollections=fm.plyr.%2A&wantedCollections=fm.teal.alpha.feed.play"
+        "&wantedCollections=fm.teal.feed.play&cursor=5000000"
+    )
     b = Backoff(base=1, cap=8)
     delays = [b.next_delay() for _ in range(10)]
     assert all(0 <= d <= 8 for d in delays)
