@@ -40,6 +40,12 @@ EXPECTED: dict[str, list[str]] = {
         rf"start-up, plyr index --help: +{NUMBER} s",
         rf"start-up, plyr index --replay, to its first line: +{NUMBER} s",
     ],
+    "bench_network_plays.py": [
+        rf"network plays \(batches of 100\) +{NUMBER} records/s",
+        rf"tracks again: their plays re-decided +{NUMBER} records/s",
+        r"plays by match: metadata 200, url 100, none 100",
+        rf"track stats read \(plays and network plays\): {NUMBER} ms",
+    ],
     "bench_writer.py": [
         rf"raw COPY of the same rows .*: +{NUMBER} records/s",
         rf"writer alone .*: +{NUMBER} records/s +\({NUMBER}% of raw COPY\)",
