@@ -186,7 +186,10 @@ async def test_jetstream_source(pool: asyncpg.Pool, database_url: str, firehose:
         await asyncio.gather(task, return_exceptions=True)
     assert await pool.fetchval("SELECT title FROM tracks") == "Jet"
     assert await pool.fetchval("SELECT status FROM actors") == "takendown"
-    assert source.connect_url(None).endswith("wantedCollections=fm.plyr.%2A")
+    assert source.connect_url(None).endswith(
+        "wantedCollections=fm.plyr.%2A&wantedCollections=fm.teal.alpha.feed.play"
+        "&wantedCollections=fm.teal.feed.play"
+    )
 
 
 async def _count(pool: asyncpg.Pool, table: str, n: int) -> bool:
