@@ -37,6 +37,17 @@ def match_key(text: Any) -> str | None:
     return key
 
 
+PAIR_SEPARATOR = "\n"  # never in a key (control characters are gaps; digests are hex)
+
+
+def pair_key(name_key: str | None, artist_key: str | None) -> str | None:
+    """The (name, artist) pair a metadata match needs, as one key: what plays and tracks are
+    found and locked by (writer/network_match.py)."""
+    if not name_key or not artist_key:
+        return None
+    return name_key + PAIR_SEPARATOR + artist_key
+
+
 def track_keys(record: dict[str, Any]) -> tuple[str, str]:
     """(title key, artist key) of a fm.plyr.track record for the tracks columns; '' when nothing
     is left of a name (NULL means "not computed yet": writer/network_match.fill_track_keys)."""

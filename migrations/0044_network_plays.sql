@@ -13,6 +13,7 @@ CREATE TABLE network_plays (
     track_name      text NOT NULL,
     name_key        text,                     -- trackName normalized (indexer/match_keys.py)
     artist_keys     text[] NOT NULL DEFAULT '{}',
+    pair_keys       text[] NOT NULL DEFAULT '{}', -- name_key || E'\n' || each artist key
     duration_s      bigint,
     played_at       timestamptz,              -- playedTime (clamped like other datetimes)
     url_track_uri   text,                     -- an at://…/fm.plyr.track/… the play's URL names
@@ -27,8 +28,9 @@ CREATE TABLE network_plays (
 );
 CREATE INDEX network_plays_by_did ON network_plays (did);
 CREATE INDEX network_plays_by_track ON network_plays (track_uri) WHERE track_uri IS NOT NULL;
-CREATE INDEX network_plays_by_key ON network_plays (name_key)
-    WHERE name_key IS NOT NULL AND url_track_uri IS NULL;
+-- The plays a track can match: found by (title, artist) pair, not by title alone (a title such as
+-- "Intro" is shared by a great many plays).
+CREATE INDEX network_plays_by_pair ON network_plays USING gin (pair_keys) WHERE url_track_uri IS NULL;
 CREATE INDEX network_plays_by_host ON network_plays (url_host)
     WHERE url_host IS NOT NULL AND url_track_uri IS NULL;
 
@@ -49,5 +51,5 @@ CREATE TABLE track_page_hosts (
 -- Title and artist keys of tracks, matched against plays' names. NULL: not computed yet (tracks
 -- indexed before this migration; the indexer fills them when it starts); '' : nothing to match.
 ALTER TABLE tracks ADD COLUMN match_key text, ADD COLUMN artist_key text;
-CREATE INDEX tracks_by_match_key ON tracks (match_key);
+CREATE INDEX tracks_by_match_key ON tracks (match_key, artist_key);
 CREATE INDEX tracks_without_match_key ON tracks (uri) WHERE match_key IS NULL;

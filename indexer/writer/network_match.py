@@ -4,16 +4,18 @@ A play's match is a function of the stored state only (the play's columns, `trac
 `track_page_hosts`), recomputed for every play the state change could affect:
 
 - plays written by the batch;
-- plays whose name key equals the old or new title key of a track the batch writes or deletes
-  (a play that arrived before its track matches when the track comes; a second track with the
-  same title and artist makes a metadata match ambiguous, and it is dropped);
-- plays matched to a track the batch writes or deletes;
+- plays with a (name, artist) pair equal to the old or new (title, artist) of a track the batch
+  creates, deletes or changes in what matching reads (title, artist, duration): a play that
+  arrived before its track matches when the track comes; a second track with the same title and
+  artist makes a metadata match ambiguous, and it is dropped. Plays are found by the pair, not
+  by the title alone: a common title ("Intro") is shared by a great many plays;
+- plays matched to such a track;
 - (at start) plays naming a page of a host added to or removed from `track_page_hosts`, and
   plays sharing a key with tracks whose keys were filled.
 
 So the result does not depend on the order records arrive in. Concurrent writers (the live
-indexer, a backfill) take a transaction lock per name key before they write, so a play and a
-track with the same key never miss each other in two uncommitted transactions. Page URLs need no
+indexer, a backfill) take a transaction lock per pair key before they write, so a play and a
+track with the same pair never miss each other in two uncommitted transactions. Page URLs need no
 lock: a page number exists only once its track is committed.
 
 `network_play_counts` holds, per track URI, the matched plays of visible listeners; it changes
@@ -28,7 +30,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from core.db import Connection
-from indexer.match_keys import track_keys
+from indexer.match_keys import pair_key, track_keys
 from indexer.network_plays import DURATION_TOLERANCE_S
 
 # classid of the per-name-key transaction locks (two-int advisory lock space); "plym".
@@ -40,7 +42,7 @@ WITH cand AS (
          p.artist_keys, p.duration_s, p.url_track_uri, p.url_host, p.url_short_id
   FROM network_plays p
   WHERE p.uri = ANY($1::text[])
-     OR (p.name_key = ANY($2::text[]) AND p.url_track_uri IS NULL)
+     OR (p.pair_keys && $2::text[] AND p.url_track_uri IS NULL)
      OR p.track_uri = ANY($3::text[])
      OR (p.url_host = ANY($4::text[]) AND p.url_track_uri IS NULL)
 ), m AS (
@@ -49,9 +51,11 @@ WITH cand AS (
          CASE WHEN c.url_track_uri IS NOT NULL OR page.uri IS NOT NULL THEN 'url'
               WHEN meta.uri IS NOT NULL THEN 'metadata' END AS new_method
   FROM cand c
-  LEFT JOIN LATERAL (
-    SELECT t.uri FROM tracks t JOIN track_page_hosts h ON h.host = c.url_host
+  LEFT JOIN LATERAL (  -- LIMIT: one index probe per play, never a join over all tracks
+    SELECT t.uri FROM tracks t
     WHERE t.short_id = c.url_short_id
+      AND EXISTS (SELECT 1 FROM track_page_hosts h WHERE h.host = c.url_host)
+    LIMIT 1
   ) page ON c.url_short_id IS NOT NULL
   LEFT JOIN LATERAL (
     SELECT CASE WHEN count(*) = 1 THEN min(x.uri) END AS uri FROM (
@@ -93,13 +97,14 @@ class MatchWork:
     """What a batch asks the match statement to decide (filled by writer/winners.py)."""
 
     plays: list[str] = field(default_factory=list)  # URIs of plays written
-    keys: set[str] = field(default_factory=set)  # name keys touched (locked, and re-matched)
-    tracks: list[str] = field(default_factory=list)  # URIs of tracks written or deleted
+    pairs: set[str] = field(default_factory=set)  # (title, artist) pair keys of tracks changed
+    locks: set[str] = field(default_factory=set)  # every pair key the batch writes (plays, tracks)
+    tracks: list[str] = field(default_factory=list)  # URIs of tracks changed or deleted
     # track uri -> [-plays, -plays matched by URL] of visible listeners' plays deleted or hidden
     removed: dict[str, list[int]] = field(default_factory=dict)
 
     def any(self) -> bool:
-        return bool(self.plays or self.keys or self.tracks or self.removed)
+        return bool(self.plays or self.pairs or self.tracks or self.removed)
 
     def remove(self, track_uri: str, by_url: bool) -> None:
         delta = self.removed.setdefault(track_uri, [0, 0])
@@ -112,7 +117,7 @@ def key_lock(key: str) -> int:
 
 
 async def lock_keys(conn: Connection, keys: Iterable[str]) -> None:
-    """Transaction locks on name keys, in one order for every writer (no deadlocks). Taken
+    """Transaction locks on pair keys, in one order for every writer (no deadlocks). Taken
     before the batch writes anything: no row lock is held while waiting for one."""
     ordered = sorted({key_lock(k) for k in keys if k})
     if ordered:
@@ -131,7 +136,7 @@ async def apply_matches(conn: Connection, work: MatchWork, hosts: Collection[str
     await conn.execute(
         MATCH_SQL,
         work.plays,
-        sorted(work.keys),
+        sorted(work.pairs),
         work.tracks,
         sorted(hosts),
         removed,
@@ -202,7 +207,8 @@ async def fill_track_keys(conn: Connection, chunk: int = 1000) -> int:
             if not rows:
                 return filled
             keys = {r["uri"]: track_keys(r["record"]) for r in rows}
-            await lock_keys(conn, {k[0] for k in keys.values()})
+            pairs = {p for k in keys.values() if (p := pair_key(*k)) is not None}
+            await lock_keys(conn, pairs)
             uris = list(keys)
             await conn.execute(
                 """UPDATE tracks t SET match_key = u.k, artist_key = u.a
@@ -212,5 +218,5 @@ async def fill_track_keys(conn: Connection, chunk: int = 1000) -> int:
                 [keys[u][0] for u in uris],
                 [keys[u][1] for u in uris],
             )
-            await apply_matches(conn, MatchWork(keys={k[0] for k in keys.values() if k[0]}, tracks=uris))
+            await apply_matches(conn, MatchWork(pairs=pairs, tracks=uris))
             filled += len(rows)

@@ -19,7 +19,8 @@ SELECT -1 AS k, did AS uri, status AS rev, visible::text AS subject, NULL::numer
 UNION ALL SELECT 0, uri, rev, hidden_cid, NULL FROM tombstones WHERE uri = ANY($1::text[])
 UNION ALL SELECT 1, uri, rev, subject_uri, NULL FROM likes WHERE uri = ANY($2::text[])
 UNION ALL SELECT 2, uri, rev, subject_uri, NULL FROM comments WHERE uri = ANY($3::text[])
-UNION ALL SELECT 3, uri, rev, match_key, duration_s FROM tracks WHERE uri = ANY($4::text[])
+UNION ALL SELECT 3, uri, rev, nullif(match_key, '') || E'\n' || nullif(artist_key, ''), duration_s
+  FROM tracks WHERE uri = ANY($4::text[])
 UNION ALL SELECT 4, uri, rev, NULL, NULL FROM lists WHERE uri = ANY($5::text[])
 UNION ALL SELECT 5, uri, rev, NULL, NULL FROM profiles WHERE uri = ANY($6::text[])
 UNION ALL SELECT 6, uri, rev, track_uri, (match_method = 'url')::int FROM network_plays
@@ -123,11 +124,14 @@ WHERE profiles.rev < excluded.rev
 # statement that follows (writer/network_match.py) decides it and keeps the counters.
 UPSERT_NETWORK_PLAYS = """
 INSERT INTO network_plays (uri, did, rkey, collection, cid, rev, track_name, name_key,
-                           artist_keys, duration_s, played_at, url_track_uri, url_host,
+                           artist_keys, pair_keys, duration_s, played_at, url_track_uri, url_host,
                            url_short_id, record, record_exact)
 SELECT u.uri, u.did, u.rkey, u.collection, u.cid, u.rev, u.track_name, u.name_key,
-       ARRAY(SELECT jsonb_array_elements_text(u.artist_keys::jsonb)), u.duration_s, u.played_at,
-       u.url_track_uri, u.url_host, u.url_short_id, u.record, u.record_exact
+       ARRAY(SELECT jsonb_array_elements_text(u.artist_keys::jsonb)),
+       ARRAY(SELECT u.name_key || E'\n' || a FROM jsonb_array_elements_text(u.artist_keys::jsonb) a
+             WHERE u.name_key IS NOT NULL),
+       u.duration_s, u.played_at, u.url_track_uri, u.url_host, u.url_short_id, u.record,
+       u.record_exact
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
             $8::text[], $9::text[], $10::bigint[], $11::timestamptz[], $12::text[], $13::text[],
             $14::bigint[], $15::jsonb[], $16::bytea[])
@@ -135,7 +139,7 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
        played_at, url_track_uri, url_host, url_short_id, record, record_exact)
 ON CONFLICT (uri) DO UPDATE SET
   cid = excluded.cid, rev = excluded.rev, track_name = excluded.track_name,
-  name_key = excluded.name_key, artist_keys = excluded.artist_keys,
+  name_key = excluded.name_key, artist_keys = excluded.artist_keys, pair_keys = excluded.pair_keys,
   duration_s = excluded.duration_s, played_at = excluded.played_at,
   url_track_uri = excluded.url_track_uri, url_host = excluded.url_host,
   url_short_id = excluded.url_short_id, record = excluded.record,

@@ -13,9 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from core.db import Connection
 from indexer import crashpoints
 from indexer.crashpoints import ARMED as _CRASH_ARMED
+from indexer.match_keys import PAIR_SEPARATOR, pair_key
 from indexer.network_plays import NETWORK_PLAY_COLLECTIONS
 from indexer.records import COMMENT, LIKE, LIST, TRACK, RecordOp
 from indexer.writer.batch_sql import WRITE_BATCH_SQL, BatchWrites, group
@@ -31,10 +34,12 @@ Winners = dict[str, tuple[RecordOp, Any]]
 _TRACK_BLOB_CID = 11
 _TRACK_SECONDS = 13
 _TRACK_MATCH_KEY = 18
+_TRACK_ARTIST_KEY = 19
 # Position of the subject in a likes or comments row.
 _SUBJECT = 5
 # Position of the name key in a network_plays row (indexer/network_plays.network_play_row).
 _PLAY_NAME_KEY = 7
+_PLAY_ARTIST_KEYS = 8  # a JSON array
 
 
 @dataclass(slots=True)
@@ -120,7 +125,7 @@ async def apply_winners(
             # Media skips blobs it holds for this track already (writer/outbox.py).
             writes.mirrors.append((uri, op.did, rows[_TRACK_BLOB_CID], blob_mime(op.record)))
 
-    await lock_keys(conn, matches.keys)  # before any row is written (writer/network_match.py)
+    await lock_keys(conn, matches.locks)  # before any row is written (writer/network_match.py)
     await conn.execute(WRITE_BATCH_SQL, *writes.args())
     if _CRASH_ARMED:
         crashpoints.hit("rows_written_before_commit")
@@ -134,16 +139,22 @@ def _match_work(
 ) -> None:
     """What a written track or network play asks the match statement to decide."""
     if op.collection == TRACK:
+        new_pair = pair_key(new[_TRACK_MATCH_KEY], new[_TRACK_ARTIST_KEY]) if new is not None else None
+        old_pair = old[1] if old is not None else None
+        if old is not None and new is not None and old_pair == new_pair and new[_TRACK_SECONDS]:
+            if old[2] == new[_TRACK_SECONDS]:
+                return  # nothing matching reads changed (a new description, cover, ...)
         work.tracks.append(op.uri)
-        if old is not None and old[1]:
-            work.keys.add(old[1])  # the title key stored before
-        if new is not None and new[_TRACK_MATCH_KEY]:
-            work.keys.add(new[_TRACK_MATCH_KEY])
+        for pair in (old_pair, new_pair):
+            if pair is not None:
+                work.pairs.add(pair)
+                work.locks.add(pair)
     elif op.collection in NETWORK_PLAY_COLLECTIONS:
         if new is not None:
             work.plays.append(op.uri)
-            if new[_PLAY_NAME_KEY]:
-                work.keys.add(new[_PLAY_NAME_KEY])
+            name_key = new[_PLAY_NAME_KEY]
+            if name_key:
+                work.locks.update(name_key + PAIR_SEPARATOR + a for a in orjson.loads(new[_PLAY_ARTIST_KEYS]))
         elif old is not None and old[1] is not None and visible:
             work.remove(old[1], old[2] == 1)  # a matched play deleted or hidden: its count goes
 

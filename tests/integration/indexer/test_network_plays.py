@@ -312,3 +312,21 @@ async def test_dump_gives_plays_back(pool: asyncpg.Pool, collection: str) -> Non
     assert [r["value"] for r in rows] == [record]
     other = ALPHA if collection == PLAY else PLAY
     assert [r async for r in dump_records(pool, other)] == []
+
+
+async def test_track_edits_rematch_only_when_matching_reads_them(pool: asyncpg.Pool) -> None:
+    await apply(pool, [op("create", ARTIST, "fm.plyr.track", "t1", 1, track(duration=200))])
+    await apply(pool, [op("create", LISTENER, ALPHA, "p1", 2, play(artists=["Moon Unit"], duration=199))])
+    assert await matched(pool, P1) == (T1, "metadata")
+    # A new description: nothing matching reads; the match stays.
+    await apply(pool, [op("update", ARTIST, "fm.plyr.track", "t1", 3, track(duration=200, description="new"))])
+    assert await matched(pool, P1) == (T1, "metadata") and await count(pool, T1) == 1
+    # The duration moves out of the tolerance: no longer a match; back in: a match again.
+    await apply(pool, [op("update", ARTIST, "fm.plyr.track", "t1", 4, track(duration=260))])
+    assert await matched(pool, P1) == (None, None) and await count(pool, T1) == 0
+    await apply(pool, [op("update", ARTIST, "fm.plyr.track", "t1", 5, track(duration=201))])
+    assert await matched(pool, P1) == (T1, "metadata") and await count(pool, T1) == 1
+    # The artist renamed: no longer the play's artist.
+    await apply(pool, [op("update", ARTIST, "fm.plyr.track", "t1", 6, track(artist="Sun Unit", duration=201))])
+    assert await matched(pool, P1) == (None, None) and await count(pool, T1) == 0
+    await assert_recount_agrees(pool)
