@@ -82,7 +82,7 @@ concat(
   ',"fileType":', to_json(t.file_type), {_member("audioUrl", _AUDIO_URL)},
   {_member("imageUrl", _URL.format(col="t.image_url"))}, {_member("duration", "t.duration_s")},
   ',"likeCount":', coalesce(c.like_count, 0), ',"commentCount":', coalesce(c.comment_count, 0),
-  ',"playCount":', coalesce(pc.play_count, 0),
+  ',"playCount":', coalesce(pc.play_count, 0), ',"networkPlayCount":', coalesce(npc.play_count, 0),
   ',"labels":', {_SELF_LABELS}, {_member("_labels", "lab.own")},
   ',"createdAt":"', {_TIME.format(col="t.created_at")},
   '","indexedAt":"', {_TIME.format(col="t.indexed_at")}, '"}}'
@@ -108,13 +108,15 @@ LEFT JOIN LATERAL (
 
 # The joins a track view needs; `t` must be a tracks row. Hidden artists drop out with
 # `coalesce(a.visible, true)`, removed tracks with TRACK_KEPT_SQL (in the WHERE). Counts
-# come from their owners' tables (likes/comments: the indexer; plays: appview/methods/plays.py),
+# come from their owners' tables (likes/comments and network plays: the indexer; plays:
+# appview/methods/plays.py),
 # and a PDS blob plays from media's copy of it (media_mirrors) while the track still carries it.
 TRACK_JOINS_SQL = f"""
 LEFT JOIN actors a ON a.did = t.did
 LEFT JOIN profiles p ON p.did = t.did
 LEFT JOIN track_counts c ON c.subject_uri = t.uri
 LEFT JOIN play_counts pc ON pc.track_uri = t.uri
+LEFT JOIN network_play_counts npc ON npc.track_uri = t.uri
 LEFT JOIN media_mirrors mm ON mm.track_uri = t.uri AND mm.blob_cid = t.audio_blob_cid
 {_TRACK_LABELS_SQL}"""
 

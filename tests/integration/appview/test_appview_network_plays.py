@@ -46,6 +46,8 @@ async def test_track_and_artist_stats_show_network_plays(client: TestClient, wor
     assert track["total"] == 1
     assert track["plays"] == {"count": 1, "countedBy": "plyr"}
     assert track["networkPlays"] == {"count": 1, "countedBy": "teal.fm records", "byUrl": 0, "byMetadata": 1}
+    view = (await get(client, "fm.plyr.feed.getTrack", uri=uri))["track"]
+    assert view["playCount"] == 1 and view["networkPlayCount"] == 1
     artist = await get(client, "fm.plyr.stats.getArtistPlays", actor=ann.did)
     assert artist["plays"]["count"] == 1 and artist["total"] == 1
     assert artist["networkPlays"] == {"count": 2, "countedBy": "teal.fm records", "byUrl": 1, "byMetadata": 1}
