@@ -1,4 +1,5 @@
-"""From a repo CAR (streamed) to the verified `fm.plyr.*` records of its signed commit.
+"""From a repo CAR (streamed) to the verified `fm.plyr.*` records (and network plays: teal.fm
+play records, indexer/network_plays.py) of its signed commit.
 
 Repo exports can be hundreds of megabytes and come in no useful block order (a PDS writes them
 by rev and CID, not tree order), so the CAR is read in one pass into a `CarIndex`
@@ -6,8 +7,10 @@ by rev and CID, not tree order), so the CAR is read in one pass into a `CarIndex
 sections framed as they arrive, remembering where blocks are. Nothing is hashed or decoded then.
 
 `extract_records` then checks the commit (hash, DID, signature: protocol.sync.verify_repo_commit), walks the MST only where
-`fm.plyr.*` keys can be (`protocol.mst.walk` prunes subtrees by key range) and reads just those
-records. Every block used is hashed against its CID on the bytes received.
+`fm.plyr.*` and network play keys can be (`protocol.mst.walk` prunes subtrees by key range) and
+reads just those records. Every block used is hashed against its CID on the bytes received. The
+section index keeps the blocks that say `fm.plyr.`; a network play's record block is found by
+the second pass over the CAR that any block the index did not keep gets.
 
 A CAR that ends inside a section is truncated; a block used whose bytes do not hash to its CID
 is a mismatch: both are `CarError`, a failed signature is `ExtractError`.
@@ -22,6 +25,7 @@ import libipld
 
 from indexer.backfill.car_index import CarIndex
 from indexer.backfill.car_store import DEFAULT_MEMORY_LIMIT, CarStore
+from indexer.network_plays import NETWORK_PLAY_COLLECTIONS
 from protocol.car import CarError
 from protocol.cid import cid_to_str, is_blessed
 from protocol.data_model import DataModelError, block_to_json
@@ -30,6 +34,9 @@ from protocol.sync import VerificationError, verify_repo_commit
 
 KEY_START = "fm.plyr."
 KEY_END = "fm.plyr/"  # "/" sorts right after ".": [start, end) is every fm.plyr.* collection
+# The key ranges walked: every fm.plyr.* collection, and each network play collection
+# ("0" sorts right after "/": [c/, c0) is every key of collection c).
+KEY_RANGES = ((KEY_START, KEY_END), *((f"{c}/", f"{c}0") for c in NETWORK_PLAY_COLLECTIONS))
 
 __all__ = [
     "DEFAULT_MEMORY_LIMIT",
@@ -101,7 +108,7 @@ def extract_records(
     entries: list[tuple[str, bytes]] = []
     for _attempt in range(2):
         try:
-            entries = list(walk(commit.data, get, start=KEY_START, end=KEY_END))
+            entries = [e for start, end in KEY_RANGES for e in walk(commit.data, get, start=start, end=end)]
             break
         except MissingBlock as exc:
             # Not indexed (an unusual node encoding): one more framing pass, then give up.

@@ -28,8 +28,9 @@ from indexer.backfill.extract import (
     extract_records,
 )
 from indexer.backfill.http import FetchError, PoliteClient, xrpc_url
-from indexer.records import INDEXED_COLLECTIONS, RecordOp
+from indexer.records import RecordOp
 from indexer.writer import BatchResult, apply_batch
+from indexer.writer.checks import STORED_COLLECTIONS
 from protocol.car import CarError
 from protocol.identity import IdentityError, IdentityResolving
 from protocol.mst import MstError
@@ -47,7 +48,7 @@ CAR_BYTES = Counter("plyr_backfill_car_bytes_total", "Bytes of repo CARs downloa
 
 _INDEXED_URIS = " UNION ALL ".join(
     f"SELECT uri FROM {table} WHERE did = $1"
-    for table in ("tracks", "likes", "comments", "lists", "profiles")
+    for table in ("tracks", "likes", "comments", "lists", "profiles", "network_plays")
 )
 
 
@@ -195,7 +196,7 @@ class RepoSyncer:
         for uri in sorted(indexed - present):
             _, _, rest = uri.partition("at://")
             _, collection, rkey = rest.split("/", 2)
-            if collection in INDEXED_COLLECTIONS:
+            if collection in STORED_COLLECTIONS:
                 ops.append(RecordOp("delete", did, collection, rkey, rev))
                 result.deleted += 1
         if not ops:
