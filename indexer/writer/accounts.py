@@ -19,7 +19,7 @@ from indexer.crashpoints import ARMED as _CRASH_ARMED
 from indexer.writer.counts import forget_actor, move_actor
 from indexer.writer.cursor import CursorUpdate, write_cursor
 from indexer.writer.locks import lock_dids
-from indexer.writer.network_match import delete_actor_plays
+from indexer.writer.network_match import apply_matches, delete_actor_plays, lock_actor_tracks
 from indexer.writer.outbox import request_actor_mirrors
 from indexer.writer.statements import TABLE
 
@@ -154,6 +154,7 @@ async def apply_moderation_takedowns(conn: Connection, changes: Mapping[str, boo
 
 async def _delete_actor_rows(conn: Connection, did: str, repo_rev: str | None) -> None:
     # Tombstone every record at max(its rev, the repo's newest rev): replays stay dead.
+    rematch = await lock_actor_tracks(conn, did)  # network plays naming its tracks: re-decided
     for collection, table in TABLE.items():
         await conn.execute(
             f"""WITH gone AS (DELETE FROM {table} WHERE did = $1 RETURNING uri, rev)
@@ -169,6 +170,7 @@ async def _delete_actor_rows(conn: Connection, did: str, repo_rev: str | None) -
             repo_rev,
         )
     await delete_actor_plays(conn, did, repo_rev)  # network plays: one table, two collections
+    await apply_matches(conn, rematch)
 
 
 async def update_handle(conn: Connection | asyncpg.Pool, did: str, handle: str | None) -> None:

@@ -161,6 +161,19 @@ async def move_actor_plays(conn: Connection, did: str, sign: int) -> None:
     await conn.execute(_ACTOR_PLAYS, did, sign)
 
 
+async def lock_actor_tracks(conn: Connection, did: str) -> MatchWork:
+    """Before an account's tracks are deleted (writer/accounts.py): their pair keys locked, and
+    the work that re-decides the plays they matched or made ambiguous once they are gone."""
+    rows = await conn.fetch(
+        """SELECT uri, nullif(match_key, '') || E'\n' || nullif(artist_key, '') AS pair
+           FROM tracks WHERE did = $1""",
+        did,
+    )
+    pairs = {r["pair"] for r in rows if r["pair"] is not None}
+    await lock_keys(conn, pairs)
+    return MatchWork(pairs=pairs, tracks=[r["uri"] for r in rows])
+
+
 async def delete_actor_plays(conn: Connection, did: str, repo_rev: str | None) -> None:
     """A deleted account's plays: rows removed, tombstoned at max(their rev, the repo's newest
     rev) like its other records (its counters were moved out before: move_actor)."""

@@ -330,3 +330,18 @@ async def test_track_edits_rematch_only_when_matching_reads_them(pool: asyncpg.P
     await apply(pool, [op("update", ARTIST, "fm.plyr.track", "t1", 6, track(artist="Sun Unit", duration=201))])
     assert await matched(pool, P1) == (None, None) and await count(pool, T1) == 0
     await assert_recount_agrees(pool)
+
+
+async def test_an_artist_account_deleted_re_decides_plays(pool: asyncpg.Pool) -> None:
+    # Two artists with the same title and name: the play is ambiguous until one account goes.
+    await apply(pool, [op("create", ARTIST, "fm.plyr.track", "t1", 1, track())])
+    await apply(pool, [op("create", OTHER_ARTIST, "fm.plyr.track", "t2", 1, track())])
+    await apply(pool, [op("create", LISTENER, ALPHA, "p1", 2, play(artists=["Moon Unit"]))])
+    assert await matched(pool, P1) == (None, None)
+    async with pool.acquire() as conn:
+        await apply_account(conn, AccountChange(OTHER_ARTIST, False, "deleted"))
+    assert await matched(pool, P1) == (T1, "metadata") and await count(pool, T1) == 1
+    async with pool.acquire() as conn:
+        await apply_account(conn, AccountChange(ARTIST, False, "deleted"))
+    assert await matched(pool, P1) == (None, None) and await count(pool, T1) == 0
+    await assert_recount_agrees(pool)
