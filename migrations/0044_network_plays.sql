@@ -31,6 +31,8 @@ CREATE INDEX network_plays_by_track ON network_plays (track_uri) WHERE track_uri
 -- The plays a track can match: found by (title, artist) pair, not by title alone (a title such as
 -- "Intro" is shared by a great many plays).
 CREATE INDEX network_plays_by_pair ON network_plays USING gin (pair_keys) WHERE url_track_uri IS NULL;
+-- A legacy play and its copy in fm.teal.feed.play (teal's migration) are the same listen.
+CREATE INDEX network_plays_by_time ON network_plays (did, played_at) WHERE played_at IS NOT NULL;
 CREATE INDEX network_plays_by_host ON network_plays (url_host)
     WHERE url_host IS NOT NULL AND url_track_uri IS NULL;
 

@@ -11,7 +11,11 @@ A play's match is a function of the stored state only (the play's columns, `trac
   by the title alone: a common title ("Intro") is shared by a great many plays;
 - plays matched to such a track;
 - (at start) plays naming a page of a host added to or removed from `track_page_hosts`, and
-  plays sharing a key with tracks whose keys were filled.
+  plays sharing a key with tracks whose keys were filled;
+- the legacy copy (`fm.teal.alpha.feed.play`, same listener, playedTime and track name) of a
+  `fm.teal.feed.play` written or deleted: teal's migration copies legacy plays to the new
+  collection (and deletes the old ones after); while both exist, only the new one is matched,
+  so one listen never counts twice.
 
 So the result does not depend on the order records arrive in. Concurrent writers (the live
 indexer, a backfill) take a transaction lock per pair key before they write, so a play and a
@@ -28,6 +32,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from core.db import Connection
 from indexer.match_keys import pair_key, track_keys
@@ -38,18 +43,22 @@ MATCH_LOCK_CLASS = 0x706C796D
 
 MATCH_SQL = """
 WITH cand AS (
-  SELECT p.uri, p.did, p.track_uri AS old_track, p.match_method AS old_method, p.name_key,
-         p.artist_keys, p.duration_s, p.url_track_uri, p.url_host, p.url_short_id
+  SELECT p.uri, p.did, p.collection, p.played_at, p.track_uri AS old_track,
+         p.match_method AS old_method, p.name_key, p.artist_keys, p.duration_s, p.url_track_uri,
+         p.url_host, p.url_short_id
   FROM network_plays p
   WHERE p.uri = ANY($1::text[])
      OR (p.pair_keys && $2::text[] AND p.url_track_uri IS NULL)
      OR p.track_uri = ANY($3::text[])
      OR (p.url_host = ANY($4::text[]) AND p.url_track_uri IS NULL)
-), m AS (
+     OR ((p.did, p.played_at) IN (SELECT * FROM unnest($9::text[], $10::timestamptz[]))
+         AND p.collection = 'fm.teal.alpha.feed.play')
+), found AS (
   SELECT c.uri, c.did, c.old_track, c.old_method,
-         coalesce(c.url_track_uri, page.uri, meta.uri) AS new_track,
+         coalesce(c.url_track_uri, page.uri, meta.uri) AS track,
          CASE WHEN c.url_track_uri IS NOT NULL OR page.uri IS NOT NULL THEN 'url'
-              WHEN meta.uri IS NOT NULL THEN 'metadata' END AS new_method
+              WHEN meta.uri IS NOT NULL THEN 'metadata' END AS method,
+         twin.found AS twin
   FROM cand c
   LEFT JOIN LATERAL (  -- LIMIT: one index probe per play, never a join over all tracks
     SELECT t.uri FROM tracks t
@@ -66,6 +75,17 @@ WITH cand AS (
              OR abs(c.duration_s::numeric - t.duration_s) <= $7)
       LIMIT 2) x
   ) meta ON true
+  LEFT JOIN LATERAL (  -- a legacy play copied to fm.teal.feed.play: the copy counts, not both
+    SELECT true AS found FROM network_plays n
+    WHERE c.collection = 'fm.teal.alpha.feed.play' AND n.did = c.did AND n.played_at = c.played_at
+      AND n.collection = 'fm.teal.feed.play' AND n.name_key IS NOT DISTINCT FROM c.name_key
+    LIMIT 1
+  ) twin ON c.played_at IS NOT NULL
+), m AS (
+  SELECT uri, did, old_track, old_method,
+         CASE WHEN twin THEN NULL ELSE track END AS new_track,
+         CASE WHEN twin THEN NULL ELSE method END AS new_method
+  FROM found
 ), changed AS (
   UPDATE network_plays p SET track_uri = m.new_track, match_method = m.new_method
   FROM m
@@ -102,9 +122,15 @@ class MatchWork:
     tracks: list[str] = field(default_factory=list)  # URIs of tracks changed or deleted
     # track uri -> [-plays, -plays matched by URL] of visible listeners' plays deleted or hidden
     removed: dict[str, list[int]] = field(default_factory=dict)
+    twins: set[tuple[str, datetime]] = field(default_factory=set)  # (did, playedTime) of PLAYs written
 
     def any(self) -> bool:
-        return bool(self.plays or self.pairs or self.tracks or self.removed)
+        return bool(self.plays or self.pairs or self.tracks or self.removed or self.twins)
+
+    def twin(self, did: str, *played_at: datetime | None) -> None:
+        """A fm.teal.feed.play written or deleted at these playedTimes (old and new): the legacy
+        copy of the same listen, if any, is re-decided."""
+        self.twins.update((did, at) for at in played_at if at is not None)
 
     def remove(self, track_uri: str, by_url: bool) -> None:
         delta = self.removed.setdefault(track_uri, [0, 0])
@@ -143,6 +169,8 @@ async def apply_matches(conn: Connection, work: MatchWork, hosts: Collection[str
         [work.removed[t][0] for t in removed],
         DURATION_TOLERANCE_S,
         [work.removed[t][1] for t in removed],
+        [did for did, _at in sorted(work.twins)],
+        [at for _did, at in sorted(work.twins)],
     )
 
 

@@ -14,16 +14,17 @@ from indexer.records import COMMENT, LIKE, LIST, PROFILE, TRACK
 # rev and what its counts depend on (likes/comments: subject; tracks: duration, and the title key
 # network plays are matched on; network plays: the track they matched).
 STATE_SQL = """
-SELECT -1 AS k, did AS uri, status AS rev, visible::text AS subject, NULL::numeric AS seconds
+SELECT -1 AS k, did AS uri, status AS rev, visible::text AS subject, NULL::numeric AS seconds,
+       NULL::timestamptz AS at
   FROM actors WHERE did = ANY($7::text[])
-UNION ALL SELECT 0, uri, rev, hidden_cid, NULL FROM tombstones WHERE uri = ANY($1::text[])
-UNION ALL SELECT 1, uri, rev, subject_uri, NULL FROM likes WHERE uri = ANY($2::text[])
-UNION ALL SELECT 2, uri, rev, subject_uri, NULL FROM comments WHERE uri = ANY($3::text[])
-UNION ALL SELECT 3, uri, rev, nullif(match_key, '') || E'\n' || nullif(artist_key, ''), duration_s
+UNION ALL SELECT 0, uri, rev, hidden_cid, NULL, NULL FROM tombstones WHERE uri = ANY($1::text[])
+UNION ALL SELECT 1, uri, rev, subject_uri, NULL, NULL FROM likes WHERE uri = ANY($2::text[])
+UNION ALL SELECT 2, uri, rev, subject_uri, NULL, NULL FROM comments WHERE uri = ANY($3::text[])
+UNION ALL SELECT 3, uri, rev, nullif(match_key, '') || E'\n' || nullif(artist_key, ''), duration_s, NULL
   FROM tracks WHERE uri = ANY($4::text[])
-UNION ALL SELECT 4, uri, rev, NULL, NULL FROM lists WHERE uri = ANY($5::text[])
-UNION ALL SELECT 5, uri, rev, NULL, NULL FROM profiles WHERE uri = ANY($6::text[])
-UNION ALL SELECT 6, uri, rev, track_uri, (match_method = 'url')::int FROM network_plays
+UNION ALL SELECT 4, uri, rev, NULL, NULL, NULL FROM lists WHERE uri = ANY($5::text[])
+UNION ALL SELECT 5, uri, rev, NULL, NULL, NULL FROM profiles WHERE uri = ANY($6::text[])
+UNION ALL SELECT 6, uri, rev, track_uri, (match_method = 'url')::int, played_at FROM network_plays
   WHERE uri = ANY($8::text[])
 """
 STATE_KIND = {LIKE: 1, COMMENT: 2, TRACK: 3, LIST: 4, PROFILE: 5, PLAY_ALPHA: 6, PLAY: 6}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -19,7 +20,7 @@ from core.db import Connection
 from indexer import crashpoints
 from indexer.crashpoints import ARMED as _CRASH_ARMED
 from indexer.match_keys import PAIR_SEPARATOR, pair_key
-from indexer.network_plays import NETWORK_PLAY_COLLECTIONS
+from indexer.network_plays import NETWORK_PLAY_COLLECTIONS, PLAY
 from indexer.records import COMMENT, LIKE, LIST, TRACK, RecordOp
 from indexer.writer.batch_sql import WRITE_BATCH_SQL, BatchWrites, group
 from indexer.writer.counts import CountDeltas
@@ -40,6 +41,7 @@ _SUBJECT = 5
 # Position of the name key in a network_plays row (indexer/network_plays.network_play_row).
 _PLAY_NAME_KEY = 7
 _PLAY_ARTIST_KEYS = 8  # a JSON array
+_PLAY_AT = 10
 
 
 @dataclass(slots=True)
@@ -61,6 +63,7 @@ class _Stored:
     tomb_rev: dict[str, str] = field(default_factory=dict)
     tomb_hidden: dict[str, str] = field(default_factory=dict)  # uri -> cid of the refused version
     rows: dict[str, tuple[str, str | None, int]] = field(default_factory=dict)  # rev, subject, s
+    played_at: dict[str, datetime] = field(default_factory=dict)  # network plays: uri -> playedTime
 
 
 async def _read_stored(conn: Connection, winners: Winners, actor_dids: set[str]) -> _Stored:
@@ -80,6 +83,8 @@ async def _read_stored(conn: Connection, winners: Winners, actor_dids: set[str])
         else:
             seconds = r["seconds"]
             stored.rows[r["uri"]] = (r["rev"], r["subject"], int(seconds or 0))
+            if r["at"] is not None:
+                stored.played_at[r["uri"]] = r["at"]
     return stored
 
 
@@ -112,6 +117,8 @@ async def apply_winners(
         if newest_rev.get(op.did, "") < op.rev:
             newest_rev[op.did] = op.rev
         _match_work(matches, op, visible, row, rows)
+        if op.collection == PLAY:  # its legacy copy (same listener and playedTime) is re-decided
+            matches.twin(op.did, stored.played_at.get(uri), rows[_PLAY_AT] if rows is not None else None)
         if op.action in ("delete", "hide"):
             if row is not None:
                 writes.deletes[group(op.collection)].append(uri)

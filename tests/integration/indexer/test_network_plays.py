@@ -5,6 +5,7 @@ updates and deletes, refused versions, hidden and deleted listeners."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import asyncpg
@@ -37,8 +38,14 @@ def uri(did: str, collection: str, rkey: str) -> str:
     return f"at://{did}/{collection}/{tid_key(rkey)}"
 
 
+_SECONDS = itertools.count()
+
+
 def play(name: str = "Night Drive", artists: list[str] | None = None, collection: str = ALPHA, **extra: Any) -> dict[str, Any]:
-    record: dict[str, Any] = {"$type": collection, "trackName": name, "playedTime": "2026-01-02T03:04:05Z"}
+    # Each play its own playedTime: the same listener, time and name would be one listen twice.
+    n = next(_SECONDS)
+    at = f"2026-01-02T{n // 3600 % 24:02d}:{n // 60 % 60:02d}:{n % 60:02d}Z"
+    record: dict[str, Any] = {"$type": collection, "trackName": name, "playedTime": at}
     if artists is not None:
         record["artists"] = [{"artistName": a} for a in artists]
     return {**record, **extra}
@@ -344,4 +351,27 @@ async def test_an_artist_account_deleted_re_decides_plays(pool: asyncpg.Pool) ->
     async with pool.acquire() as conn:
         await apply_account(conn, AccountChange(ARTIST, False, "deleted"))
     assert await matched(pool, P1) == (None, None) and await count(pool, T1) == 0
+    await assert_recount_agrees(pool)
+
+
+async def test_a_legacy_play_and_its_migrated_copy_count_once(pool: asyncpg.Pool) -> None:
+    await apply(pool, [op("create", ARTIST, "fm.plyr.track", "t1", 1, track())])
+    legacy = play(artists=["Moon Unit"])
+    copy = legacy | {"$type": PLAY}
+    await apply(pool, [op("create", LISTENER, ALPHA, "p1", 2, legacy)])
+    assert await count(pool, T1) == 1
+    # teal's migration: the copy in fm.teal.feed.play (same playedTime and name) ...
+    await apply(pool, [op("create", LISTENER, PLAY, "c1", 3, copy)])
+    assert await count(pool, T1) == 1
+    assert await matched(pool, P1) == (None, None)
+    assert await matched(pool, uri(LISTENER, PLAY, "c1")) == (T1, "metadata")
+    # ... a different listen at another time still counts on its own ...
+    await apply(pool, [op("create", LISTENER, ALPHA, "p2", 4, legacy | {"playedTime": "2026-01-02T04:00:00Z"})])
+    assert await count(pool, T1) == 2
+    # ... and if the copy goes, the legacy record counts again; then the legacy one is deleted.
+    await apply(pool, [op("delete", LISTENER, PLAY, "c1", 5)])
+    assert await matched(pool, P1) == (T1, "metadata") and await count(pool, T1) == 2
+    await apply(pool, [op("create", LISTENER, PLAY, "c1", 6, copy)])
+    await apply(pool, [op("delete", LISTENER, ALPHA, "p1", 7)])
+    assert await count(pool, T1) == 2
     await assert_recount_agrees(pool)
