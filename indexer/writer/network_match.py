@@ -42,17 +42,29 @@ from indexer.network_plays import DURATION_TOLERANCE_S
 MATCH_LOCK_CLASS = 0x706C796D
 
 MATCH_SQL = """
-WITH cand AS (
+WITH cand AS (  -- each part an index lookup: never a scan of the table (it grows with the network)
   SELECT p.uri, p.did, p.collection, p.played_at, p.track_uri AS old_track,
          p.match_method AS old_method, p.name_key, p.artist_keys, p.duration_s, p.url_track_uri,
          p.url_host, p.url_short_id
-  FROM network_plays p
-  WHERE p.uri = ANY($1::text[])
-     OR (p.pair_keys && $2::text[] AND p.url_track_uri IS NULL)
-     OR p.track_uri = ANY($3::text[])
-     OR (p.url_host = ANY($4::text[]) AND p.url_track_uri IS NULL)
-     OR ((p.did, p.played_at) IN (SELECT * FROM unnest($9::text[], $10::timestamptz[]))
-         AND p.collection = 'fm.teal.alpha.feed.play')
+  FROM network_plays p WHERE p.uri = ANY($1::text[])
+  UNION SELECT p.uri, p.did, p.collection, p.played_at, p.track_uri AS old_track,
+         p.match_method AS old_method, p.name_key, p.artist_keys, p.duration_s, p.url_track_uri,
+         p.url_host, p.url_short_id
+  FROM network_plays p WHERE p.pair_keys && $2::text[] AND p.url_track_uri IS NULL
+  UNION SELECT p.uri, p.did, p.collection, p.played_at, p.track_uri AS old_track,
+         p.match_method AS old_method, p.name_key, p.artist_keys, p.duration_s, p.url_track_uri,
+         p.url_host, p.url_short_id
+  FROM network_plays p WHERE p.track_uri = ANY($3::text[])
+  UNION SELECT p.uri, p.did, p.collection, p.played_at, p.track_uri AS old_track,
+         p.match_method AS old_method, p.name_key, p.artist_keys, p.duration_s, p.url_track_uri,
+         p.url_host, p.url_short_id
+  FROM network_plays p WHERE p.url_host = ANY($4::text[]) AND p.url_track_uri IS NULL
+  UNION SELECT p.uri, p.did, p.collection, p.played_at, p.track_uri AS old_track,
+         p.match_method AS old_method, p.name_key, p.artist_keys, p.duration_s, p.url_track_uri,
+         p.url_host, p.url_short_id
+  FROM unnest($9::text[], $10::timestamptz[]) AS t(did, at)
+  JOIN network_plays p ON p.did = t.did AND p.played_at = t.at
+  WHERE p.collection = 'fm.teal.alpha.feed.play'
 ), found AS (
   SELECT c.uri, c.did, c.old_track, c.old_method,
          coalesce(c.url_track_uri, page.uri, meta.uri) AS track,
