@@ -162,7 +162,7 @@ async def scan_audio(
         if progress is not None:
             await progress(0.0, "fingerprinting")
         async with local_copy(media, audio.storage_key) as path:
-            fp = await fingerprint.fingerprint_file(path, ffmpeg=media.ffmpeg)
+            fp = await fingerprint.fingerprint_file(path, ffmpeg=media.ffmpeg, speeds=fingerprint.QUERY_SPEEDS)
         check_coverage(fp.duration_s, audio.duration_s)
         if progress is not None:
             await progress(0.9, "matching")
