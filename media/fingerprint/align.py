@@ -76,12 +76,15 @@ def terms(values: Sequence[int], sample_bits: int = SAMPLE_BITS) -> list[tuple[i
     """(term, position) of the values that are index terms, in position order. With more
     `sample_bits` than SAMPLE_BITS: a subset of them (the hash's leading bits all zero)."""
     out: list[tuple[int, int]] = []
+    shift = 32 - sample_bits
+    mask, golden, silence = TERM_MASK, _GOLDEN, SILENCE_VALUES  # is_sampled, inlined: the hot loop
     previous = -1
     for position, value in enumerate(values):
-        term = value & TERM_MASK
-        if term != previous and value not in SILENCE_VALUES and is_sampled(term, sample_bits):
-            out.append((term, position))
-        previous = term
+        term = value & mask
+        if term != previous:
+            previous = term
+            if not ((term * golden) & 0xFFFFFFFF) >> shift and value not in silence:
+                out.append((term, position))
     return out
 
 

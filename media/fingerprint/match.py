@@ -81,8 +81,8 @@ async def _hits(conn: Connection, versions: list[tuple[float, array[int], int]])
     version's terms go through one lookup."""
     positions: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for k, (_, values, bits) in enumerate(versions):
-        for term, qs in align.query_terms(values, bits).items():
-            positions[term].extend((k, q) for q in qs)
+        for term, q in align.terms(values, bits):
+            positions[term - (1 << 32) if term >= 1 << 31 else term].append((k, q))  # align.signed
     keys = sorted(positions)  # btree probes in key order
     hits: Hits = defaultdict(list)
     for start in range(0, len(keys), LOOKUP_BATCH):
@@ -182,7 +182,7 @@ async def find_matches(
         excluded = {row["id"] for row in own}
     scores: dict[int, int] = defaultdict(int)
     for (fid, _), h in hits.items():
-        if fid not in excluded:
+        if len(h) >= align.MIN_VOTES and fid not in excluded:  # most are one chance hit
             scores[fid] = max(scores[fid], align.coarse_score(h))
     ranked = [fid for fid, score in sorted(scores.items(), key=lambda x: (-x[1], x[0])) if score >= align.MIN_VOTES]
     if stored == "tracks" and ranked:
