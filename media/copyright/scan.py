@@ -5,9 +5,8 @@ fingerprinted whole (media/fingerprint/), stores the fingerprint (once per audio
 matches of at least MIN_MATCH_S in the reference catalog and in the other audio we hold, and
 writes its `copyright_scans` row: `flagged` with the matches, `clear` without, or `error` with the
 message when anything about the audio fails (the object missing from storage, ffmpeg failing on
-a corrupt file). What is left out of the matches: this audio itself (its tracks, its earlier
-fingerprints), other audio of the same artist, and references allow-listed for the artist
-(original artists, appview/moderation/copyright.py).
+a corrupt file). What the matches are and leave out (the audio itself, an artist's own re-uploads, original
+artists; copies of the same bytes by a later artist; decisions that carry over): matches.py.
 
 The job (payload {sha256, track_uri?, previous_attempts?}) turns an `error` into a failed attempt,
 which the worker retries after media/jobs.py's backoff, up to store.SCAN_MAX_ATTEMPTS; each
@@ -24,9 +23,9 @@ from typing import Any
 
 import asyncpg
 
-from core.db import Connection
 from media import fingerprint
 from media.copyright import store
+from media.copyright.matches import artists_of, carry_decisions, copy_matches, did_of, kept_matches
 from media.errors import exhausted_errno
 from media.ingest import MediaContext
 from media.job_context import JobContext, JobFailed
@@ -54,25 +53,6 @@ class ScanOutcome:
     audio_missing: bool = False     # no media object of that sha-256 at all: retrying cannot help
 
 
-def did_of(uri: str | None) -> str | None:
-    if uri is None or not uri.startswith("at://"):
-        return None
-    return uri[5:].split("/", 1)[0] or None
-
-
-def match_json(m: fingerprint.Match, *, track_uri: str | None, audio: str | None) -> dict[str, Any]:
-    return {
-        "reference_id": m.reference_id,
-        "track_uri": track_uri,
-        "audio": audio,  # the sha-256 of the other audio we hold, for a match that is no reference
-        "fingerprint_id": m.fingerprint_id,
-        "offset_s": round(m.offset_s, 3),
-        "reference_offset_s": round(m.reference_offset_s, 3),
-        "length_s": round(m.length_s, 3),
-        "similarity": round(m.similarity, 4),
-    }
-
-
 # ffmpeg decodes what it can of a damaged file: a fingerprint of a fraction of the audio is not a
 # scan of it, and must not read as clear. Chromaprint's values cover the audio but its last few
 # seconds (each value spans 2.7 s), hence the slack.
@@ -86,54 +66,6 @@ def check_coverage(fingerprinted_s: float, duration_s: float | None) -> None:
         raise fingerprint.FingerprintError(
             f"fingerprinted {fingerprinted_s:.1f} s of audio that lasts {duration_s:.1f} s (damaged or truncated file)"
         )
-
-
-async def _artists_of(conn: Connection, sha256: str) -> tuple[list[tuple[str, str]], set[str]]:
-    tracks = await store.tracks_of(conn, sha256)
-    artists = {did for _, did in tracks}
-    if (uploader := await store.uploader_of(conn, sha256)) is not None:
-        artists.add(uploader)
-    return tracks, artists
-
-
-async def _kept_matches(
-    conn: Connection,
-    found: list[fingerprint.Match],
-    *,
-    sha256: str,
-    fingerprint_id: int,
-    tracks: list[tuple[str, str]],
-    artists: set[str],
-) -> list[dict[str, Any]]:
-    """The matches a moderator has to see, in the order they occur in the audio."""
-    same_tracks = {uri for uri, _ in tracks}
-    other_audio = await store.audio_of_fingerprints(
-        conn, [m.fingerprint_id for m in found if m.reference_id is None]
-    )
-    allowed = await store.allowlisted(conn, artists, [m.reference_id for m in found if m.reference_id is not None])
-    kept: list[dict[str, Any]] = []
-    for m in found:
-        if m.fingerprint_id == fingerprint_id or (m.track_uri is not None and m.track_uri in same_tracks):
-            continue  # this audio itself
-        if m.reference_id is not None:
-            if artists and all((artist, m.reference_id) in allowed for artist in artists):
-                continue  # the original artist's own work
-            kept.append(match_json(m, track_uri=m.track_uri, audio=None))
-            continue
-        other = other_audio.get(m.fingerprint_id)
-        if other == sha256:
-            continue  # an older fingerprint of this audio
-        other_tracks: list[tuple[str, str]] = []
-        other_artists = {d for d in (did_of(m.track_uri),) if d is not None}
-        if other is not None:
-            other_tracks, more = await _artists_of(conn, other)
-            other_artists |= more
-        if artists & other_artists:
-            continue  # the same artist's audio again: theirs to publish twice
-        track = m.track_uri or (other_tracks[0][0] if other_tracks else None)
-        kept.append(match_json(m, track_uri=track, audio=other))
-    kept.sort(key=lambda j: (j["offset_s"], j["reference_offset_s"]))
-    return kept
 
 
 async def scan_audio(
@@ -167,7 +99,8 @@ async def scan_audio(
         if progress is not None:
             await progress(0.9, "matching")
         async with pool.acquire() as conn, conn.transaction():
-            tracks, artists = await _artists_of(conn, sha256)
+            await store.lock_catalog(conn, shared=True)  # a reference added meanwhile: see rescan.py
+            tracks, artists, first = await artists_of(conn, sha256)
             track_uri = track_uri or (tracks[0][0] if tracks else None)
             if (d := did_of(track_uri)) is not None:
                 artists.add(d)
@@ -179,8 +112,11 @@ async def scan_audio(
                     audio_sha256=None if track_uri else sha256,
                 )  # fmt: skip
             found = await fingerprint.find_matches(conn, fp, exclude_track_uri=track_uri, min_length_s=MIN_MATCH_S)
-            matches = await _kept_matches(conn, found, sha256=sha256, fingerprint_id=fid, tracks=tracks,
-                                          artists=artists)  # fmt: skip
+            matches = await kept_matches(conn, found, sha256=sha256, fingerprint_id=fid, tracks=tracks,
+                                         artists=artists, first=first)  # fmt: skip
+            matches += await copy_matches(conn, sha256=sha256, fingerprint_id=fid, duration_s=fp.duration_s,
+                                          tracks=tracks, first=first)  # fmt: skip
+            await carry_decisions(conn, sha256=sha256, tracks=tracks, matches=matches)
             status = "flagged" if matches else "clear"
             scan_id = await store.record_scan(
                 conn, audio=audio, sha256=sha256, track_uri=track_uri, job_id=job_id, attempt=attempt,
