@@ -204,10 +204,10 @@ async def find_matches(
         reference = values_from_bytes(row["fingerprint"])
         found: list[_Found] = []
         for k, (speed, values, _) in enumerate(versions):
-            h = hits.get((row["id"], k))
-            if not h or align.coarse_score(h) < align.MIN_VOTES:
+            got = hits.get((row["id"], k))
+            if not got or align.coarse_score(got) < align.MIN_VOTES:
                 continue
-            for segment in _segments(values, reference, h, _min_values(min_length_s / speed)):
+            for segment in _segments(values, reference, got, _min_values(min_length_s / speed)):
                 found.append(_in_query(segment, speed, fp.duration_s))
         matches.extend(
             Match(
