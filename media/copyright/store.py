@@ -173,19 +173,21 @@ async def record_scan(
     duration_s: float | None = None,
     error: str | None = None,
     retry_in_s: float | None = None,
+    external: bool = False,
 ) -> int:
-    """Write one attempt's row; its id. `retry_in_s` (errors only): when the next attempt is due."""
+    """Write one attempt's row; its id. `retry_in_s` (errors only): when the next attempt is due;
+    `external`: the row of an external recognition service (recognition.py)."""
     assert status in STATUSES
     value = await conn.fetchval(
         """INSERT INTO copyright_scans
                (sha256, storage_key, blob_cid, track_uri, job_id, attempt, status, matches, engine,
-                fingerprint_id, duration_s, error, created_at, next_attempt_at)
+                fingerprint_id, duration_s, error, created_at, next_attempt_at, external)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                   CASE WHEN $14::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $14::float8) END)
+                   CASE WHEN $14::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $14::float8) END, $15)
            RETURNING id""",
         sha256, audio.storage_key if audio else None, audio.blob_cid if audio else None, track_uri, job_id,
         attempt, status, matches or [], engine, fingerprint_id, duration_s,
-        None if error is None else error[:2000], started_at, retry_in_s,
+        None if error is None else error[:2000], started_at, retry_in_s, external,
     )  # fmt: skip
     return int(value)
 
