@@ -61,10 +61,12 @@ class Match:
     speed: float = 1.0
 
 
-# A query's speed variants (compute.Variant) are looked up with a quarter of the terms (the
-# index's half, sampled again): a copy that a variant realigns hits as often as a plain copy
-# (a 10 s stretch still has about 7 hits) and the lookups cost half as much each.
-VARIANT_SAMPLE_BITS = align.SAMPLE_BITS + 1
+# A query's speed variants (compute.Variant) are looked up with an eighth of the terms (the
+# index's half, sampled again): a copy that a variant realigns hits about as often as a plain
+# copy (measured: 86 hits a minute at half the terms, so about 21 at an eighth, 3-4 in a 10 s
+# stretch: enough from about 15 s on), and the four variants cost one plain lookup together
+# (the lookups are btree probes, their cost is their number: docs/BENCHMARKS.md).
+VARIANT_SAMPLE_BITS = align.SAMPLE_BITS + 2
 
 Hits = dict[tuple[int, int], list[tuple[int, int]]]
 
