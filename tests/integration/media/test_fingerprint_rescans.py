@@ -7,7 +7,9 @@ allow-list's reference cannot be removed under it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,13 @@ from integration.media.conftest import SERVER_KEY, MediaServer, media_settings, 
 from integration.media.test_copyright_scans import add_track, scan_worker, scans, track_status
 from media.copyright import store
 from media.copyright.rescan import add_and_rescan
-from media.fingerprint import remove_reference
+from media.fingerprint import (
+    QUERY_SPEEDS,
+    find_matches,
+    fingerprint_file,
+    remove_reference,
+    store_fingerprint,
+)
 from tests.support import audio_corpus as ac
 
 ANN = "did:plc:annrescans000000000000000"
@@ -147,3 +155,34 @@ async def test_decisions_carry_over_to_rescans(media: MediaServer, pool: asyncpg
             await remove_reference(conn, ref)
         with pytest.raises(asyncpg.ForeignKeyViolationError):
             await conn.execute("INSERT INTO copyright_allowlist (artist_did, reference_id) VALUES ($1, 999999)", DAN)
+
+
+async def test_a_scan_during_a_catalog_add_cannot_miss_the_reference(
+    media: MediaServer, pool: asyncpg.Pool, audio: dict[str, Path]
+) -> None:
+    """A scan that matched before the reference was committed, and committed after the reverse
+    lookup would have run, would miss it both ways: the catalog lock orders them."""
+    _, body = await media.upload("audio", audio["ann"].read_bytes(),  # noqa: ASYNC240 - a small test file
+                                 headers={"Authorization": f"Bearer {SERVER_KEY}", "X-Plyr-Did": ANN})  # fmt: skip
+    sha = body["sha256"]
+    fp = await fingerprint_file(audio["ann"], speeds=QUERY_SPEEDS)
+    scan_conn = await pool.acquire()
+    try:
+        tx = scan_conn.transaction()
+        await tx.start()
+        # the scan's matching transaction, as scan.py runs it: lock, store, match (nothing yet), row
+        await store.lock_catalog(scan_conn, shared=True)
+        fid = await store_fingerprint(scan_conn, track_uri=None, reference_id=None, fp=fp, audio_sha256=sha)
+        assert [m.fingerprint_id for m in await find_matches(scan_conn, fp)] == [fid]  # itself: no reference yet
+        await store.record_scan(scan_conn, audio=await store.audio_object(pool, sha), sha256=sha, track_uri=None,
+                                job_id=None, attempt=1, status="clear", started_at=datetime.now(UTC),
+                                engine=fp.engine, fingerprint_id=fid)  # fmt: skip
+        adding = asyncio.create_task(add(media, pool, audio["p1.wav"], "One"))
+        await asyncio.sleep(1.0)
+        assert not adding.done()  # the reference waits for the scan's transaction
+        await tx.commit()
+    finally:
+        await pool.release(scan_conn)
+    ref, [(found, outcome)] = await asyncio.wait_for(adding, 120)
+    assert found.sha256 == sha and outcome.status == "flagged"
+    assert [m["reference_id"] for m in outcome.matches] == [ref]
