@@ -1,7 +1,8 @@
 """The same audio uploaded again by another artist (issue 16), with real fingerprints: the exact
-bytes (one media object, a second uploader) and a re-encoded copy are flagged against the first
-artist's track, with the copy's tracks only; the first artist's own re-uploads are not, and a
-rescan of the original does not flag it against its copies."""
+bytes (one media object, a second uploader, or a blob of them on the copier's PDS) and a
+re-encoded copy are flagged against the first artist's track, with the copy's tracks only; the
+first artist's own re-uploads are not, and a rescan of the original does not flag it against
+its copies."""
 
 from __future__ import annotations
 
@@ -15,7 +16,11 @@ import pytest
 from appview.moderation.copyright import resolve_scan
 from integration.media.conftest import SERVER_KEY, MediaServer, media_settings, running_media_server
 from integration.media.test_copyright_scans import add_track, scan_worker, scans, track_status
+from integration.media.test_media_mirror import FakePds, pds, resolver  # noqa: F401 - fixtures
+from media import jobs
 from media.copyright import store
+from media.mirror import run_mirror
+from protocol.identity import IdentityResolver
 from tests.support import audio_corpus as ac
 
 ANN = "did:plc:annfirstartist00000000000"
@@ -108,4 +113,25 @@ async def test_the_same_audio_by_another_artist_is_flagged_against_the_first(
     assert await media.run_jobs(worker) == 1
     last = (await scans(pool, sha))[-1]
     assert [m.get("copier") for m in last["matches"]] == [BOB]
+    assert (await track_status(pool, ann_track))["status"] == "clear"
+
+
+async def test_the_same_bytes_as_another_artists_pds_blob_are_flagged(
+    media: MediaServer, pool: asyncpg.Pool, piece: dict[str, Path], pds: FakePds, resolver: IdentityResolver  # noqa: F811
+) -> None:
+    """The copy arrives as a blob on the copier's PDS (mirrored by media): the same object,
+    a new artist for it, scanned again."""
+    worker = scan_worker(media)
+    status, first = await upload(media, ANN, piece["original"])
+    sha = first["sha256"]
+    ann_track = await add_track(pool, ANN, "original", audio_url=first["url"])
+    assert await media.run_jobs(worker) == 1
+    cid = pds.add_blob(piece["original"].read_bytes())
+    blob_track = await add_track(pool, pds.did, "blob", blob_cid=cid)
+    await jobs.enqueue_blob_mirror(pool, track_uri=blob_track, did=pds.did, blob_cid=cid, mime_type="audio/mpeg")
+    assert await media.run_jobs(media.worker(handlers={"mirror": run_mirror}, resolver=resolver)) == 1
+    assert await media.run_jobs(worker) == 1
+    row = (await scans(pool, sha))[-1]
+    assert row["status"] == "flagged" and [(m["copier"], m["track_uri"]) for m in row["matches"]] == [(pds.did, ann_track)]
+    assert (await track_status(pool, blob_track))["status"] == "flagged"
     assert (await track_status(pool, ann_track))["status"] == "clear"
