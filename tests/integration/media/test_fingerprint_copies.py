@@ -13,7 +13,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from appview.moderation.copyright import resolve_scan
+from appview.moderation.copyright import get_scan, resolve_scan
+from appview.moderation.copyright_cli import render
 from integration.media.conftest import SERVER_KEY, MediaServer, media_settings, running_media_server
 from integration.media.test_copyright_scans import add_track, scan_worker, scans, track_status
 from integration.media.test_media_mirror import FakePds, pds, resolver  # noqa: F401 - fixtures
@@ -87,6 +88,10 @@ async def test_the_same_audio_by_another_artist_is_flagged_against_the_first(
         done = await resolve_scan(conn, None, scan_id=row["id"], resolution="false_positive", note="checking",
                                   reviewer="cli:test")  # fmt: skip
     assert done.review["trackUris"] == [bob_track]
+    async with pool.acquire() as conn:
+        view = await get_scan(conn, row["id"])
+    assert view is not None and view["matches"][0]["copier"] == BOB
+    assert f"matches the same audio as track {ann_track}, brought later by {BOB} at 0:00" in render(view)
 
     # ann's own re-encode: a different object, her audio again: clear
     status, ann2 = await upload(media, ANN, piece["ann-again"])

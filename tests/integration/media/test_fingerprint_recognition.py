@@ -16,6 +16,7 @@ import pytest
 from unit.media.samples import FFMPEG
 
 from appview.moderation.copyright import list_scans
+from appview.moderation.copyright_cli import render
 from integration.media.conftest import MediaServer, media_settings, running_media_server
 from integration.media.test_copyright_scans import (  # noqa: F401
     add_track,
@@ -82,6 +83,7 @@ async def test_a_recognition_flags_a_locally_clear_track(
         [view] = [v for v in (await list_scans(conn, limit=10))[0] if v["id"] == ext["id"]]
     assert view["external"] is True and view["matches"][0]["recognition"]["title"] == "Big Hit"
     assert view["matches"][0]["recognition"]["songLink"] == "https://lis.tn/standin"
+    assert f"matches recording Famous Band - Big Hit ({ext['engine']}) at 1:02" in render(view)
 
 
 async def test_no_match_clears_nothing_and_errors_are_that_engines(

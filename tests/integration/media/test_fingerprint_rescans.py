@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 
 from appview.moderation.copyright import list_scans, resolve_scan
+from appview.moderation.copyright_cli import render
 from integration.media.conftest import SERVER_KEY, MediaServer, media_settings, running_media_server
 from integration.media.test_copyright_scans import add_track, scan_worker, scans, track_status
 from media.copyright import store
@@ -131,6 +132,7 @@ async def test_decisions_carry_over_to_rescans(media: MediaServer, pool: asyncpg
         [view] = [v for v in (await list_scans(conn, limit=10, status="flagged"))[0] if v["id"] == last["id"]]
         assert view["matches"][0]["decidedReviewId"] == review_id
         assert view["matches"][0]["decidedResolution"] == "false_positive"
+        assert f"decided before: false_positive (review {review_id})" in render(view)
 
     # original_artist: ann is allow-listed for the reference; dan's copy of it is still flagged
     async with pool.acquire() as conn:
