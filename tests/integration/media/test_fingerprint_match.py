@@ -266,3 +266,16 @@ async def test_another_engine_is_refused(pool: asyncpg.Pool, corpus: Corpus) -> 
     async with pool.acquire() as conn:
         with pytest.raises(FingerprintError, match="cannot match"):
             await find_matches(conn, Fingerprint(fp.values, fp.duration_s, "something-else"))
+
+
+async def test_speed_variants_leave_the_plain_values_as_they_were(corpus: Corpus) -> None:
+    """One ffmpeg run makes the plain values and the variants: the plain ones are exactly what a
+    run without variants makes (stored fingerprints and queries stay comparable); a variant at
+    speed s has about 1/s as many values (the audio played s times as fast)."""
+    for name in ("A-64k.mp3", "B-speed-0.98.mp3", "silence.wav"):
+        plain = await fingerprint_file(corpus.files[name])
+        both = corpus.prints[name]
+        assert both.values == plain.values and both.duration_s == plain.duration_s
+        assert [round(v.speed, 3) for v in both.variants] == list(QUERY_SPEEDS)
+        for v in both.variants:
+            assert abs(len(v.values) - len(plain.values) / v.speed) <= 3
