@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,28 @@ def _from_sdk(session: Session, fallback_pds: str) -> StoredSession:
     )  # fmt: skip
 
 
+def renew_session(
+    store: SessionStore, did: str, refresh_jwt: str, renew: Callable[[StoredSession], StoredSession]
+) -> StoredSession | None:
+    """Renew the session of `did` whose refresh token this process holds, under the session
+    lock, after reading the file again: if another command renewed it meanwhile (the file holds
+    another refresh token and a fresh access token), nothing is renewed and that session is
+    returned for this process to use; otherwise `renew` (the PDS call) makes the new session,
+    which is stored (returns None: this process has it already)."""
+    taken: list[StoredSession] = []
+
+    def change(current: StoredSession | None) -> StoredSession | None:
+        if current is None or current.did != did:
+            raise NotLoggedIn("logged out meanwhile: run `plyr publish login HANDLE` again")
+        if current.refresh_jwt != refresh_jwt and fresh_enough(current.access_jwt):
+            taken.append(current)
+            return None
+        return renew(current)
+
+    store.update(change)
+    return taken[0] if taken else None
+
+
 class StoredClient(Client):
     """The SDK's client, renewing its tokens through the session file under its lock."""
 
@@ -78,14 +101,8 @@ class StoredClient(Client):
         mine = self._session
         if mine is None:
             raise NotLoggedIn()
-        taken: list[StoredSession] = []
 
-        def change(current: StoredSession | None) -> StoredSession | None:
-            if current is None or current.did != mine.did:
-                raise NotLoggedIn("logged out meanwhile: run `plyr publish login HANDLE` again")
-            if current.refresh_jwt != mine.refresh_jwt and fresh_enough(current.access_jwt):
-                taken.append(current)  # another command renewed it: use its tokens
-                return None
+        def renew(current: StoredSession) -> StoredSession:
             try:
                 Client._refresh_and_set_session(self)
             except Exception as exc:
@@ -94,9 +111,9 @@ class StoredClient(Client):
             assert self._session is not None
             return _from_sdk(self._session, current.pds_url)
 
-        self._store.update(change)
-        if taken:
-            self._import_session_string(_to_sdk(taken[0]).encode())
+        taken = renew_session(self._store, mine.did, mine.refresh_jwt, renew)
+        if taken is not None:
+            self._import_session_string(_to_sdk(taken).encode())
         return None
 
     def refresh_now(self) -> None:

@@ -172,10 +172,10 @@ def read_tags(path: Path) -> FileTags:
     an audio file mutagen can read (the media service has the last word on what it accepts)."""
     import mutagen
 
+    if not path.is_file():
+        raise PublishError(f"{path}: no such file")
     try:
         audio = mutagen.File(path)
-    except FileNotFoundError:
-        raise PublishError(f"{path}: no such file") from None
     except (mutagen.MutagenError, OSError) as exc:
         raise PublishError(f"{path}: cannot read its tags ({exc})") from None
     if audio is None:
