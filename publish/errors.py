@@ -62,12 +62,12 @@ def pds_failure(exc: Exception, doing: str, *, pds_url: str | None = None) -> Pu
     if isinstance(exc, sdk.RequestErrorBase) and exc.response is not None:
         status = exc.response.status_code
         error, message = _xrpc_error(exc.response.content)
-        if doing == "log in" and status == 401:
-            return PublishError(f"could not log in: wrong handle or password ({describe_status(status, error, message)})")
         if error == "AuthFactorTokenRequired":
             return PublishError(
                 f"could not {doing}: this account asks for an email code; log in with an app password instead"
             )
+        if doing == "log in" and status == 401:
+            return PublishError(f"could not log in: wrong handle or password ({describe_status(status, error, message)})")
         if error in ("ExpiredToken", "InvalidToken") or (status == 401 and doing != "log in"):
             return NotLoggedIn(
                 f"could not {doing}: your session is no longer valid ({describe_status(status, error, message)}); "
