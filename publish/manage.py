@@ -14,13 +14,12 @@ and keeps it while any other indexed track names it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from publish.errors import PublishError
 from publish.media_client import LXM_DELETE_MEDIA, sha256_in_url
 from publish.publisher import Publisher, TrackInput
-from publish.records import LIST, TRACK, RecordGone, parse_uri, swap_conflict
+from publish.records import LIST, TRACK, RecordGone, now_iso, parse_uri, swap_conflict
 
 
 def edit_record(pub: Publisher, uri: str, given: TrackInput, *, clear: tuple[str, ...] = ()) -> tuple[str, list[str]]:
@@ -53,8 +52,6 @@ def edit_record(pub: Publisher, uri: str, given: TrackInput, *, clear: tuple[str
         return cid, []
     record.update(changes)
     if collection == LIST:
-        from publish.records import now_iso
-
         record["updatedAt"] = now_iso()
     try:
         _, new_cid = pub.repo.put(uri, record, cid, collection.rsplit(".", 1)[-1])
@@ -118,15 +115,9 @@ def _remove_from_lists(pub: Publisher, uri: str, echo: Callable[[str], None]) ->
         kept = [i for i in items if not (isinstance(i, dict) and isinstance(i.get("subject"), dict) and i["subject"].get("uri") == uri)]
         if len(kept) == len(items):
             continue
-        from publish.records import now_iso
-
         try:
             pub.repo.put(list_uri, {**value, "items": kept, "updatedAt": now_iso()}, cid, "list")
         except PublishError as exc:
             echo(f"could not take it out of the list {list_uri}: {exc}")
             continue
         echo(f"took it out of the list {value.get('name') or list_uri}")
-
-
-def cover_path(text: str | None) -> Path | None:
-    return Path(text).expanduser() if text else None

@@ -108,7 +108,7 @@ class Publisher:
 
     def upload_cover(self, cover: Path | Cover) -> tuple[str, str]:
         """(imageUrl, sha-256) of the cover on our media service; once per image per run."""
-        with contextlib_tempfile(cover) as path:
+        with _CoverFile(cover) as path:
             sha = file_sha256(path)
             if sha not in self._covers:
                 uploaded = self.media.upload(path, "image", self.token(LXM_UPLOAD_IMAGE))
@@ -175,7 +175,7 @@ class Publisher:
         return Published(uri, cid, sha, title, audio_url)
 
 
-class contextlib_tempfile:
+class _CoverFile:
     """A path for a cover: the given file, or embedded art written to a temp file for the upload."""
 
     def __init__(self, cover: Path | Cover) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -97,11 +98,14 @@ class Musician:
             **net.identity_env(),
         )
 
-    async def run(self, *args: str, env: dict[str, str] | None = None, code: int | None = 0) -> Run:
-        proc = await asyncio.create_subprocess_exec(
+    async def start(self, *args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "plyr", "publish", *args, cwd=self.home, env={**self.env, **(env or {})},
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
+
+    async def run(self, *args: str, env: dict[str, str] | None = None, code: int | None = 0) -> Run:
+        proc = await self.start(*args, env=env)
         out, err = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT_S)
         done = Run(proc.returncode or 0, out.decode(), err.decode())
         assert "Traceback" not in done.err, done.err
@@ -271,6 +275,34 @@ async def test_publish_login_track_album_edit_delete(
     covers = {tracks[by_title[t]]["imageUrl"] for t in ("Dusk", "Stars", "Owls", "Dawn")}
     assert len(covers) == 1  # the folder's cover.png, uploaded once
 
+    # ---- a second album, its command killed (SIGKILL) once two tracks are in: resumed ----
+    b_sides = me.home / "B-Sides"
+    b_sides.mkdir()
+    for number in range(1, 6):
+        make_audio(b_sides / f"{number:02d}.flac", freq=700 + 40 * number,
+                   tags={"title": f"Side {number}", "album": "B-Sides", "track": str(number)})  # fmt: skip
+    killed = await me.start("folder", str(b_sides), "--artist", "Ann Example")
+
+    async def two_in() -> bool:
+        state = b_sides / ".plyr-publish.json"
+        return state.exists() and state.read_text().count('"uri"') >= 2
+
+    await eventually(two_in, "two B-Sides tracks in the state file", 120)
+    assert killed.returncode is None, "the command finished before it could be interrupted"
+    os.killpg(killed.pid, signal.SIGKILL)
+    await killed.wait()
+    await killed.communicate()
+    resumed_b = await me.run("folder", str(b_sides), "--artist", "Ann Example")
+    b_list = resumed_b.out.strip()
+    tracks = await records(pds, account.did, "fm.plyr.track")
+    b_titles = sorted(v["title"] for v in tracks.values() if v.get("album") == "B-Sides")
+    assert b_titles == [f"Side {n}" for n in range(1, 6)], b_titles  # each once: no duplicate
+    lists = await records(pds, account.did, "fm.plyr.list")
+    assert len(lists) == 2 and lists[b_list]["name"] == "B-Sides"
+    assert [tracks[i["subject"]["uri"]]["title"] for i in lists[b_list]["items"]] == [f"Side {n}" for n in range(1, 6)]
+    assert all(tracks[i["subject"]["uri"]]["artist"] == "Ann Example" for i in lists[b_list]["items"])
+    tracks = {uri: v for uri, v in tracks.items() if v.get("album") != "B-Sides"}
+
     # ---- the AppView shows the album in order, playing from our copy ----
     async def album_shown() -> Any:
         status, body = await appview_get(http, stack, "fm.plyr.graph.getList", uri=list_uri)
@@ -311,13 +343,17 @@ async def test_publish_login_track_album_edit_delete(
 
     # ---- the AppView shows exactly what is published now ----
     expected = ["Dusk", "Stars Again", "Owls"]
+    sides = [f"Side {n}" for n in range(1, 6)]
 
     async def caught_up() -> Any:
         status, body = await appview_get(http, stack, "fm.plyr.feed.getArtistTracks", actor=account.did)
         titles = sorted(t["title"] for t in body.get("tracks", [])) if status == 200 else None
-        listed = await appview_get(http, stack, "fm.plyr.graph.getList", uri=list_uri)
-        order = [t["title"] for t in listed[1].get("tracks", [])] if listed[0] == 200 else None
-        return (titles, order) if titles == sorted(expected) and order == expected else None
+        orders = []
+        for uri in (list_uri, b_list):
+            listed = await appview_get(http, stack, "fm.plyr.graph.getList", uri=uri)
+            orders.append([t["title"] for t in listed[1].get("tracks", [])] if listed[0] == 200 else None)
+        done = titles == sorted(expected + sides) and orders == [expected, sides]
+        return (titles, orders) if done else None
 
     await eventually(caught_up, "the AppView showing the published tracks", 90)
     for title in expected:
