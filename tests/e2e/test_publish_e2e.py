@@ -231,6 +231,13 @@ async def test_publish_login_track_album_edit_delete(
     await plays_from_our_copy(http, stack, value["audioUrl"])
     again = await me.run("track", str(single))
     assert again.out.strip() == single_uri and "already published" in again.err
+    # A file the media service refuses: its reason, in one line.
+    make_audio(me.home / "not-a-picture.wav", freq=200, tags={})
+    refused = await me.run("track", str(single), "--again", "--cover", str(me.home / "not-a-picture.wav"), code=1)
+    assert one_line_error(refused) == (
+        "error: could not upload not-a-picture.wav: the media service refused it "
+        "(UnsupportedMediaType: expected an image file, got wav (audio) (HTTP 415))"
+    )
     assert len(await records(pds, account.did, "fm.plyr.track")) == 1
 
     # ---- an album folder, interrupted by a corrupt file, resumed ----
