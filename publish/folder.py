@@ -118,6 +118,9 @@ def publish_folder(
         raise PublishError(f"{folder}: {len(files)} audio files; an album list holds at most {MAX_LIST_ITEMS}")
     ordered = album_order([(path, read_tags(path)) for path in files])
     name = list_name or given.album or album_name(folder, ordered)
+    # The album list is written last: what its lexicon refuses (a name over 64 graphemes) is
+    # said before the first upload, not after the last one.
+    check_record(LIST, {"$type": LIST, **album_list(name, [])})
     cover = given.cover or folder_cover(folder)
     track_input = TrackInput(
         title=None, artist=given.artist, album=name, description=given.description, cover=cover, tags=given.tags
@@ -149,6 +152,10 @@ def _still_published(pub: Publisher, state: FolderState, sha: str) -> Published 
     return None
 
 
+def album_list(name: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"name": name, "listType": "album", "items": items, "createdAt": now_iso()}
+
+
 def _write_list(pub: Publisher, state: FolderState, name: str, tracks: list[Published]) -> tuple[str, str, bool]:
     items = [{"subject": {"uri": t.uri, "cid": t.cid}} for t in tracks]
     existing = _find_list(pub, state, name)
@@ -160,9 +167,7 @@ def _write_list(pub: Publisher, state: FolderState, name: str, tracks: list[Publ
         record = {**value, "name": name, "listType": "album", "items": items, "updatedAt": now_iso()}
         uri, cid = pub.repo.put(uri, record, cid, "album list")
     else:
-        record = {"name": name, "listType": "album", "items": items, "createdAt": now_iso()}
-        check_record(LIST, {"$type": LIST, **record})
-        uri, cid = pub.repo.create(LIST, record, "album list")
+        uri, cid = pub.repo.create(LIST, album_list(name, items), "album list")
     state.set_list(uri, cid)
     return uri, cid, True
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from publish.errors import PublishError
 from publish.media_client import LXM_UPLOAD_AUDIO, LXM_UPLOAD_IMAGE, MediaService, sha256_in_url
-from publish.records import TRACK, Repo, now_iso
+from publish.records import TRACK, Repo, check_record, now_iso
 from publish.session import PdsSession
 from publish.tags import Cover, FileTags, read_tags
 
@@ -147,6 +147,8 @@ class Publisher:
         title = given.title or tags.title or path.stem
         artist = given.artist or tags.artist or self.session.handle
         album = given.album or tags.album
+        # What the lexicon would refuse is said before anything is uploaded.
+        check_record(TRACK, {"$type": TRACK, **track_fields(title, artist, album, given), **DRAFT_AUDIO})
         image_url = cover_sha = None
         cover: Path | Cover | None = given.cover or tags.cover
         if cover is not None:
@@ -155,24 +157,32 @@ class Publisher:
         audio_url = str(uploaded["streamUrl"])
         if sha256_in_url(audio_url) != sha:
             raise PublishError(f"the media service answered a stream URL that does not name the file: {audio_url}")
-        record: dict[str, Any] = {
-            "title": title,
-            "artist": artist,
-            "fileType": Path(audio_url.split("?")[0]).suffix.lstrip(".").lower() or str(uploaded.get("format")),
-            "audioUrl": audio_url,
-            "createdAt": now_iso(),
-        }
+        record = track_fields(title, artist, album, given)
+        record["fileType"] = Path(audio_url.split("?")[0]).suffix.lstrip(".").lower() or str(uploaded.get("format"))
+        record["audioUrl"] = audio_url
         duration = uploaded.get("durationS") or tags.duration_s
         if isinstance(duration, int | float) and duration > 0:
             record["duration"] = round(duration)
-        for name, text in (("album", album), ("imageUrl", image_url), ("description", given.description)):
-            if text:
-                record[name] = text
-        if given.tags:
-            record["tags"] = given.tags  # not in our lexicon (yet): kept in the record, shown by no view
+        if image_url:
+            record["imageUrl"] = image_url
         uri, cid = self.repo.create(TRACK, record, "track")
         self.published_by_sha()[sha] = (uri, cid, {"$type": TRACK, **record})
         return Published(uri, cid, sha, title, audio_url)
+
+
+DRAFT_AUDIO = {"fileType": "mp3", "audioUrl": "https://media.invalid/audio/00/draft.mp3"}
+
+
+def track_fields(title: str, artist: str, album: str | None, given: TrackInput) -> dict[str, Any]:
+    """The fields of a track record that do not depend on the upload."""
+    record: dict[str, Any] = {"title": title, "artist": artist, "createdAt": now_iso()}
+    if album:
+        record["album"] = album
+    if given.description:
+        record["description"] = given.description
+    if given.tags:
+        record["tags"] = given.tags  # not in our lexicon (yet): kept in the record, shown by no view
+    return record
 
 
 class _CoverFile:
