@@ -154,6 +154,7 @@ def whoami(refresh: bool, config_dir: str | None) -> None:
         if refresh:
             assert isinstance(session.client, StoredClient)
             session.client.refresh_now()
+            _note("session renewed" if session.client.refreshes else "session renewed by another command just now")
         info = session.client.com.atproto.server.get_session()
     except Exception as exc:
         raise session.fail(exc, "check the session") from None

@@ -208,6 +208,11 @@ async def test_publish_login_track_album_edit_delete(
     # Two commands renewing the session at once: both succeed, and the stored session works.
     both = await asyncio.gather(me.run("whoami", "--refresh"), me.run("whoami", "--refresh"))
     assert all(account.handle in r.out for r in both)
+    notes = sorted(r.err.strip().splitlines()[-1] for r in both)
+    assert notes in (
+        ["session renewed", "session renewed by another command just now"],  # at once: renewed once
+        ["session renewed", "session renewed"],  # one after the other: each renewed the newest
+    ), notes
     assert account.handle in (await me.run("whoami")).out
 
     # ---- one track: tags and embedded cover from the file ----
