@@ -185,7 +185,10 @@ async def resolve_account(name: str) -> tuple[str, str, str | None]:
                 raise PublishError(f"{name!r} is not a valid handle (like alice.bsky.social)")
             found = await resolver.resolve_handle(handle)
             if found is None:
-                raise PublishError(f"handle not found: {handle} does not resolve to an account")
+                raise PublishError(
+                    f"handle not found: {handle} does not resolve to an account "
+                    "(or the service that answers for it cannot be reached now)"
+                )
             did = found
         try:
             doc = await resolver.resolve_did(did)
@@ -204,7 +207,7 @@ def login(name: str, password: str, *, config_dir: Path | None = None) -> PdsSes
     store = SessionStore(config_dir_of(config_dir))
     client = StoredClient(pds_url, store)
     try:
-        client.login(name.removeprefix("@"), password, fetch_bsky_profile=False)
+        client.login(did, password, fetch_bsky_profile=False)  # the DID: exact, whatever the handle's case
     except Exception as exc:
         raise pds_failure(exc, "log in", pds_url=pds_url) from None
     session = client._session
