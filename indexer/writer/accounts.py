@@ -38,7 +38,7 @@ async def apply_account(
 
     inactive -> hidden (rows kept, counts without them); active -> shown again (counts back);
     status `deleted` -> the actor's rows removed, tombstoned at their rev, counts adjusted, its
-    dead letters and handle/name/avatar dropped, and an erasure of the data the other services
+    handle/name/avatar dropped, and an erasure of the data the other services
     hold requested (`erasure_outbox`, appview/erasure.py).
     An inactive status of a DID with no actors row yet is stored (a hidden actor row): records
     that arrive later (a backfill racing the stream, a late delivery) must stay hidden too.
@@ -172,8 +172,7 @@ async def _delete_actor_rows(conn: Connection, did: str, repo_rev: str | None) -
             collection,
             repo_rev,
         )
-    # What else the index held of the account: records it refused, and who the account was.
-    await conn.execute("DELETE FROM dead_letters WHERE did = $1", did)
+    # Who the account was: not kept once it is deleted (the DID and status stay, see above).
     await conn.execute("UPDATE actors SET handle = NULL, display_name = NULL, avatar_url = NULL WHERE did = $1", did)
 
 
