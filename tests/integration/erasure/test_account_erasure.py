@@ -22,7 +22,14 @@ from appview.erasure import take_all
 from indexer.writer import AccountChange, apply_account
 from integration.appview.conftest import Account, World, make_cid
 from integration.erasure.holdings import ALWAYS, DELETED, REPO, holdings, tables_naming
-from integration.media.conftest import BUCKET, SERVER_KEY, MediaServer, make_s3, media_settings, running_media_server
+from integration.media.conftest import (
+    BUCKET,
+    SERVER_KEY,
+    MediaServer,
+    make_s3,
+    media_settings,
+    running_media_server,
+)
 from media.erasure import erase_forever, erase_pending
 from media.storage import Storage
 

@@ -1,0 +1,1 @@
+"""`plyr publish`: tools for artists, from any machine (the user's PDS, our media service and AppView)."""
