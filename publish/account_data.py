@@ -29,6 +29,7 @@ from atproto import models
 from atproto.exceptions import AtProtocolError, RequestErrorBase
 
 from core.errors import PlyrError
+from core.lexicons import LEXICONS_DIR
 
 DELETE_NSID = "fm.plyr.actor.deleteAccountData"
 APPVIEW_SERVICE = "plyr_appview"  # the service id of our AppView in its DID document
@@ -121,10 +122,26 @@ def _sdk_error(exc: RequestErrorBase) -> str:
     return f"HTTP {response.status_code} {error or ''}: {message or ''}".strip()
 
 
+def known_collections() -> set[str]:
+    """The record types our lexicons define under fm.plyr (lexicons/)."""
+    found = set()
+    for path in (LEXICONS_DIR / "fm" / "plyr").rglob("*.json"):
+        doc = json.loads(path.read_text())
+        if doc.get("defs", {}).get("main", {}).get("type") == "record":
+            found.add(doc["id"])
+    return found
+
+
 def plyr_collections(session: PdsSessionLike) -> list[str]:
-    """The `fm.plyr.*` collections of the session's repo (describeRepo lists what it holds)."""
-    repo = session.client.com.atproto.repo.describe_repo({"repo": session.did})
-    return sorted(c for c in repo.collections if c.startswith(RECORD_PREFIX))
+    """The `fm.plyr.*` collections to empty: those our lexicons define, and any other the repo
+    holds (describeRepo; a PDS that cannot describe the repo leaves the known ones)."""
+    collections = known_collections()
+    try:
+        repo = session.client.com.atproto.repo.describe_repo({"repo": session.did})
+        collections |= {c for c in repo.collections if c.startswith(RECORD_PREFIX)}
+    except RequestErrorBase:
+        pass
+    return sorted(collections)
 
 
 def delete_records(session: PdsSessionLike, echo: Callable[[str], None] = click.echo) -> dict[str, int]:
@@ -146,6 +163,8 @@ def delete_records(session: PdsSessionLike, echo: Callable[[str], None] = click.
                 if not cursor or not page.records:
                     break
             done = 0
+            if not rkeys:
+                continue
             for start in range(0, len(rkeys), WRITES_PER_CALL):
                 batch = rkeys[start:start + WRITES_PER_CALL]
                 writes = [models.ComAtprotoRepoApplyWrites.Delete(collection=collection, rkey=rkey) for rkey in batch]
