@@ -17,7 +17,7 @@ import asyncpg
 import atproto
 import pytest
 from click.testing import CliRunner, Result
-from integration.erasure.holdings import ALWAYS, REPO, holdings
+from integration.erasure.holdings import ALWAYS, DELETED, REPO, holdings
 
 from media.auth import LXM_UPLOAD_AUDIO
 from publish.account_data import delete_account_data
@@ -125,3 +125,33 @@ async def test_delete_account_data_through_the_cli(
                                                        "--confirm", user.handle])  # fmt: skip
     assert again.exit_code == 0, (again.output, again.exception, stack.process.tail(2000))
     assert "(done): nothing more to remove" in again.output, again.output
+
+
+async def test_account_deleted_on_its_pds_is_erased(
+    stack: Stack, pds: PdsClient, pds_network: PdsNetwork, pool: asyncpg.Pool, tmp_path: Path  # noqa: F811
+) -> None:
+    """The PDS deletes the account: the indexer sees `#account` deleted, removes the records and
+    asks for the erasure; the AppView's loop and media do the rest, with nobody calling us."""
+    user = await new_account(pds, pds_network, "gone")
+    wav = await asyncio.to_thread(make_tone, tmp_path / "tone.wav")
+    token = await pds.get_service_auth(user, stack.media_did, LXM_UPLOAD_AUDIO)
+    async with stack.http.post(f"{stack.media_url}/upload/audio", data=wav,
+                               headers={"Authorization": f"Bearer {token}"}) as resp:  # fmt: skip
+        assert resp.status == 201, await resp.text()
+        uploaded = await resp.json()
+    uri, _, _ = await write(pds, user, "fm.plyr.track", track_record("Gone soon", uploaded["streamUrl"]))
+    await indexed(pool, "tracks", uri)
+    played = await via_pds(stack.http, pds_network, user, "fm.plyr.play.recordPlay", proxy=stack.proxy,
+                           body={"track": uri})  # fmt: skip
+    assert played.status == 200, played.body
+
+    await pds.delete_account(user)
+    done = await eventually(lambda: pool.fetchrow(
+        """SELECT r.id, p.receipt FROM erasure_requests r JOIN erasure_media_parts p ON p.request_id = r.id
+           WHERE r.did = $1 AND r.origin = 'account_deleted' AND p.status = 'done'""", user.did),
+        "the erasure of the deleted account", 90)  # fmt: skip
+    assert done["receipt"]["removed"]["audioObjects"] == 1, done["receipt"]
+    for key in done["receipt"]["storageKeys"]:
+        async with stack.http.get(f"{stack.media_url}/media/{key}") as resp:
+            assert resp.status == 404, (key, resp.status)
+    assert await holdings(pool, user.did, ALWAYS | DELETED) == {}
