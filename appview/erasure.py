@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -198,7 +199,7 @@ async def consume_forever(pool: asyncpg.Pool, *, poll_s: float = OUTBOX_POLL_S) 
 
 
 @contextlib.asynccontextmanager
-async def consuming(pool: asyncpg.Pool) -> Any:
+async def consuming(pool: asyncpg.Pool) -> AsyncIterator[asyncio.Task[None]]:
     """`consume_forever` in the background for the duration of the block."""
     task = asyncio.create_task(consume_forever(pool), name="appview-erasure-outbox")
     try:
