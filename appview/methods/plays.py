@@ -94,9 +94,13 @@ WITH gone AS (
   DELETE FROM plays WHERE listener_did = $1 RETURNING track_uri
 ), per AS (
   SELECT track_uri, count(*) AS n FROM gone GROUP BY track_uri
+), locked AS (
+  -- in key order, as add_plays takes them: two erasures sharing tracks cannot deadlock
+  SELECT pc.track_uri FROM play_counts pc JOIN per ON per.track_uri = pc.track_uri
+  ORDER BY pc.track_uri FOR UPDATE OF pc
 ), c AS (
-  UPDATE play_counts pc SET play_count = pc.play_count - per.n FROM per
-  WHERE pc.track_uri = per.track_uri
+  UPDATE play_counts pc SET play_count = pc.play_count - per.n FROM per, locked
+  WHERE pc.track_uri = per.track_uri AND locked.track_uri = per.track_uri
   RETURNING 1
 ), t AS (
   INSERT INTO play_totals AS t (slot, plays)

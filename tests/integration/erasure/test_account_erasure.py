@@ -336,3 +336,21 @@ async def test_media_part_finishes_after_a_storage_failure(
         assert await stored_keys(storage) == set()
         assert await erase_pending(pool, storage) == 0  # done stays done
 
+
+
+async def test_concurrent_requests_remove_each_thing_once(
+    pool: asyncpg.Pool, world: World, make_client: Callable[..., Any]
+) -> None:
+    client = await make_client(erasure_wait_seconds=0)
+    alice = await world.account("alice")
+    bob = await world.account("bob")
+    tracks = [await world.track(bob, f"t{i}") for i in range(3)]
+    for uri in tracks:
+        assert (await xrpc(client, "fm.plyr.play.recordPlay", alice, {"track": uri}))[0] == 200
+        assert (await xrpc(client, "fm.plyr.play.recordPlay", bob, {"track": uri}))[0] == 200
+    answers = await asyncio.gather(*(xrpc(client, DELETE, alice, {}) for _ in range(4)))
+    assert all(st == 200 for st, _ in answers), answers
+    removed = [counts(body["parts"][0]).get("plays", 0) for _, body in answers]
+    assert sorted(removed) == [0, 0, 0, 3], removed
+    assert dict(await pool.fetch("SELECT track_uri, play_count FROM play_counts")) == {u: 1 for u in tracks}
+    assert await pool.fetchval("SELECT sum(plays) FROM play_totals") == 3
