@@ -38,7 +38,7 @@ async def apply_account(
 
     inactive -> hidden (rows kept, counts without them); active -> shown again (counts back);
     status `deleted` -> the actor's rows removed, tombstoned at their rev, counts adjusted, its
-    handle/name/avatar dropped, and an erasure of the data the other services
+    dead letters and handle/name/avatar dropped, and an erasure of the data the other services
     hold requested (`erasure_outbox`, appview/erasure.py).
     An inactive status of a DID with no actors row yet is stored (a hidden actor row): records
     that arrive later (a backfill racing the stream, a late delivery) must stay hidden too.
@@ -61,6 +61,7 @@ async def apply_account(
             )
             outcome = "remembered"
             if change.status == "deleted":  # a listener with no records may still have data with us
+                await conn.execute("DELETE FROM dead_letters WHERE did = $1", change.did)
                 await request_erasure(conn, change.did)
         elif row is not None:
             was_visible = row["visible"]
@@ -172,7 +173,9 @@ async def _delete_actor_rows(conn: Connection, did: str, repo_rev: str | None) -
             collection,
             repo_rev,
         )
-    # Who the account was: not kept once it is deleted (the DID and status stay, see above).
+    # What else the index held of the account: versions of its records it refused, and who
+    # the account was (the DID and status stay, see above).
+    await conn.execute("DELETE FROM dead_letters WHERE did = $1", did)
     await conn.execute("UPDATE actors SET handle = NULL, display_name = NULL, avatar_url = NULL WHERE did = $1", did)
 
 

@@ -49,8 +49,6 @@ REPO: dict[str, Exempt] = {
 DELETED: dict[str, Exempt] = {
     "actors": Exempt("the DID with status deleted and nothing else: late or replayed records stay hidden"),
     "tombstones": Exempt("URIs and revs of the deleted records: a replayed create cannot bring one back"),
-    "dead_letters": Exempt("versions of its records our lexicons refused, kept for replay (invariant 13); the "
-                           "indexer's oracle tests count them through deletions: not erased yet"),
     "backfill_repos": Exempt("the operational state of fetching the (public) repo: rev, counts, PDS URL"),
     "audit_repos": Exempt("drift counts of past audits of the (public) repo"),
     "likes": Exempt("other accounts' likes of the account's tracks: their records", rows="did <> $1"),

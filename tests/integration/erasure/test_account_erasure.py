@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient
 from unit.media.samples import image_bytes
 
 from appview.erasure import take_all
+from indexer.records import RecordOp
 from indexer.writer import AccountChange, apply_account
 from integration.appview.conftest import Account, World, make_cid
 from integration.erasure.holdings import ALWAYS, DELETED, REPO, holdings, tables_naming
@@ -32,6 +33,7 @@ from integration.media.conftest import (
 )
 from media.erasure import erase_forever, erase_pending
 from media.storage import Storage
+from tests.support.indexing import index_records
 
 DELETE = "fm.plyr.actor.deleteAccountData"
 GET = "fm.plyr.actor.getAccountDataDeletion"
@@ -263,6 +265,11 @@ async def test_account_deleted_event_erases_the_same(
     client = await make_client()
     async with media_with("local", pool, database_url, tmp_path, request) as media:
         s = await seed(world, pool, media, client, samples)
+        # A version of one of her records our lexicons refuse: a dead letter naming her.
+        refused = RecordOp("create", s.alice.did, "fm.plyr.track", world.clock.next(), world.clock.next(),
+                           make_cid("refused"), {"$type": "fm.plyr.track", "title": 7})  # fmt: skip
+        assert (await index_records(pool, [refused])).invalid == 1
+        assert await pool.fetchval("SELECT count(*) FROM dead_letters WHERE did = $1", s.alice.did) == 1
         stored_before = await stored_keys(media.ctx.storage)
         async with pool.acquire() as conn:  # the indexer's writer, as for a firehose `#account`
             outcome = await apply_account(conn, AccountChange(did=s.alice.did, active=False, status="deleted"))
