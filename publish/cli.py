@@ -257,6 +257,33 @@ def delete(uri: str, keep_media: bool, yes: bool, media_url: str | None, media_d
         delete_record(run.pub, uri, _note, keep_media=keep_media)
 
 
+@publish.command("delete-account-data")
+@option(PublishSettings, "appview_url", "--appview")
+@click.option("--appview-did", metavar="DID", help="The AppView's DID (needed with --via-pds and no --appview).")
+@click.option("--via-pds", is_flag=True, help="Send the request through your PDS (atproto-proxy) instead of directly.")
+@click.option("--delete-records", "with_records", is_flag=True,
+              help="Also delete your fm.plyr.* records from your PDS (tracks, likes, comments, lists, profile).")
+@click.option("--confirm", "typed", metavar="HANDLE", help="Your handle, instead of typing it when asked.")
+@_config_option
+@click.pass_context
+def delete_account_data(ctx: click.Context, appview_url: str | None, appview_did: str | None, via_pds: bool,
+                        with_records: bool, typed: str | None, config_dir: str | None) -> None:  # fmt: skip
+    """Delete everything plyr holds about you that is not in your repo (plays, queue,
+    preferences, reports you filed, uploads and our copies of your media, exports); with
+    --delete-records your fm.plyr.* records on your PDS first. You confirm by typing your handle."""
+    from publish.account_data import run as delete_data  # the atproto SDK: imported only when used
+
+    settings = PublishSettings.from_env(overrides={"appview_url": appview_url, "config_dir": config_dir})
+    session = ctx.obj.get("pds_session") if isinstance(ctx.obj, dict) else None
+    if session is None:
+        from publish.session import load_session
+
+        session = load_session(settings.config_dir)
+    delete_data(session, appview_url=settings.appview_url, appview_did=appview_did, via_pds=via_pds,
+                with_records=with_records, typed=typed,
+                prompt=lambda text: click.prompt(text, default="", show_default=False))  # fmt: skip
+
+
 commands: list[click.Command] = [publish]
 
 __all__ = ["commands", "publish"]
