@@ -11,7 +11,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from appview import front_door, openapi, web_pages
+from appview import erasure, front_door, openapi, web_pages
 from appview.auth import SERVICE_FRAGMENT, Authenticator
 from appview.context import AppState, Route
 from appview.freshness import Freshness
@@ -49,6 +49,7 @@ ROUTES: dict[str, Route] = {
     **plays.ROUTES,
     **viewer.ROUTES,
     **moderation.ROUTES,
+    **erasure.ROUTES,
 }
 
 STATE_KEY = web.AppKey("state", AppState)

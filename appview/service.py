@@ -9,6 +9,7 @@ import logging
 from aiohttp import web
 
 from appview.app import build_app
+from appview.erasure import consuming
 from appview.fairpool import FairPool
 from appview.settings import AppviewSettings
 from appview.xrpc_schema import LexiconSet
@@ -78,7 +79,9 @@ async def serve(rt: Runtime, settings: AppviewSettings) -> None:
                 extra={"url": f"http://{settings.host}:{settings.port}", "public_url": settings.public_url,
                        "service_did": settings.service_did},
             )
-            await asyncio.Event().wait()  # until cancelled
+            # Erasure requests of deleted accounts, queued by the indexer (appview/erasure.py).
+            async with consuming(pool):
+                await asyncio.Event().wait()  # until cancelled
         finally:
             await runner.cleanup()
     finally:

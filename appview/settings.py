@@ -108,6 +108,12 @@ class AppviewSettings(Settings):
         "PLYR_APPVIEW_WORKERS", 1, "AppView processes sharing the port (`plyr serve --workers`)", minimum=1,
         maximum=256, group="appview",
     )  # fmt: skip
+    # Account data erasure (appview/erasure.py): how long deleteAccountData waits for media.
+    erasure_wait_seconds: float = setting(
+        "PLYR_APPVIEW_ERASURE_WAIT_SECONDS", 30.0,
+        "how long `fm.plyr.actor.deleteAccountData` waits for media's part before answering it as pending",
+        minimum=0, maximum=600, group="appview",
+    )  # fmt: skip
     # Moderation (appview/moderation/): who may act, and how much a user may report.
     moderators: tuple[str, ...] = setting(
         "PLYR_MODERATORS", "",

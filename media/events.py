@@ -18,6 +18,7 @@ import orjson
 
 from core import db
 from core.db import Connection
+from media.erasure import ERASURE_CHANNEL
 from media.jobs import CHANNEL, NEW_JOB_CHANNEL
 from media.mirror_requests import MIRROR_OUTBOX_CHANNEL
 
@@ -30,6 +31,7 @@ class JobEvents:
         self.subscribers: dict[int, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
         self.new_job = asyncio.Event()  # set on every enqueue: wakes idle workers
         self.mirror_requests = asyncio.Event()  # set when the indexer requests mirrors
+        self.erasure_requests = asyncio.Event()  # set when the AppView records an erasure request
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
@@ -76,6 +78,9 @@ class JobEvents:
     def _on_mirror_requests(self, *_args: object) -> None:
         self.mirror_requests.set()
 
+    def _on_erasure_requests(self, *_args: object) -> None:
+        self.erasure_requests.set()
+
     async def _run(self) -> None:
         while True:
             conn: Connection | None = None
@@ -84,6 +89,7 @@ class JobEvents:
                 await conn.add_listener(CHANNEL, self._on_job)
                 await conn.add_listener(NEW_JOB_CHANNEL, self._on_new_job)
                 await conn.add_listener(MIRROR_OUTBOX_CHANNEL, self._on_mirror_requests)
+                await conn.add_listener(ERASURE_CHANNEL, self._on_erasure_requests)
                 self.connected.set()
                 while not conn.is_closed():
                     await asyncio.sleep(5)

@@ -6,6 +6,7 @@
     GET  /jobs/{id}/events       the job's progress as Server-Sent Events, until it ends (same auth)
     POST /exports[?did=]         queue a zip of the caller's tracks; GET /exports/{id}/download
     GET  /media/{key}            stored objects (local backend: Range, ETag, caching; S3: redirect)
+    DELETE /media/{sha256}       the uploader deletes our copy (media/http_delete.py)
     GET  /health, /metrics
 
 Every error is a JSON body {"error", "message"}: 4xx for what a client can cause, 503 with
@@ -45,6 +46,7 @@ from media.http_common import (
     json_response,
     unavailable_response,
 )
+from media.http_delete import delete_media
 from media.http_jobs import create_export, download_export, get_job, job_events
 from media.http_uploads import UPLOAD_SLOTS, UploadSlots, upload_audio, upload_image
 from media.ingest import MediaContext
@@ -133,6 +135,7 @@ def create_app(
     app.router.add_post("/exports", create_export)
     app.router.add_get("/exports/{id}/download", download_export)
     app.router.add_get("/media/{key:.+}", serve_media)
+    app.router.add_delete("/media/{sha256}", delete_media)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics_handler)
     return app

@@ -16,6 +16,7 @@ import logging
 from core.errors import ConfigError
 from core.runtime import Runtime
 from media.auth import Authenticator, require_auth_configured
+from media.erasure import erase_forever
 from media.events import JobEvents
 from media.ffmpeg import ffmpeg_exe, run_ffmpeg
 from media.http import create_app, serving
@@ -99,6 +100,9 @@ async def run(rt: Runtime, *, strict: bool = False, settings: MediaSettings | No
         asyncio.create_task(_expire_exports_forever(ctx), name="media-housekeeping"),
         asyncio.create_task(_sweep_orphans_forever(ctx), name="media-orphan-sweep"),
     ]
+    # Media's part of account data erasures (media/erasure.py): every process, jobs or not.
+    housekeeping.append(asyncio.create_task(
+        erase_forever(ctx.pool, ctx.storage, events.erasure_requests), name="media-erasure"))
     if workers:  # requests wait in the outbox while no process here runs jobs
         housekeeping.append(asyncio.create_task(
             drain_forever(ctx.pool, events.mirror_requests), name="media-mirror-requests"))

@@ -64,6 +64,26 @@ class MediaSettings(Settings):
         "(README: Copyright scanning)",
         group="media",
     )  # fmt: skip
+    # An external recognition service (AuDD's API, or one that speaks it) as a second engine of
+    # every copyright scan (media/copyright/recognition.py); off unless a URL is set.
+    recognition_url: str | None = setting(
+        "PLYR_MEDIA_RECOGNITION_URL", None,
+        "an AuDD-compatible recognition service asked about every scanned audio as a second engine "
+        "(`https://api.audd.io/`; `https://enterprise.audd.io/` with `PLYR_MEDIA_RECOGNITION_CLIP_S=0`); unset: off",
+        group="media",
+    )  # fmt: skip
+    recognition_api_key: str | None = setting(
+        "PLYR_MEDIA_RECOGNITION_API_KEY", None, "its API token (`api_token`; needed with the URL)", group="media"
+    )
+    recognition_clip_s: float = setting(
+        "PLYR_MEDIA_RECOGNITION_CLIP_S", 12.0,
+        "seconds of each audio sent to it, from a third of the way in (AuDD's standard endpoint takes 12); "
+        "0: the whole file",
+        minimum=0, group="media",
+    )  # fmt: skip
+    recognition_timeout_s: float = setting(
+        "PLYR_MEDIA_RECOGNITION_TIMEOUT_S", 60.0, "limit of one request to it (seconds)", above=0, group="media"
+    )
     fetch_timeout_s: float = setting(
         "PLYR_MEDIA_FETCH_TIMEOUT_S", 600.0, "getBlob download limit (seconds)", group="media"
     )
@@ -160,6 +180,8 @@ class MediaSettings(Settings):
         values["host"] = values["host"] or core.http_host
         if values["storage"] == "s3" and not values["s3_bucket"]:
             raise ConfigError("PLYR_STORAGE=s3 needs PLYR_S3_BUCKET")
+        if values.get("recognition_url") and not values.get("recognition_api_key"):
+            raise ConfigError("PLYR_MEDIA_RECOGNITION_URL needs PLYR_MEDIA_RECOGNITION_API_KEY")
         values["public_url"] = (values["public_url"] or f"http://{values['host']}:{values['port']}").rstrip("/")
         if values["service_did"] is not None:
             # Media has a did:web of its own, served by itself: its host must be ours.

@@ -20,6 +20,7 @@ from indexer.labels import cli as labels_cli
 from media import cli as media_cli
 from media.copyright import cli as copyright_cli
 from plyr.services import SERVICES
+from publish import cli as publish_cli
 
 if TYPE_CHECKING:
     from core.settings import CoreSettings
@@ -71,7 +72,7 @@ def _ensure_labeler_key(settings: CoreSettings) -> None:
     click.echo(f"created a labeler key for this AppView's moderation labels: {path} ({key.public_key().did_key()})", err=True)
 
 
-for _module in (core_cli, indexer_cli, backfill_cli, labels_cli, appview_cli, moderation_cli, media_cli):
+for _module in (core_cli, indexer_cli, backfill_cli, labels_cli, appview_cli, moderation_cli, media_cli, publish_cli):
     for _command in _module.commands:
         cli.add_command(_command)
 

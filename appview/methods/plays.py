@@ -89,4 +89,38 @@ async def record_play(call: Call) -> dict[str, Any]:
     return {"counted": bool(counted), "playCount": play_count}
 
 
+_FORGET_LISTENER = f"""
+WITH gone AS (
+  DELETE FROM plays WHERE listener_did = $1 RETURNING track_uri
+), per AS (
+  SELECT track_uri, count(*) AS n FROM gone GROUP BY track_uri
+), locked AS (
+  -- in key order, as add_plays takes them: two erasures sharing tracks cannot deadlock
+  SELECT pc.track_uri FROM play_counts pc JOIN per ON per.track_uri = pc.track_uri
+  ORDER BY pc.track_uri FOR UPDATE OF pc
+), c AS (
+  UPDATE play_counts pc SET play_count = pc.play_count - per.n FROM per, locked
+  WHERE pc.track_uri = per.track_uri AND locked.track_uri = per.track_uri
+  RETURNING 1
+), t AS (
+  INSERT INTO play_totals AS t (slot, plays)
+  SELECT txid_current() % {PLAY_TOTAL_SLOTS}, -count(*) FROM gone HAVING count(*) > 0
+  ON CONFLICT (slot) DO UPDATE SET plays = t.plays + excluded.plays
+), d AS (
+  DELETE FROM play_dedupe WHERE listener_did = $1 RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone) AS plays, (SELECT count(*) FROM d) AS dedupe,
+       (SELECT count(*) FROM c) AS tracks
+"""
+
+
+async def forget_listener(conn: Connection, did: str) -> dict[str, int]:
+    """Delete `did`'s plays as a listener and their dedupe gates, taking them off the per-track
+    and platform counters (account data erasure, appview/erasure.py), in the caller's
+    transaction. Plays of `did`'s own tracks by other listeners are theirs and stay."""
+    row = await conn.fetchrow(_FORGET_LISTENER, did)
+    assert row is not None
+    return {"plays": int(row["plays"]), "playDedupe": int(row["dedupe"])}
+
+
 ROUTES: dict[str, Route] = {"fm.plyr.play.recordPlay": Route(record_play, auth="required")}

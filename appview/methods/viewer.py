@@ -13,6 +13,7 @@ from typing import Any
 from appview.client_json import client_json_problem
 from appview.context import Call, Route
 from appview.errors import XRPCError
+from core.db import Connection
 
 log = logging.getLogger("plyr.appview")
 
@@ -81,6 +82,13 @@ async def get_preferences(call: Call) -> dict[str, Any]:
 
 async def put_preferences(call: Call) -> dict[str, Any]:
     return await _put(call, "preferences")
+
+
+async def forget_viewer(conn: Connection, did: str) -> dict[str, int]:
+    """Delete `did`'s queue and preferences (account data erasure, appview/erasure.py)."""
+    rows = await conn.fetch("DELETE FROM viewer_state WHERE did = $1 RETURNING kind", did)
+    kinds = [r["kind"] for r in rows]
+    return {"queue": kinds.count("queue"), "preferences": kinds.count("preferences")}
 
 
 ROUTES: dict[str, Route] = {

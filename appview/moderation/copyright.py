@@ -8,7 +8,11 @@ A flagged scan is resolved as
 - `original_artist`: the artists of those tracks (or the uploader, before any track) are
   allow-listed for every reference the scan matched, so their scans leave those matches out;
 - `false_positive`: the review row only.
-The newest review of a scan is the decision in force. The same functions serve the
+The newest review of a scan is the decision in force. A match of the same bytes brought by a
+later artist (`copier`) concerns only that artist's tracks: they are the default tracks of its
+scan's review (the first artist's track is not taken down). Later scans of the audio or its
+tracks record a match an earlier review decided as `decided` (media/copyright/matches.py): such
+a flag is not in the unreviewed queue. The same functions serve the
 `fm.plyr.moderation.listScans`/`resolveScan` methods and `plyr moderation review`.
 """
 
@@ -73,7 +77,33 @@ def _match_view(m: dict[str, Any], references: dict[int, dict[str, Any]]) -> dic
         view["audio"] = m["audio"]
     if m.get("fingerprint_id") is not None:
         view["fingerprintId"] = int(m["fingerprint_id"])
+    if m.get("copier"):
+        view["copier"] = m["copier"]
+    if isinstance(decided := m.get("decided"), dict):
+        view["decidedReviewId"] = int(decided["review_id"])
+        view["decidedResolution"] = decided["resolution"]
+    if isinstance(found := m.get("recognition"), dict):
+        view["recognition"] = {
+            key: str(found[column])[:1000]
+            for key, column in (("artist", "artist"), ("title", "title"), ("album", "album"),
+                                ("releaseDate", "release_date"), ("label", "label"), ("isrc", "isrc"),
+                                ("songLink", "song_link"))
+            if found.get(column)
+        }  # fmt: skip
+        view["recognition"].setdefault("artist", "")
+        view["recognition"].setdefault("title", "")
     return view
+
+
+def concerns(m: dict[str, Any], did: str) -> bool:
+    """Whether a match concerns a track of `did`: a copy of the same bytes concerns only the
+    later artist's tracks (`copier`), every other match all the tracks of the audio."""
+    return not m.get("copier") or m["copier"] == did
+
+
+def undecided(matches: list[dict[str, Any]]) -> bool:
+    """A flag asks for a review unless an earlier decision covers every match (`decided`)."""
+    return any("decided" not in m for m in matches)
 
 
 async def _references(conn: Connection, ids: set[int]) -> dict[int, dict[str, Any]]:
@@ -108,6 +138,8 @@ def _scan_view(row: Any, references: dict[int, dict[str, Any]]) -> dict[str, Any
                         ("error", "error")):  # fmt: skip
         if row[column] is not None:
             view[key] = row[column]
+    if row["external"]:
+        view["external"] = True
     if row["duration_s"] is not None:
         view["durationMs"] = _ms(row["duration_s"])
     if row["next_attempt_at"] is not None:
@@ -122,7 +154,7 @@ def _scan_view(row: Any, references: dict[int, dict[str, Any]]) -> dict[str, Any
 
 
 _SCANS = """
-SELECT s.id, s.sha256, s.status, s.attempt, s.track_uri, s.matches, s.engine, s.error, s.duration_s,
+SELECT s.id, s.sha256, s.status, s.attempt, s.track_uri, s.matches, s.engine, s.external, s.error, s.duration_s,
        s.created_at, s.finished_at, s.next_attempt_at, o.uploaded_by,
        (SELECT array_agg(a.track_uri) FROM copyright_audio_tracks(s.sha256) a) AS tracks,
        r.id AS review_id, r.resolution, r.track_uris AS review_tracks, r.reviewer, r.note, r.action_ids,
@@ -143,14 +175,15 @@ async def list_scans(
     status: str | None = None,
     unreviewed: bool = False,
 ) -> tuple[list[dict[str, Any]], int | None]:
-    """Scans newest first (of one status; only those with no review): views and the id to
-    continue before."""
+    """Scans newest first (of one status; `unreviewed`: only those with no review, and no flag an
+    earlier decision covers whole): views and the id to continue before."""
     if status is not None and status not in STATUSES:
         raise ModerationError(f"status is one of {', '.join(STATUSES)}")
     rows = await conn.fetch(
         _SCANS
         + """WHERE ($1::text IS NULL OR s.status = $1) AND ($2::bigint IS NULL OR s.id < $2)
-               AND (NOT $3 OR r.id IS NULL)
+               AND (NOT $3 OR (r.id IS NULL AND NOT (jsonb_array_length(s.matches) > 0 AND NOT EXISTS (
+                   SELECT 1 FROM jsonb_array_elements(s.matches) m WHERE NOT m ? 'decided'))))
              ORDER BY s.id DESC LIMIT $4""",
         status, before, unreviewed, limit,
     )  # fmt: skip
@@ -217,8 +250,10 @@ async def resolve_scan(
             raise ModerationError(f"scan {scan_id} is {scan['status']}: only flagged scans are reviewed")
         if named is None:
             rows = await conn.fetch("SELECT track_uri, did FROM copyright_audio_tracks($1)", scan["sha256"])
-            found = [r["track_uri"] for r in rows]
-            if scan["track_uri"] is not None and scan["track_uri"] not in found and await conn.fetchval(
+            found = [r["track_uri"] for r in rows if any(concerns(m, r["did"]) for m in scan["matches"])]
+            if scan["track_uri"] is not None and scan["track_uri"] not in found and any(
+                concerns(m, parse_subject(scan["track_uri"]).did) for m in scan["matches"]
+            ) and await conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM tracks WHERE uri = $1)", scan["track_uri"]
             ):
                 found.append(scan["track_uri"])

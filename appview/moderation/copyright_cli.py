@@ -47,11 +47,18 @@ def render(scan: dict[str, Any]) -> str:
             what = f"reference {m['referenceId']}" + (
                 f" {ref['artist']} - {ref['title']}" + (f" [{ref['isrc']}]" if "isrc" in ref else "") if ref else ""
             )
+        elif "recognition" in m:
+            rec = m["recognition"]
+            what = f"recording {rec.get('artist', '')} - {rec.get('title', '')} ({scan.get('engine', 'external')})"
         else:
             what = (f"track {m['trackUri']}" if "trackUri" in m else f"audio {m['audio'][:12]}…" if "audio" in m
                     else f"fingerprint {m.get('fingerprintId')}")  # fmt: skip
+        if "copier" in m:
+            what = f"the same audio as {what}, brought later by {m['copier']}"
+        decided = (f"; decided before: {m['decidedResolution']} (review {m['decidedReviewId']})"
+                   if "decidedReviewId" in m else "")  # fmt: skip
         lines.append(f"  {span}  matches {what} at {clock(m['referenceOffsetMs'])}, "
-                     f"similarity {m['similarity'] / 1000:.2f}")  # fmt: skip
+                     f"similarity {m['similarity'] / 1000:.2f}{decided}")  # fmt: skip
     if "error" in scan:
         lines.append(f"  error: {scan['error']}")
     if "review" in scan:

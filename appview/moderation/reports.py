@@ -127,6 +127,14 @@ async def create_report(
     return out
 
 
+async def forget_reporter(conn: Connection, did: str) -> int:
+    """Delete the reports `did` filed, open or resolved (account data erasure,
+    appview/erasure.py); returns how many. What moderators did about them stays in
+    `moderation_actions` (the audit log names subjects and moderators, not reporters)."""
+    status: str = await conn.execute("DELETE FROM reports WHERE reported_by = $1", did)
+    return int(status.split()[-1])
+
+
 @dataclass(frozen=True)
 class QueueCursor:
     first_at: datetime

@@ -20,6 +20,10 @@ import aiohttp
 
 SUBSCRIBE_PATH = "/xrpc/com.atproto.label.subscribeLabels"
 MAX_MESSAGE = 1 << 20  # a label is a few hundred bytes; Ozone sends a handful per frame
+# A message over MAX_MESSAGE is retried once with this limit (and a short read-ahead queue, so
+# that at most OVERSIZED_QUEUE * OVERSIZED_MAX_MESSAGE bytes are held) before it is skipped.
+OVERSIZED_MAX_MESSAGE = 16 << 20
+OVERSIZED_QUEUE = 8
 HEARTBEAT = 30.0
 CONNECT_TIMEOUT = 15.0
 QUEUE = 512  # messages read ahead of the writer (at most QUEUE * MAX_MESSAGE bytes held)
@@ -41,7 +45,13 @@ class TextMessage:
 
 
 class StreamEnded(Exception):
-    """The connection ended (closed by the labeler, a network error, a missed heartbeat)."""
+    """The connection ended (closed by the labeler, a network error, a missed heartbeat).
+    `oversized`: we closed it because a message was larger than our limit (close code 1009);
+    the messages before it were delivered."""
+
+    def __init__(self, message: str, *, oversized: bool = False) -> None:
+        super().__init__(message)
+        self.oversized = oversized
 
 
 Message = bytes | TextMessage
@@ -57,7 +67,9 @@ async def _read(ws: aiohttp.ClientWebSocketResponse, queue: asyncio.Queue[Messag
             elif msg.type is aiohttp.WSMsgType.TEXT:
                 await queue.put(TextMessage(msg.data[:200]))
             elif msg.type is aiohttp.WSMsgType.ERROR:
-                end = StreamEnded(f"connection error: {ws.exception()!r:.300}")
+                error = msg.data if isinstance(msg.data, BaseException) else ws.exception()
+                too_big = getattr(error, "code", None) == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+                end = StreamEnded(f"connection error: {error!r:.300}", oversized=too_big)
                 break
             elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
                 end = StreamEnded(f"closed by the labeler (code {ws.close_code})")

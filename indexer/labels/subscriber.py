@@ -21,6 +21,11 @@ Stream messages, and what is done about them:
   nothing (the newest `cts` wins), so nothing is lost and nothing doubles; resuming at its live
   tip instead would lose whatever it re-sequenced below our old cursor.
 - other error frames: recorded; the labeler closes the stream and we reconnect with backoff.
+- a message larger than our limit (1 MiB): recorded as `oversized frame`; the connection is
+  made again at once with a 16 MiB limit (and a short read-ahead queue). A message over that
+  too is skipped: its seq cannot be read, so the cursor moves one past the last stored seq (the
+  labeler then starts after it; with gaps in its numbering, one more step per reconnect) and
+  the skip is recorded. A labeler cannot stall its stream, nor our memory, with huge frames.
 
 A labeler whose DID document cannot be fetched or names no endpoint, an unreachable endpoint, a
 dropped connection, a database error: logged, retried with backoff (core/backoff.py), the DID
@@ -48,6 +53,9 @@ from indexer.labels.stream import (
     CONNECT_TIMEOUT,
     HEARTBEAT,
     MAX_MESSAGE,
+    OVERSIZED_MAX_MESSAGE,
+    OVERSIZED_QUEUE,
+    QUEUE,
     Message,
     StreamEnded,
     TextMessage,
@@ -89,6 +97,7 @@ class Subscriber:
         on_takedown_expiry: Callable[[], None] | None = None,
         backoff: Backoff | None = None,
         max_message: int = MAX_MESSAGE,
+        oversized_max_message: int = OVERSIZED_MAX_MESSAGE,
         heartbeat: float = HEARTBEAT,
         connect_timeout: float = CONNECT_TIMEOUT,
         known: KnownLabeler | None = None,
@@ -101,6 +110,10 @@ class Subscriber:
         self.on_takedown_expiry = on_takedown_expiry
         self.backoff = backoff or Backoff(base=1.0, cap=300.0)
         self.max_message = max_message
+        self.oversized_max_message = max(oversized_max_message, max_message)
+        # The cursor after which a message was too big for `max_message`: the next connection
+        # from there reads with `oversized_max_message`.
+        self._oversized_after: int | None = None
         self.heartbeat = heartbeat
         self.connect_timeout = connect_timeout
         self.committed: int | None = None  # the stored cursor (our fence); None: no row
@@ -110,6 +123,7 @@ class Subscriber:
 
     async def run(self) -> None:
         fresh = False
+        oversized = False
         while True:
             started = time.monotonic()
             restart = False  # the cursor was reset to 0 and stored: reconnect at once
@@ -118,10 +132,18 @@ class Subscriber:
                 reason, restart = "stream ended", self._reset
             except TRANSIENT as exc:
                 reason = f"{exc.__class__.__name__}: {exc}"
+                if isinstance(exc, StreamEnded) and exc.oversized:
+                    oversized = True
             finally:
                 self._reset = False
                 self.connected = False
                 metrics.LABEL_CONNECTED.labels(self.did).set(0)
+            if oversized:
+                oversized = False
+                try:
+                    restart = await self._on_oversized()
+                except TRANSIENT as exc:
+                    reason = f"{reason}; then {exc.__class__.__name__}: {exc}"
             fresh = True  # whatever failed, look at the DID document again (endpoint moved?)
             if time.monotonic() - started > self.stable_after or restart:
                 self.backoff.reset()
@@ -139,9 +161,11 @@ class Subscriber:
         if self.committed is not None:
             metrics.LABEL_CURSOR.labels(self.did).set(self.committed)
         url = subscribe_url(endpoint, self.committed or 0)
+        raised = self._oversized_after == (self.committed or 0)
         async with open_stream(
-            self.session, url, max_message=self.max_message, heartbeat=self.heartbeat,
-            connect_timeout=self.connect_timeout,
+            self.session, url, heartbeat=self.heartbeat, connect_timeout=self.connect_timeout,
+            max_message=self.oversized_max_message if raised else self.max_message,
+            max_batch=OVERSIZED_QUEUE if raised else QUEUE,
         ) as batches:  # fmt: skip
             self.connections += 1
             self.connected = True
@@ -151,6 +175,32 @@ class Subscriber:
                 await self._handle(batch)
                 if self._reset:
                     return
+
+    async def _on_oversized(self) -> bool:
+        """A message after our cursor was over the limit of the connection. True: reconnect at
+        once with the larger limit; False: it was over that too and was skipped (normal backoff,
+        so a labeler sending nothing but huge frames is not reconnected to in a tight loop)."""
+        after = self.committed or 0
+        if self._oversized_after != after:
+            self._oversized_after = after
+            await self._store([], [Reject(
+                "oversized frame",
+                f"a message after seq {after} is over {self.max_message} bytes: "
+                f"reading it again with a limit of {self.oversized_max_message}",
+            )], None)  # fmt: skip
+            return True
+        skip_to = after + 1
+        log.error(
+            "labeler sent a message over our largest limit: skipped",
+            extra={"labeler": self.did, "after": after, "limit": self.oversized_max_message},
+        )
+        await self._store([], [Reject(
+            "oversized frame",
+            f"a message after seq {after} is over {self.oversized_max_message} bytes: skipped "
+            f"(cursor moved to {skip_to})",
+        )], skip_to)  # fmt: skip
+        self._oversized_after = skip_to  # the next message may be big too: start with the raised limit
+        return False
 
     # ---- one batch ----------------------------------------------------------------------------
 

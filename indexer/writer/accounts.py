@@ -20,7 +20,7 @@ from indexer.writer.counts import forget_actor, move_actor
 from indexer.writer.cursor import CursorUpdate, write_cursor
 from indexer.writer.locks import lock_dids
 from indexer.writer.network_match import apply_matches, delete_actor_plays, lock_actor_tracks
-from indexer.writer.outbox import request_actor_mirrors
+from indexer.writer.outbox import request_actor_mirrors, request_erasure
 from indexer.writer.statements import TABLE
 
 
@@ -38,7 +38,9 @@ async def apply_account(
     """Apply an `#account` event to an actor we index; returns what happened (for logs).
 
     inactive -> hidden (rows kept, counts without them); active -> shown again (counts back);
-    status `deleted` -> the actor's rows removed, tombstoned at their rev, counts adjusted.
+    status `deleted` -> the actor's rows removed, tombstoned at their rev, counts adjusted, its
+    dead letters and handle/name/avatar dropped, and an erasure of the data the other services
+    hold requested (`erasure_outbox`, appview/erasure.py).
     An inactive status of a DID with no actors row yet is stored (a hidden actor row): records
     that arrive later (a backfill racing the stream, a late delivery) must stay hidden too.
     An active event for an unknown DID changes nothing. An active event for an actor taken down
@@ -59,6 +61,9 @@ async def apply_account(
                 change.status or "deactivated",
             )
             outcome = "remembered"
+            if change.status == "deleted":  # a listener with no records may still have data with us
+                await conn.execute("DELETE FROM dead_letters WHERE did = $1", change.did)
+                await request_erasure(conn, change.did)
         elif row is not None:
             was_visible = row["visible"]
             if change.active:
@@ -80,6 +85,7 @@ async def apply_account(
                 if status == "deleted":
                     await _delete_actor_rows(conn, change.did, row["repo_rev"])
                     await forget_actor(conn, change.did)
+                    await request_erasure(conn, change.did)
                     outcome = "deleted"
                 else:
                     outcome = "hidden"
@@ -171,6 +177,10 @@ async def _delete_actor_rows(conn: Connection, did: str, repo_rev: str | None) -
         )
     await delete_actor_plays(conn, did, repo_rev)  # network plays: one table, two collections
     await apply_matches(conn, rematch)
+    # What else the index held of the account: versions of its records it refused, and who
+    # the account was (the DID and status stay, see above).
+    await conn.execute("DELETE FROM dead_letters WHERE did = $1", did)
+    await conn.execute("UPDATE actors SET handle = NULL, display_name = NULL, avatar_url = NULL WHERE did = $1", did)
 
 
 async def update_handle(conn: Connection | asyncpg.Pool, did: str, handle: str | None) -> None:

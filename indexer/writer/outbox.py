@@ -55,3 +55,15 @@ async def request_actor_mirrors(conn: Connection, did: str) -> None:
         conn,
         [(r["uri"], did, r["audio_blob_cid"], r["mime"] or "application/octet-stream") for r in rows],
     )
+
+
+# appview/erasure.py takes erasure_outbox rows (it polls; the NOTIFY is for anyone listening).
+ERASURE_OUTBOX_CHANNEL = "plyr_erasure_outbox"
+
+
+async def request_erasure(conn: Connection, did: str) -> None:
+    """Ask for the erasure of what the other services hold about `did` (its account was deleted),
+    in the caller's transaction: the AppView consumes `erasure_outbox` (appview/erasure.py) and
+    media follows (media/erasure.py)."""
+    await conn.execute("INSERT INTO erasure_outbox (did) VALUES ($1)", did)
+    await conn.execute("SELECT pg_notify($1, $2)", ERASURE_OUTBOX_CHANNEL, did)

@@ -1,7 +1,8 @@
 """`plyr moderation catalog add` and `plyr moderation scan`: media's side of copyright scanning
 (plyr/cli.py puts them in the `moderation` group with the AppView's `review`).
 
-`catalog add` fingerprints reference recordings into the catalog; `scan` works through a
+`catalog add` fingerprints reference recordings into the catalog and scans again the audio
+they are found in (rescan.py: a reverse lookup, not a rescan of everything); `scan` works through a
 backlog of audio objects in this process (the same scan as the media job, one row per attempt),
 with a progress bar on stderr; an attempt that fails is handed to the media workers to retry.
 Everything beyond click is imported when a command runs (`plyr --help` imports this module).
@@ -61,13 +62,15 @@ def catalog() -> None:
 @click.option("--isrc", help="The recording's ISRC (one file).")
 def catalog_add(files: tuple[Path, ...], artist: str, title: str | None, isrc: str | None) -> None:
     """Fingerprint FILES (any audio ffmpeg reads, any length) into the reference catalog; one JSON
-    object a line, with each recording's reference id."""
+    object a line, with each recording's reference id. The audio already scanned that a new
+    recording is found in is scanned again (said on stderr)."""
     from tqdm import tqdm
 
     from core.cli import load_settings, run_async
     from core.errors import PlyrError
     from core.runtime import open_runtime
     from media import fingerprint
+    from media.copyright.rescan import add_and_rescan
 
     if len(files) > 1 and (title is not None or isrc is not None):
         raise PlyrError("--title and --isrc name one recording: give one file, or leave them out")
@@ -78,16 +81,25 @@ def catalog_add(files: tuple[Path, ...], artist: str, title: str | None, isrc: s
 
     async def _add() -> None:
         async with open_runtime(load_settings()) as rt:
-            for path in tqdm(files, desc="fingerprinting", unit="file", disable=len(files) < 2):
-                name = title if title is not None else path.stem
-                try:
-                    async with rt.pool.acquire() as conn, conn.transaction():
-                        ref = await fingerprint.add_reference(conn, path, artist=artist.strip(), title=name, isrc=code)
-                except fingerprint.FingerprintError as exc:
-                    failed.append(f"{path}: {exc}")
-                    click.echo(f"{path}: {exc}", err=True)
-                    continue
-                _emit({"referenceId": ref, "file": str(path), "artist": artist.strip(), "title": name, "isrc": code})
+            media = _media_context(rt)
+            try:
+                for path in tqdm(files, desc="fingerprinting", unit="file", disable=len(files) < 2):
+                    name = title if title is not None else path.stem
+                    try:
+                        async with rt.pool.acquire() as conn:
+                            ref, rescans = await add_and_rescan(media, conn, path, artist=artist.strip(),
+                                                                title=name, isrc=code)  # fmt: skip
+                    except fingerprint.FingerprintError as exc:
+                        failed.append(f"{path}: {exc}")
+                        click.echo(f"{path}: {exc}", err=True)
+                        continue
+                    _emit({"referenceId": ref, "file": str(path), "artist": artist.strip(), "title": name,
+                           "isrc": code})  # fmt: skip
+                    for found, outcome in rescans:
+                        click.echo(f"reference {ref} is in audio {found.sha256} at {clock(found.offset_s)}: scanned "
+                                   f"again (scan {outcome.scan_id}): {outcome.status}", err=True)  # fmt: skip
+            finally:
+                await media.storage.close()
 
     run_async(_add())
     if failed:

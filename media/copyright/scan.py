@@ -5,9 +5,8 @@ fingerprinted whole (media/fingerprint/), stores the fingerprint (once per audio
 matches of at least MIN_MATCH_S in the reference catalog and in the other audio we hold, and
 writes its `copyright_scans` row: `flagged` with the matches, `clear` without, or `error` with the
 message when anything about the audio fails (the object missing from storage, ffmpeg failing on
-a corrupt file). What is left out of the matches: this audio itself (its tracks, its earlier
-fingerprints), other audio of the same artist, and references allow-listed for the artist
-(original artists, appview/moderation/copyright.py).
+a corrupt file). What the matches are and leave out (the audio itself, an artist's own re-uploads, original
+artists; copies of the same bytes by a later artist; decisions that carry over): matches.py.
 
 The job (payload {sha256, track_uri?, previous_attempts?}) turns an `error` into a failed attempt,
 which the worker retries after media/jobs.py's backoff, up to store.SCAN_MAX_ATTEMPTS; each
@@ -16,17 +15,20 @@ attempt writes its own row, an error's row saying when the next one is due.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from core.db import Connection
 from media import fingerprint
 from media.copyright import store
+from media.copyright.matches import artists_of, carry_decisions, copy_matches, did_of, kept_matches
+from media.copyright.recognition import ExternalOutcome, recognize_audio, recognizer_from_settings
 from media.errors import exhausted_errno
 from media.ingest import MediaContext
 from media.job_context import JobContext, JobFailed
@@ -52,25 +54,8 @@ class ScanOutcome:
     error: str | None = None
     track_uri: str | None = None
     audio_missing: bool = False     # no media object of that sha-256 at all: retrying cannot help
-
-
-def did_of(uri: str | None) -> str | None:
-    if uri is None or not uri.startswith("at://"):
-        return None
-    return uri[5:].split("/", 1)[0] or None
-
-
-def match_json(m: fingerprint.Match, *, track_uri: str | None, audio: str | None) -> dict[str, Any]:
-    return {
-        "reference_id": m.reference_id,
-        "track_uri": track_uri,
-        "audio": audio,  # the sha-256 of the other audio we hold, for a match that is no reference
-        "fingerprint_id": m.fingerprint_id,
-        "offset_s": round(m.offset_s, 3),
-        "reference_offset_s": round(m.reference_offset_s, 3),
-        "length_s": round(m.length_s, 3),
-        "similarity": round(m.similarity, 4),
-    }
+    duration_s: float | None = None
+    external: ExternalOutcome | None = None
 
 
 # ffmpeg decodes what it can of a damaged file: a fingerprint of a fraction of the audio is not a
@@ -88,52 +73,58 @@ def check_coverage(fingerprinted_s: float, duration_s: float | None) -> None:
         )
 
 
-async def _artists_of(conn: Connection, sha256: str) -> tuple[list[tuple[str, str]], set[str]]:
-    tracks = await store.tracks_of(conn, sha256)
-    artists = {did for _, did in tracks}
-    if (uploader := await store.uploader_of(conn, sha256)) is not None:
-        artists.add(uploader)
-    return tracks, artists
+async def _scan_local(
+    media: MediaContext, audio: store.Audio, path: Path, *, track_uri: str | None, job_id: int | None,
+    attempt: int, started: datetime, progress: Progress | None,
+) -> ScanOutcome:  # fmt: skip
+    """Our own engine: fingerprint `path`, match, write the row; raises when anything fails."""
+    sha256 = audio.sha256
+    fp = await fingerprint.fingerprint_file(path, ffmpeg=media.ffmpeg, speeds=fingerprint.QUERY_SPEEDS)
+    check_coverage(fp.duration_s, audio.duration_s)
+    if progress is not None:
+        await progress(0.8, "matching")
+    async with media.pool.acquire() as conn, conn.transaction():
+        await store.lock_catalog(conn, shared=True)  # a reference added meanwhile: see rescan.py
+        tracks, artists, first = await artists_of(conn, sha256)
+        track_uri = track_uri or (tracks[0][0] if tracks else None)
+        if (d := did_of(track_uri)) is not None:
+            artists.add(d)
+        fid = await store.own_fingerprint(conn, sha256)
+        if fid is None:
+            # Keyed by the track it plays as, or by the audio itself before any track does.
+            fid = await fingerprint.store_fingerprint(
+                conn, track_uri=track_uri, reference_id=None, fp=fp,
+                audio_sha256=None if track_uri else sha256,
+            )  # fmt: skip
+        found = await fingerprint.find_matches(conn, fp, exclude_track_uri=track_uri, min_length_s=MIN_MATCH_S)
+        matches = await kept_matches(conn, found, sha256=sha256, fingerprint_id=fid, tracks=tracks,
+                                     artists=artists, first=first)  # fmt: skip
+        matches += await copy_matches(conn, sha256=sha256, fingerprint_id=fid, duration_s=fp.duration_s,
+                                      tracks=tracks, first=first)  # fmt: skip
+        await carry_decisions(conn, sha256=sha256, tracks=tracks, matches=matches)
+        status = "flagged" if matches else "clear"
+        scan_id = await store.record_scan(
+            conn, audio=audio, sha256=sha256, track_uri=track_uri, job_id=job_id, attempt=attempt,
+            status=status, started_at=started, matches=matches, engine=fp.engine, fingerprint_id=fid,
+            duration_s=fp.duration_s,
+        )  # fmt: skip
+    log.info("copyright scan", extra={"sha256": sha256, "scan": scan_id, "status": status,
+                                      "matches": len(matches), "track": track_uri})  # fmt: skip
+    return ScanOutcome(scan_id, status, matches, track_uri=track_uri, duration_s=fp.duration_s)
 
 
-async def _kept_matches(
-    conn: Connection,
-    found: list[fingerprint.Match],
-    *,
-    sha256: str,
-    fingerprint_id: int,
-    tracks: list[tuple[str, str]],
-    artists: set[str],
-) -> list[dict[str, Any]]:
-    """The matches a moderator has to see, in the order they occur in the audio."""
-    same_tracks = {uri for uri, _ in tracks}
-    other_audio = await store.audio_of_fingerprints(
-        conn, [m.fingerprint_id for m in found if m.reference_id is None]
-    )
-    allowed = await store.allowlisted(conn, artists, [m.reference_id for m in found if m.reference_id is not None])
-    kept: list[dict[str, Any]] = []
-    for m in found:
-        if m.fingerprint_id == fingerprint_id or (m.track_uri is not None and m.track_uri in same_tracks):
-            continue  # this audio itself
-        if m.reference_id is not None:
-            if artists and all((artist, m.reference_id) in allowed for artist in artists):
-                continue  # the original artist's own work
-            kept.append(match_json(m, track_uri=m.track_uri, audio=None))
-            continue
-        other = other_audio.get(m.fingerprint_id)
-        if other == sha256:
-            continue  # an older fingerprint of this audio
-        other_tracks: list[tuple[str, str]] = []
-        other_artists = {d for d in (did_of(m.track_uri),) if d is not None}
-        if other is not None:
-            other_tracks, more = await _artists_of(conn, other)
-            other_artists |= more
-        if artists & other_artists:
-            continue  # the same artist's audio again: theirs to publish twice
-        track = m.track_uri or (other_tracks[0][0] if other_tracks else None)
-        kept.append(match_json(m, track_uri=track, audio=other))
-    kept.sort(key=lambda j: (j["offset_s"], j["reference_offset_s"]))
-    return kept
+async def _done_by_job(pool: asyncpg.Pool, sha256: str, job_id: int) -> ScanOutcome | None:
+    """Our own engine's outcome from an earlier attempt of this job (a retry for the external
+    engine only), or None."""
+    row = await pool.fetchrow(
+        "SELECT id, status, matches, track_uri, duration_s FROM copyright_scans "
+        "WHERE sha256 = $1 AND job_id = $2 AND NOT external AND status <> 'error' ORDER BY id DESC LIMIT 1",
+        sha256, job_id,
+    )  # fmt: skip
+    if row is None:
+        return None
+    return ScanOutcome(int(row["id"]), row["status"], list(row["matches"]), track_uri=row["track_uri"],
+                       duration_s=row["duration_s"])  # fmt: skip
 
 
 async def scan_audio(
@@ -146,7 +137,9 @@ async def scan_audio(
     retry_in_s: float | None = None,
     progress: Progress | None = None,
 ) -> ScanOutcome:
-    """Scan the audio object `sha256` once and write the attempt's row (see the module doc).
+    """Scan the audio object `sha256` once and write the attempt's row (see the module doc),
+    then, when an external recognition service is configured, its row too (recognition.py). A
+    retry of a job whose own engine succeeded asks only the external service again.
 
     Database failures, a lost lease and running out of disk or memory are raised (not the
     audio's fault: no row); everything else that goes wrong is an `error` row."""
@@ -158,42 +151,29 @@ async def scan_audio(
         scan_id = await store.record_scan(pool, audio=None, sha256=sha256, track_uri=track_uri, job_id=job_id,
                                           attempt=attempt, status="error", started_at=started, error=message)  # fmt: skip
         return ScanOutcome(scan_id, "error", error=message, track_uri=track_uri, audio_missing=True)
+    recognizer = recognizer_from_settings(media.settings)
+    local: ScanOutcome | None = None
+    if recognizer is not None and job_id is not None:
+        local = await _done_by_job(pool, sha256, job_id)
     try:
         if progress is not None:
             await progress(0.0, "fingerprinting")
         async with local_copy(media, audio.storage_key) as path:
-            fp = await fingerprint.fingerprint_file(path, ffmpeg=media.ffmpeg)
-        check_coverage(fp.duration_s, audio.duration_s)
-        if progress is not None:
-            await progress(0.9, "matching")
-        async with pool.acquire() as conn, conn.transaction():
-            tracks, artists = await _artists_of(conn, sha256)
-            track_uri = track_uri or (tracks[0][0] if tracks else None)
-            if (d := did_of(track_uri)) is not None:
-                artists.add(d)
-            fid = await store.own_fingerprint(conn, sha256)
-            if fid is None:
-                # Keyed by the track it plays as, or by the audio itself before any track does.
-                fid = await fingerprint.store_fingerprint(
-                    conn, track_uri=track_uri, reference_id=None, fp=fp,
-                    audio_sha256=None if track_uri else sha256,
-                )  # fmt: skip
-            found = await fingerprint.find_matches(conn, fp, exclude_track_uri=track_uri, min_length_s=MIN_MATCH_S)
-            matches = await _kept_matches(conn, found, sha256=sha256, fingerprint_id=fid, tracks=tracks,
-                                          artists=artists)  # fmt: skip
-            status = "flagged" if matches else "clear"
-            scan_id = await store.record_scan(
-                conn, audio=audio, sha256=sha256, track_uri=track_uri, job_id=job_id, attempt=attempt,
-                status=status, started_at=started, matches=matches, engine=fp.engine, fingerprint_id=fid,
-                duration_s=fp.duration_s,
-            )  # fmt: skip
-        log.info("copyright scan", extra={"sha256": sha256, "scan": scan_id, "status": status,
-                                          "matches": len(matches), "track": track_uri})  # fmt: skip
-        return ScanOutcome(scan_id, status, matches, track_uri=track_uri)
+            if local is None:
+                local = await _scan_local(media, audio, path, track_uri=track_uri, job_id=job_id, attempt=attempt,
+                                          started=started, progress=progress)  # fmt: skip
+            if recognizer is not None:
+                if progress is not None:
+                    await progress(0.9, "asking " + recognizer.name)
+                external = await recognize_audio(media, recognizer, audio, path, track_uri=local.track_uri,
+                                                 duration_s=local.duration_s, job_id=job_id, attempt=attempt,
+                                                 retry_in_s=retry_in_s)  # fmt: skip
+                local = dataclasses.replace(local, external=external)
+        return local
     except (LeaseLost, asyncpg.PostgresError, asyncpg.InterfaceError):
         raise
     except Exception as exc:
-        if exhausted_errno(exc) is not None:
+        if exhausted_errno(exc) is not None or local is not None:
             raise  # a full disk is not the audio's fault: the worker puts the job back
         message = str(exc) or type(exc).__name__
         scan_id = await store.record_scan(pool, audio=audio, sha256=sha256, track_uri=track_uri, job_id=job_id,
@@ -221,5 +201,10 @@ async def run_copyright_scan(ctx: JobContext) -> dict[str, Any]:
         raise JobFailed(outcome.error or "no stored audio")
     if outcome.status == "error":
         raise ScanFailed(f"copyright scan {outcome.scan_id} failed: {outcome.error}")
-    return {"scanId": outcome.scan_id, "status": outcome.status, "matches": len(outcome.matches),
-            "trackUri": outcome.track_uri}  # fmt: skip
+    if (ext := outcome.external) is not None and ext.status == "error":
+        raise ScanFailed(f"copyright scan {ext.scan_id} by {ext.engine} failed: {ext.error}")
+    result = {"scanId": outcome.scan_id, "status": outcome.status, "matches": len(outcome.matches),
+              "trackUri": outcome.track_uri}  # fmt: skip
+    if ext is not None:
+        result["external"] = {"scanId": ext.scan_id, "engine": ext.engine, "status": ext.status}
+    return result

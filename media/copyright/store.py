@@ -33,8 +33,17 @@ async def request_scan(
 ) -> int | None:
     """Queue a scan of the audio object `sha256` (one live job per audio); its job id, or None
     when the audio's newest scan is `clear` or `flagged` already (`force`: scan again anyway).
+    `owner`, the artist who brought the audio (its uploader, the account whose blob we copied),
+    joins its `copyright_uploaders`; an artist new to audio scanned before has it scanned again
+    (the same bytes by a second artist: a copy of the first's).
 
     On the caller's connection: asked inside a transaction, the job exists only if it commits."""
+    if owner is not None:
+        added = await conn.fetchval(
+            "INSERT INTO copyright_uploaders (sha256, did) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true",
+            sha256, owner,
+        )  # fmt: skip
+        force = force or bool(added)
     if not force:
         newest = await conn.fetchval(
             "SELECT status FROM copyright_scans WHERE sha256 = $1 ORDER BY id DESC LIMIT 1", sha256
@@ -104,6 +113,32 @@ async def audio_of_fingerprints(conn: Conn, fingerprint_ids: list[int]) -> dict[
     return {int(r["fingerprint_id"]): r["sha256"] for r in rows}
 
 
+async def first_artist(conn: Conn, sha256: str) -> str | None:
+    """The artist who brought the audio first (copyright_uploaders; else the object's uploader)."""
+    value = await conn.fetchval(
+        "SELECT coalesce((SELECT did FROM copyright_uploaders WHERE sha256 = $1 ORDER BY first_seen, did LIMIT 1), "
+        "(SELECT uploaded_by FROM media_objects WHERE sha256 = $1))",
+        sha256,
+    )
+    return str(value) if value is not None else None
+
+
+async def later_artists(conn: Conn, sha256: str) -> list[str]:
+    """The artists who brought the same audio after its first (in order)."""
+    rows = await conn.fetch("SELECT did FROM copyright_uploaders WHERE sha256 = $1 ORDER BY first_seen, did", sha256)
+    return [r["did"] for r in rows[1:]]
+
+
+async def first_seen(conn: Conn, shas: list[str]) -> dict[str, datetime]:
+    """When we first held each audio (its first uploader or copy, else the object's row)."""
+    rows = await conn.fetch(
+        "SELECT o.sha256, least(o.created_at, (SELECT min(u.first_seen) FROM copyright_uploaders u "
+        "WHERE u.sha256 = o.sha256)) AS at FROM media_objects o WHERE o.sha256 = ANY($1::text[])",
+        shas,
+    )
+    return {r["sha256"]: r["at"] for r in rows}
+
+
 async def uploader_of(conn: Conn, sha256: str) -> str | None:
     value = await conn.fetchval("SELECT uploaded_by FROM media_objects WHERE sha256 = $1", sha256)
     return str(value) if value is not None else None
@@ -138,19 +173,21 @@ async def record_scan(
     duration_s: float | None = None,
     error: str | None = None,
     retry_in_s: float | None = None,
+    external: bool = False,
 ) -> int:
-    """Write one attempt's row; its id. `retry_in_s` (errors only): when the next attempt is due."""
+    """Write one attempt's row; its id. `retry_in_s` (errors only): when the next attempt is due;
+    `external`: the row of an external recognition service (recognition.py)."""
     assert status in STATUSES
     value = await conn.fetchval(
         """INSERT INTO copyright_scans
                (sha256, storage_key, blob_cid, track_uri, job_id, attempt, status, matches, engine,
-                fingerprint_id, duration_s, error, created_at, next_attempt_at)
+                fingerprint_id, duration_s, error, created_at, next_attempt_at, external)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                   CASE WHEN $14::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $14::float8) END)
+                   CASE WHEN $14::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $14::float8) END, $15)
            RETURNING id""",
         sha256, audio.storage_key if audio else None, audio.blob_cid if audio else None, track_uri, job_id,
         attempt, status, matches or [], engine, fingerprint_id, duration_s,
-        None if error is None else error[:2000], started_at, retry_in_s,
+        None if error is None else error[:2000], started_at, retry_in_s, external,
     )  # fmt: skip
     return int(value)
 
@@ -207,3 +244,11 @@ async def backlog(
         if len(rows) < page:
             return
         after = rows[-1]["sha256"]
+
+
+async def lock_catalog(conn: Connection, *, shared: bool) -> None:
+    """The catalog lock, to the end of the transaction: a scan's matching holds it shared, adding
+    a reference exclusive; so either the scan sees the reference or the reference's reverse
+    lookup (rescan.py, after its commit) sees the scan's fingerprint."""
+    fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    await conn.execute(f"SELECT {fn}(hashtextextended('plyr.copyright.catalog', 0))")

@@ -19,21 +19,24 @@ not want. All three compute the same algorithm; the muxer gives the raw uint32 v
 
 What it survives, measured on synthesized music (tests/integration/media/test_fingerprint_match.py,
 docs/BENCHMARKS.md): re-encoding at another bitrate, a time shift (with the offset), a volume
-change, a piece cut into a longer mix (its offset in the mix), and a 2 % tempo change
-(`atempo`, the pitch kept) through the (speed, offset) vote. A 2 % speed change that also moves
-the pitch (`asetrate`) matches only when it does not carry the notes across a chroma bin edge:
-Chromaprint's 12 bins have their edges at A440's semitones, so in-tune synthetic notes sit on
-the edges and fail both ways; notes 10-40 cents sharp survive +2 %, 60-90 cents sharp -2 %.
-Matching cannot undo that: the pitch is in the values. Fingerprinting the query again,
-resampled at a grid of rates, could; the grid would have to be finer than 0.5 % (a 0.5 % pitch
-shift already leaves in-tune notes without one exact value), a dozen fingerprints per file.
+change, a piece cut into a longer mix (its offset in the mix), a 2 % tempo change (`atempo`,
+the pitch kept) through the (speed, offset) vote, and a 2 % speed change with the pitch (a plain
+resample, `asetrate`) through the query's speed variants. Chromaprint's 12 chroma bins have
+their edges at A440's semitones, so a pitch change carries in-tune notes across them and the
+values change (the pitch is in the values: matching alone cannot undo it). A scan therefore
+fingerprints its audio also as if played at QUERY_SPEEDS (0.98, 0.99, 1.01, 1.02; one ffmpeg
+run, one decode) and looks those variants up too: a copy resampled by 1/0.98 has its notes back
+in their bins in the 0.98 variant. The variants help within about 0.15 % of those speeds; in
+between (a 1.5 % pitched copy) in-tune music is still missed, music off A440 sometimes found.
 """
 
 from media.fingerprint.compute import (
     ENGINE,
     FRAME_S,
+    QUERY_SPEEDS,
     Fingerprint,
     FingerprintError,
+    Variant,
     fingerprint_file,
 )
 from media.fingerprint.match import Match, find_matches
@@ -42,9 +45,11 @@ from media.fingerprint.store import add_reference, forget_track, remove_referenc
 __all__ = [
     "ENGINE",
     "FRAME_S",
+    "QUERY_SPEEDS",
     "Fingerprint",
     "FingerprintError",
     "Match",
+    "Variant",
     "add_reference",
     "find_matches",
     "fingerprint_file",

@@ -68,26 +68,30 @@ def signed(value: int) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
-def is_sampled(value: int) -> bool:
-    return ((value * _GOLDEN) & 0xFFFFFFFF) >> (32 - SAMPLE_BITS) == 0
+def is_sampled(value: int, bits: int = SAMPLE_BITS) -> bool:
+    return ((value * _GOLDEN) & 0xFFFFFFFF) >> (32 - bits) == 0
 
 
-def terms(values: Sequence[int]) -> list[tuple[int, int]]:
-    """(term, position) of the values that are index terms, in position order."""
+def terms(values: Sequence[int], sample_bits: int = SAMPLE_BITS) -> list[tuple[int, int]]:
+    """(term, position) of the values that are index terms, in position order. With more
+    `sample_bits` than SAMPLE_BITS: a subset of them (the hash's leading bits all zero)."""
     out: list[tuple[int, int]] = []
+    shift = 32 - sample_bits
+    mask, golden, silence = TERM_MASK, _GOLDEN, SILENCE_VALUES  # is_sampled, inlined: the hot loop
     previous = -1
     for position, value in enumerate(values):
-        term = value & TERM_MASK
-        if term != previous and value not in SILENCE_VALUES and is_sampled(term):
-            out.append((term, position))
-        previous = term
+        term = value & mask
+        if term != previous:
+            previous = term
+            if not ((term * golden) & 0xFFFFFFFF) >> shift and value not in silence:
+                out.append((term, position))
     return out
 
 
-def query_terms(values: Sequence[int]) -> dict[int, list[int]]:
+def query_terms(values: Sequence[int], sample_bits: int = SAMPLE_BITS) -> dict[int, list[int]]:
     """Signed term -> the query positions where it occurs."""
     positions: dict[int, list[int]] = defaultdict(list)
-    for term, position in terms(values):
+    for term, position in terms(values, sample_bits):
         positions[signed(term)].append(position)
     return positions
 

@@ -457,6 +457,14 @@ async def test_every_plyr_method_through_the_pds(
     prefs = await call("fm.plyr.viewer.getPreferences")
     assert prefs.body == {"preferences": {"volume": 80}, "revision": 2}
 
+    # Account data deletion (all of it: tests/e2e/test_account_data_e2e.py): the fan's play,
+    # queue and preferences go; the receipt reads back the same.
+    erased = await call("fm.plyr.actor.deleteAccountData", body={})
+    assert (erased.body["did"], erased.body["status"]) == (fan.did, "done"), erased.body
+    removed = {c["kind"]: c["count"] for c in erased.body["parts"][0]["removed"]}
+    assert (removed["plays"], removed["queue"], removed["preferences"]) == (1, 1, 1), removed
+    assert (await call("fm.plyr.actor.getAccountDataDeletion")).body == erased.body
+
     assert called == set(methods), f"not called through the PDS: {sorted(set(methods) - called)}"
 
 

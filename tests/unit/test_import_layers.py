@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("protocol", "core", "indexer", "appview", "media", "plyr")
-SERVICES = ("indexer", "appview", "media")
+PACKAGES = ("protocol", "core", "indexer", "appview", "media", "publish", "plyr")
+# publish/ is a client (a musician's machine), at the services' level: core/ and protocol/ only.
+SERVICES = ("indexer", "appview", "media", "publish")
 
 Graph = dict[str, set[str]]
 
@@ -162,6 +163,13 @@ def test_services_do_not_import_the_composition(graph: Graph) -> None:
     """`plyr/` assembles the services; none of them may reach back up into it."""
     for service in SERVICES:
         assert upward_imports(graph, service, ("plyr",)) == []
+
+
+def test_publish_is_a_client_of_the_services(graph: Graph) -> None:
+    """`plyr publish` runs on a musician's machine: it talks to the AppView and media over HTTP
+    and imports none of the services."""
+    assert "publish.cli" in graph
+    assert upward_imports(graph, "publish", ("indexer", "appview", "media", "plyr")) == []
 
 
 if __name__ == "__main__":

@@ -286,6 +286,8 @@ class Oracle:
             return
         actor.status, actor.visible = status or "deactivated", False
         if actor.status == "deleted":
+            # its dead letters go too (account data erasure, indexer/writer/accounts.py)
+            self.refused = {(uri, cid) for uri, cid in self.refused if not uri.startswith(f"at://{did}/")}
             for uri, (rev, op) in list(self.state.items()):
                 if op is not None and op.did == did:
                     floor = max(rev, actor.repo_rev or "")

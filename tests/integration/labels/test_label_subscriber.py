@@ -254,3 +254,27 @@ async def test_service_subscribes_every_labeler_under_one_lock(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_oversized_frames_are_read_with_a_larger_limit_or_skipped(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, resolver: IdentityResolver, labeler: FakeLabeler
+) -> None:
+    # Limits made small for the test: 4 KiB normally, 64 KiB for a message that was too big.
+    labeler.emit(labeler.label(TRACK, "before"))
+    many = [labeler.label(f"{TRACK}{i}", "bulk") for i in range(60)]  # ~15 KiB: over 4 KiB
+    labeler.emit(*many)
+    labeler.seq += 1  # seq 3: over even the larger limit
+    labeler.publish(b"\xa2" + b"x" * 70_000, seq=labeler.seq)
+    labeler.emit(labeler.label(TRACK2, "after"))  # seq 4
+    sub = make_subscriber(pool, session, resolver, labeler, max_message=4096, oversized_max_message=65536)
+    async with running(sub):
+        await wait_cursor(pool, labeler.did, 4)
+    rows = await stored(pool, labeler.did)
+    assert (TRACK, "before") in rows and (TRACK2, "after") in rows
+    assert sum(1 for uri, val in rows if val == "bulk") == 60  # read with the larger limit
+    reasons = await rejects(pool)
+    assert all(r.startswith("oversized frame") for r in reasons), reasons
+    assert [("skipped" in r) for r in reasons] == [False, False, True], reasons
+    # At 0 (seq 2 too big), at 1 with the larger limit (seq 2 read, seq 3 too big), at 2 with
+    # it again (seq 3 still too big: skipped), at 3 (seq 4 read). Nothing else was lost.
+    assert labeler.cursors == [0, 1, 2, 3], labeler.cursors

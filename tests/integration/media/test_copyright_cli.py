@@ -79,10 +79,14 @@ async def test_plyr_moderation_scan_and_catalog(
     _, err = await plyr(env, "scan", code=1)
     assert "--unscanned, --errors or --all" in err
 
-    out, _ = await plyr(env, "catalog", "add", str(clips["a"]), "--artist", "The Band", "--title", "Song",
-                        "--isrc", "us-rc1-76-07839")  # fmt: skip
+    out, err = await plyr(env, "catalog", "add", str(clips["a"]), "--artist", "The Band", "--title", "Song",
+                          "--isrc", "us-rc1-76-07839")  # fmt: skip
     entry = orjson.loads(out)
     assert entry["referenceId"] >= 1 and (entry["title"], entry["isrc"]) == ("Song", "USRC17607839")
+    # a's upload was scanned clear before: the new reference is found in it, and it is scanned again
+    assert f"reference {entry['referenceId']} is in audio {shas[0]} at 0:00: scanned again" in err and "flagged" in err
+    newest = await pool.fetchrow("SELECT * FROM copyright_scans WHERE sha256 = $1 ORDER BY id DESC LIMIT 1", shas[0])
+    assert newest["status"] == "flagged" and newest["matches"][0]["reference_id"] == entry["referenceId"]
     out, _ = await plyr(env, "catalog", "add", str(clips["a"]), str(clips["b"]), "--artist", "The Band")
     assert [orjson.loads(line)["title"] for line in out.splitlines()] == ["a", "b"]
     _, err = await plyr(env, "catalog", "add", str(clips["a"]), "--artist", "X", "--isrc", "nope", code=1)

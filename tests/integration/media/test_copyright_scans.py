@@ -139,6 +139,10 @@ async def test_matches_are_flagged_without_the_audio_itself_and_allowed_artists(
     track = await add_track(pool, ARTIST, "mine", audio_url=body["url"])
     other_track = await add_track(pool, OTHER, "theirs", audio_url="https://cdn.example/theirs.mp3")
     own_other = await add_track(pool, ARTIST, "again", audio_url="https://cdn.example/again.mp3")
+    await pool.execute(
+        "INSERT INTO copyright_references (id, artist, title, sha256, duration_s) OVERRIDING SYSTEM VALUE "
+        "VALUES (7, 'Label', 'Seven', 'sha-7', 60), (8, 'Artist', 'Eight', 'sha-8', 60)"
+    )
     await pool.execute("INSERT INTO copyright_allowlist (artist_did, reference_id) VALUES ($1, 8)", ARTIST)
     asked: list[tuple[str | None, float]] = []
 

@@ -1,7 +1,9 @@
 """Fingerprint matching against a catalog in Postgres, on synthesized music (issue 16):
-re-encoded, time-shifted, volume-changed, cut into a longer mix, played 2 % faster (tempo, and
-tempo with pitch) copies match with the right offsets; unrelated pieces, noise and silence do
-not. The audio is made once per test session (tests/support/audio_corpus.py)."""
+re-encoded, time-shifted, volume-changed, cut into a longer mix, played 2 % faster or slower
+(tempo; and speed with pitch, a plain resample, of in-tune music) copies match with the right
+offsets; unrelated pieces, noise and silence do not. Every query is fingerprinted as a scan
+does, with its speed variants (QUERY_SPEEDS). The audio is made once per test session
+(tests/support/audio_corpus.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import asyncpg
 import pytest
 
 from media.fingerprint import (
+    QUERY_SPEEDS,
     Fingerprint,
     FingerprintError,
     Match,
@@ -61,6 +64,14 @@ def _make(folder: Path) -> dict[str, Path]:
         "A-tempo-1.02.mp3": lambda p: ac.encode(f["A.wav"], p, filters="atempo=1.02," + to44, codec=ac.MP3_128K),
         "B-tempo-0.98.mp3": lambda p: ac.encode(f["B.wav"], p, filters="atempo=0.98," + to44, codec=ac.MP3_128K),
         "T-speed-1.02.mp3": lambda p: ac.encode(f["T.wav"], p, filters="asetrate=11025*1.02," + to44, codec=ac.MP3_128K),
+        # In tune, faster and higher / slower and lower: a plain resample of a 44.1 kHz copy.
+        "A-speed-1.02.mp3": lambda p: ac.encode(f["A.wav"], p, filters=to44 + ",asetrate=44100*1.02," + to44,
+                                                codec=ac.MP3_128K),
+        "B-speed-0.98.mp3": lambda p: ac.encode(f["B.wav"], p, filters=to44 + ",asetrate=44100*0.98," + to44,
+                                                codec=ac.MP3_128K),
+        # U1 0-40 s | C's 20-80 s 2 % faster and higher (58.8 s)
+        "C-pitched-in-mix.mp3": lambda p: ac.make_mix(p, [(f["U1.wav"], 0, 40), (f["C.wav"], 20, 60,
+                                                      "aresample=44100,asetrate=44100*1.02")], ac.MP3_192K),
         # U1 0-50 s | A's 20-80 s | U2 0-40 s | B 2 % faster: 60 s of it, B's own 10.2-71.4 s
         "mix.mp3": lambda p: ac.make_mix(p, [(f["U1.wav"], 0, 50), (f["A.wav"], 20, 60), (f["U2.flac"], 0, 40),
                                              (f["B.wav"], 10.2, 61.2, "atempo=1.02")], ac.MP3_192K),
@@ -85,7 +96,7 @@ async def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
 
     async def one(path: Path) -> Fingerprint:
         async with gate:
-            return await fingerprint_file(path)
+            return await fingerprint_file(path, speeds=QUERY_SPEEDS)
 
     prints = await asyncio.gather(*(one(path) for path in files.values()))
     return Corpus(files, dict(zip(files, prints, strict=True)))
@@ -172,6 +183,27 @@ async def test_pitched_speed_up_of_a_piece_off_a440(pool: asyncpg.Pool, corpus: 
     assert ref == "T.wav" and near(m.offset_s, 0) and m.speed == pytest.approx(1.02, abs=0.003)
 
 
+@pytest.mark.parametrize(("name", "speed"), [("A-speed-1.02.mp3", 1.02), ("B-speed-0.98.mp3", 0.98)])
+async def test_pitched_speed_change_of_in_tune_music(
+    pool: asyncpg.Pool, corpus: Corpus, catalog: dict[int, str], name: str, speed: float
+) -> None:
+    """A plain resample 2 % faster (or slower) moves in-tune notes across Chromaprint's chroma
+    bin edges: the plain values miss it, the query's variant at 1/speed has them back."""
+    async with pool.acquire() as conn:
+        plain = corpus.prints[name]
+        assert await find_matches(conn, Fingerprint(plain.values, plain.duration_s)) == []  # why variants
+    ref, m = one(await matches(pool, corpus, name), catalog)
+    assert ref == name[0] + ".wav" and near(m.offset_s, 0) and near(m.reference_offset_s, 0)
+    assert m.speed == pytest.approx(speed, abs=0.003) and near(m.length_s, PIECE_S / speed, 2)
+    assert m.similarity > 0.8
+
+
+async def test_pitched_copy_cut_into_a_mix(pool: asyncpg.Pool, corpus: Corpus, catalog: dict[int, str]) -> None:
+    ref, m = one(await matches(pool, corpus, "C-pitched-in-mix.mp3"), catalog)
+    assert ref == "C.wav" and near(m.offset_s, 40) and near(m.reference_offset_s, 20)
+    assert near(m.length_s, 60 / 1.02, 3) and m.speed == pytest.approx(1.02, abs=0.003)
+
+
 @pytest.mark.parametrize("name", ["U1.wav", "U2.flac", "noise.wav", "silence.wav"])
 async def test_unrelated_noise_and_silence_match_nothing(pool: asyncpg.Pool, corpus: Corpus, catalog: dict[int, str], name: str) -> None:
     assert await matches(pool, corpus, name, min_length_s=3.0) == []
@@ -234,3 +266,16 @@ async def test_another_engine_is_refused(pool: asyncpg.Pool, corpus: Corpus) -> 
     async with pool.acquire() as conn:
         with pytest.raises(FingerprintError, match="cannot match"):
             await find_matches(conn, Fingerprint(fp.values, fp.duration_s, "something-else"))
+
+
+async def test_speed_variants_leave_the_plain_values_as_they_were(corpus: Corpus) -> None:
+    """One ffmpeg run makes the plain values and the variants: the plain ones are exactly what a
+    run without variants makes (stored fingerprints and queries stay comparable); a variant at
+    speed s has about 1/s as many values (the audio played s times as fast)."""
+    for name in ("A-64k.mp3", "B-speed-0.98.mp3", "silence.wav"):
+        plain = await fingerprint_file(corpus.files[name])
+        both = corpus.prints[name]
+        assert both.values == plain.values and both.duration_s == plain.duration_s
+        assert [round(v.speed, 3) for v in both.variants] == list(QUERY_SPEEDS)
+        for v in both.variants:
+            assert abs(len(v.values) - len(plain.values) / v.speed) <= 3

@@ -45,12 +45,17 @@ async def media(pool: asyncpg.Pool, database_url: str, tmp_path: Path) -> AsyncI
 
 
 @pytest.fixture
-def matcher(monkeypatch: pytest.MonkeyPatch) -> list[Match]:
-    """What the fingerprint matcher finds for every scan (tests set it)."""
+async def matcher(monkeypatch: pytest.MonkeyPatch, pool: asyncpg.Pool) -> list[Match]:
+    """What the fingerprint matcher finds for every scan (tests set it); catalog entry 7 (REF's)
+    exists."""
+    await pool.execute(
+        "INSERT INTO copyright_references (id, artist, title, sha256, duration_s) OVERRIDING SYSTEM VALUE "
+        "VALUES (7, 'A Label', 'A Single', 'sha-of-7', 180)"
+    )
     found: list[Match] = []
 
     async def find_matches(conn: Any, fp: Any, *, exclude_track_uri: str | None = None,
-                           min_length_s: float = 10.0) -> list[Match]:  # fmt: skip
+                           min_length_s: float = 10.0, **kw: Any) -> list[Match]:  # fmt: skip
         return list(found)
 
     monkeypatch.setattr(fingerprint, "find_matches", find_matches)
@@ -91,7 +96,8 @@ async def test_review_flow_from_an_upload_to_a_takedown(
         sha, "flagged", 1, [track], track)
     assert scan["uploadedBy"] == ann.did and scan["engine"] == fingerprint.ENGINE and "review" not in scan
     assert scan["matches"] == [{"referenceId": 7, "offsetMs": 40250, "referenceOffsetMs": 3250, "lengthMs": 12000,
-                                "similarity": 934, "fingerprintId": 901}]  # fmt: skip
+                                "similarity": 934, "fingerprintId": 901,
+                                "reference": {"artist": "A Label", "title": "A Single"}}]  # fmt: skip
     assert (await get(client, "fm.plyr.feed.getTrack", uri=track))["track"]["uri"] == track
 
     done = await call(client, mod, NS + "resolveScan",
@@ -202,7 +208,7 @@ async def test_plyr_moderation_review(
 
     out, _ = await plyr(env, "moderation", "review")
     assert f"scan {scan_id}  flagged" in out and f"track {track}" in out and f"uploaded by {ann.did}" in out
-    assert "0:40-0:52 (0:12)  matches reference 7 at 0:03, similarity 0.93" in out
+    assert "0:40-0:52 (0:12)  matches reference 7 A Label - A Single at 0:03, similarity 0.93" in out
     assert "1:01:01-1:01:16 (0:15)  matches fingerprint 902 at 0:00, similarity 0.50" in out
     out, _ = await plyr(env, "moderation", "review", "--json")
     [view] = [orjson.loads(line) for line in out.splitlines()]

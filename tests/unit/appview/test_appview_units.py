@@ -102,7 +102,7 @@ def test_every_route_has_a_lexicon_and_openapi_operation() -> None:
     assert set(ROUTES) <= set(lexicons.methods)
     for nsid, route in ROUTES.items():
         method = lexicons.methods[nsid]
-        procedure_names = ("put", "record", "create", "takedown", "restore", "label", "resolve")
+        procedure_names = ("put", "record", "create", "takedown", "restore", "label", "resolve", "delete")
         assert (method.kind == "procedure") == nsid.split(".")[-1].startswith(procedure_names), nsid
         if method.kind == "procedure":
             assert route.auth == "required"
