@@ -116,10 +116,13 @@ async def run_indexer(
             await asyncio.sleep(delay)
 
 
-async def run(rt: Runtime) -> None:
+async def run(rt: Runtime, *, page_host: str | None = None) -> None:
     """`plyr up`: the live indexer with the settings from the environment (metrics are served by
-    the appview's /metrics from the same registry)."""
+    the appview's /metrics from the same registry). `page_host`: the host of the AppView run
+    beside it, whose track pages network plays may name when PLYR_TRACK_PAGE_HOSTS is unset."""
     settings = IndexerSettings.from_env()
+    if page_host and not settings.track_page_hosts:
+        settings = IndexerSettings.from_env(overrides={"track_page_hosts": page_host})
     source = make_source(settings)
     await run_indexer(
         rt.database_url, rt.pool, settings, source, verify=settings.verify,

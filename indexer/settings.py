@@ -46,7 +46,7 @@ class IndexerSettings(Settings):
         "comma-separated hosts (with `:port` when not the default) whose `/track/<n>` pages are "
         "our AppView's (the host of its PLYR_PUBLIC_URL): a network play naming one matches that "
         "track by URL",
-        group="indexer",
+        default_text="none; under `plyr up`, the host of the AppView's PLYR_PUBLIC_URL", group="indexer",
     )  # fmt: skip
 
 

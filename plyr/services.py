@@ -13,9 +13,14 @@ if TYPE_CHECKING:  # importing the runtime would pull in aiohttp and asyncpg for
 
 
 async def _indexer(rt: Runtime) -> None:
+    # Network plays naming this AppView's track pages match by URL (PLYR_TRACK_PAGE_HOSTS unset).
+    from urllib.parse import urlsplit
+
+    from appview.settings import AppviewSettings
     from indexer.service import run
 
-    await run(rt)
+    appview = AppviewSettings.from_env(core=rt.settings)
+    await run(rt, page_host=urlsplit(appview.public_url).netloc.lower() or None)
 
 
 async def _resync(rt: Runtime) -> None:
