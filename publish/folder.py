@@ -14,9 +14,6 @@ name) and updates it in place when the tracks changed.
 from __future__ import annotations
 
 import collections
-import contextlib
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +24,7 @@ import orjson
 from publish.errors import PublishError
 from publish.publisher import Published, Publisher, TrackInput, file_sha256
 from publish.records import LIST, RecordGone, check_record, now_iso
+from publish.store import replace_file
 from publish.tags import FileTags, album_order, audio_files, read_tags
 
 STATE_FILE = ".plyr-publish.json"
@@ -69,18 +67,7 @@ class FolderState:
 
     def save(self) -> None:
         """Replace the file whole (a temp file in the folder, renamed over it)."""
-        data = orjson.dumps(self.data, option=orjson.OPT_INDENT_2)
-        fd, tmp = tempfile.mkstemp(prefix=".plyr-publish-", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        replace_file(self.path, orjson.dumps(self.data, option=orjson.OPT_INDENT_2))
 
 
 def folder_cover(folder: Path) -> Path | None:

@@ -34,6 +34,22 @@ LOCK_FILE = "publish-session.lock"
 LOCK_TIMEOUT_S = 60.0
 
 
+def replace_file(path: Path, data: bytes) -> None:
+    """Replace `path` whole: a temp file beside it (mode 600, as mkstemp makes it), synced, then
+    renamed over it, so a reader sees the old file or the new one, never a part."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 @dataclass(frozen=True)
 class StoredSession:
     did: str
@@ -141,18 +157,7 @@ class SessionStore:
 
     def _write(self, session: StoredSession) -> None:
         """Replace the file whole (call with the lock held)."""
-        data = orjson.dumps(session.to_json(), option=orjson.OPT_INDENT_2)
-        fd, tmp = tempfile.mkstemp(prefix=".publish-session-", suffix=".tmp", dir=self.dir)  # mode 600
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        replace_file(self.path, orjson.dumps(session.to_json(), option=orjson.OPT_INDENT_2))
 
     def save(self, session: StoredSession) -> None:
         with self.locked():
